@@ -1,0 +1,44 @@
+# Two entry points: `make serve` (install + demo data + serve) and `make test` (install + all tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 5006
+
+.PHONY: serve test install install-test system-deps demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test system-deps
+
+# Debian packages the tests need (Chromium for the browser tests; Playwright drives it).
+system-deps:
+	bash deploy/install-system-deps.sh
+
+demo: install
+	$(BIN)/eoexplorer demo
+
+serve: install
+	$(BIN)/eoexplorer serve --demo --port $(PORT)
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@echo "run e.g.: $(BIN)/python bench/catalog.py ; $(BIN)/python bench/tiles.py"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .cache

@@ -1,0 +1,70 @@
+"""Errors raised by the engine: one base class, domain subclasses.
+
+Every error carries a message that names the problem and, where it helps, the valid
+choices. The service maps these classes to HTTP status codes in one table
+(``service/errors.py``); the UI maps them to notifications in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class EOXError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+    def __init__(self, message: str, *, choices: Iterable[str] | None = None) -> None:
+        self.choices = sorted({str(c) for c in choices}) if choices is not None else None
+        if self.choices:
+            shown = ", ".join(self.choices[:40])
+            more = f" (and {len(self.choices) - 40} more)" if len(self.choices) > 40 else ""
+            message = f"{message}. Valid choices: {shown}{more}"
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(EOXError):
+    """A value given by the user is malformed or out of range."""
+
+
+class NotFound(EOXError):
+    """Something named by the user does not exist."""
+
+
+class CatalogError(EOXError):
+    """The catalog could not be read or written."""
+
+
+class UnknownCollection(NotFound):
+    """The named collection is not in the catalog."""
+
+
+class UnknownProperty(InvalidInput):
+    """A query names a property the collection does not have."""
+
+
+class InvalidQuery(InvalidInput):
+    """A query is malformed: bad operator, inverted dates, bbox out of range..."""
+
+
+class IngestError(EOXError):
+    """One or more input files could not be ingested."""
+
+
+class PlaceNotFound(NotFound):
+    """The gazetteer does not know the place."""
+
+
+class ChainError(InvalidInput):
+    """A processing chain is invalid (unknown step, band, colormap...)."""
+
+
+class DataUnavailable(EOXError):
+    """A source file is missing, unreadable or corrupt."""
+
+
+class SandboxError(EOXError):
+    """A user function was refused or failed in the sandbox."""
