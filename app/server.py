@@ -1,16 +1,17 @@
-"""`eoexplorer serve`: one port for everything the browser needs.
+"""`eoexplorer serve`: the dashboard and the tile service on one port.
 
-Until the dashboard lands (issue 5) this serves the tile service, and registers a true-colour
-chain of the newest demo scene so the printed tile URL shows real imagery in any XYZ client.
+The tile service is a FastAPI app; the Panel dashboard is added to it with
+``panel.io.fastapi.add_applications`` (bokeh-fastapi), and uvicorn serves both, so the
+browser fetches tiles from the page's own origin (``api/...`` relative URLs).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from app.settings import Settings
-from app.wiring import build_service, catalog_from
 
 log = logging.getLogger(__name__)
 
@@ -20,23 +21,53 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def build_asgi(settings: Settings) -> Any:
+    """The FastAPI app serving the tile service under /api and the dashboard at /."""
+    from panel.io.fastapi import add_applications
+
+    from app.create import create_app, load_extensions
+    from app.state import resources
+
+    load_extensions()
+    service = resources(settings).service
+    origins = [f"{h}:{settings.port}" for h in ("localhost", "127.0.0.1", settings.address)]
+    origins += list(settings.allow_websocket_origin)
+
+    def page() -> Any:
+        return create_app(settings)
+
+    add_applications(
+        {"/": page},
+        app=service,
+        title="EO Explorer",
+        websocket_origin=sorted(set(origins)),
+    )
+    return service
+
+
+def prepare_demo_data(settings: Settings) -> None:
+    """Download and ingest the demo collections unless they are there already."""
+    from app.wiring import catalog_from
+    from engine.demo import prepare_demo
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    reports = prepare_demo(catalog_from(settings), data_dir=settings.data_dir,
+                           progress=sys.stderr.isatty())
+    for name, report in reports.items():
+        for path, reason in report.failed:
+            log.warning("demo %s: could not ingest %s: %s", name, path, reason)
+
+
 def serve(settings: Settings, *, demo: bool = False) -> int:
     """Prepare (optionally) the demo data, then serve until interrupted."""
     import uvicorn
 
     if demo:
-        from engine.demo import prepare_demo
-
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        reports = prepare_demo(catalog_from(settings), data_dir=settings.data_dir,
-                               progress=sys.stderr.isatty())
-        for name, report in reports.items():
-            for path, reason in report.failed:
-                log.warning("demo %s: could not ingest %s: %s", name, path, reason)
-
-    service = build_service(settings)
+        prepare_demo_data(settings)
+    app = build_asgi(settings)
     base = f"http://{settings.address}:{settings.port}{settings.prefix}"
     _write(f"EO Explorer is serving on {base}/")
-    _write(f"  API: {base}/api/collections   OpenAPI: {base}/openapi.json   health: {base}/healthz")
-    uvicorn.run(service, host=settings.address, port=settings.port, log_level="warning")
+    _write(f"  API: {base}/api/collections   OpenAPI: {base}/docs   health: {base}/healthz")
+    uvicorn.run(app, host=settings.address, port=settings.port, log_level="warning",
+                root_path=settings.prefix)
     return 0

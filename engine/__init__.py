@@ -1,0 +1,5 @@
+"""EO Explorer engine: catalog, query API, readers, chains. Usable from notebooks and scripts."""
+
+from engine.collection import Collection
+
+__all__ = ["Collection"]

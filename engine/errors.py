@@ -67,4 +67,26 @@ class DataUnavailable(EOXError):
 
 
 class SandboxError(EOXError):
-    """A user function was refused or failed in the sandbox."""
+    """A user function was refused or failed in the sandbox.
+
+    ``lineno`` is the line of the user's source at fault when known; ``reason`` the
+    message without that location.
+    """
+
+    def __init__(self, message: str, *, lineno: int | None = None, reason: str | None = None,
+                 choices: Iterable[str] | None = None) -> None:
+        super().__init__(message, choices=choices)
+        self.lineno = lineno
+        self.reason = reason if reason is not None else message
+
+
+class FunctionRejected(SandboxError):
+    """The sandbox's static check refused a user function (before running it)."""
+
+
+class FunctionFailed(SandboxError):
+    """A user function raised an exception or returned an invalid value."""
+
+
+class SandboxLimitExceeded(SandboxError):
+    """A user function hit the time, CPU or memory limit, or crashed its worker."""

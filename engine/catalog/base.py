@@ -63,6 +63,7 @@ class IngestReport:
     added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already in the catalog (idempotent)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, what was dropped)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,10 @@ class Catalog(abc.ABC):
     def add_items(self, items: Iterable[pystac.Item], *, collection: str) -> list[str]:
         """Add items in ONE transaction: all or nothing. Returns ids added; existing ids
         are replaced."""
+        raise NotImplementedError(f"the {self.kind} catalog is read-only")
+
+    def remove_collection(self, name: str) -> None:
+        """Delete a collection and its items (undoes a new collection whose ingest failed)."""
         raise NotImplementedError(f"the {self.kind} catalog is read-only")
 
     def has_item(self, collection: str, item_id: str) -> bool:

@@ -1,0 +1,171 @@
+"""Display tab: presets the collection allows, custom RGB bands, band math, colormap with a
+colorbar legend, opacity, and the user-function editor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+import panel as pn
+import param
+
+from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, preset
+from components.state import AppState
+
+#: Colormaps listed first in the picker (all matplotlib colormaps are accepted).
+COMMON_COLORMAPS = ["viridis", "RdYlGn", "RdBu", "Spectral", "magma", "inferno", "plasma",
+                    "cividis", "YlGn", "Greens", "Blues", "BrBG", "PuOr", "coolwarm", "terrain",
+                    "gray"]
+
+FUNCTION_TEMPLATE = '''def my_function(array):
+    """Called with the pixel array (bands, rows, cols); return an array."""
+    return array
+'''
+
+
+def colorbar_html(name: str, vmin: float, vmax: float, *, title: str = "") -> str:
+    """A horizontal colorbar (CSS gradient) with its min/max labels, for a legend."""
+    cmap = matplotlib.colormaps[name]
+    stops = ", ".join(matplotlib.colors.to_hex(cmap(i / 15)) for i in range(16))
+    return (
+        f'<div class="eox-colorbar" style="width:260px;font:12px sans-serif">'
+        f'<div style="margin-bottom:2px">{title}</div>'
+        f'<div style="height:12px;border-radius:2px;background:linear-gradient(to right, {stops})">'
+        f'</div><div style="display:flex;justify-content:space-between">'
+        f'<span>{vmin:g}</span><span>{(vmin + vmax) / 2:g}</span><span>{vmax:g}</span></div></div>'
+    )
+
+
+class DisplayPanel(pn.viewable.Viewer):
+    """The Display tab of a session."""
+
+    state = param.ClassSelector(class_=AppState, doc="The session state.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        s = self.state
+        self._preset = pn.widgets.RadioBoxGroup(name="Preset", options=self._preset_options(),
+                                                value=s.preset, inline=False)
+        self._preset.param.watch(lambda e: self.state.choose_preset(e.new), "value")
+        self._rgb = [pn.widgets.Select(name=c, options=list(s.bands), width=95)
+                     for c in ("Red", "Green", "Blue")]
+        for w in self._rgb:
+            w.param.watch(self._rgb_picked, "value")
+        self._expression = pn.widgets.TextInput(
+            name="Band math (one band; ';' separates several)", value=s.expression,
+            placeholder="(nir - red) / (nir + red)", sizing_mode="stretch_width")
+        self._expression.param.watch(self._expression_entered, "value")
+        self._colormap = pn.widgets.Select(
+            name="Colormap", value=s.colormap, width=150,
+            options=COMMON_COLORMAPS + sorted(set(matplotlib.colormaps) - set(COMMON_COLORMAPS)))
+        self._colormap.param.watch(lambda e: setattr(self.state, "colormap", e.new), "value")
+        self._opacity = pn.widgets.FloatSlider.from_param(s.param.opacity, name="Opacity",
+                                                          step=0.05, sizing_mode="stretch_width")
+        self._legend = pn.pane.HTML("", margin=(5, 10))
+        self._error = pn.pane.Alert("", alert_type="danger", visible=False,
+                                    sizing_mode="stretch_width")
+        self._chain = pn.pane.Markdown("", styles={"font-size": "11px", "color": "#666"})
+        self._code = pn.widgets.CodeEditor(value=s.function_code or FUNCTION_TEMPLATE,
+                                           language="python", height=170,
+                                           sizing_mode="stretch_width")
+        self._code.param.watch(lambda e: setattr(self.state, "function_code", e.new), "value")
+        note = ("Server-side functions run in the sandbox." if s.backend.functions_enabled else
+                "Server-side functions are **not enabled** on this server: the editor is shown "
+                "so you can prepare code, but it cannot be tested or applied here.")
+        self._code_note = pn.pane.Alert(note, alert_type="info" if s.backend.functions_enabled
+                                        else "warning", sizing_mode="stretch_width")
+        self._sync()
+
+    def _preset_options(self) -> dict[str, str]:
+        opts = {preset(k).label: k for k in self.state.presets}
+        opts["Custom RGB"] = CUSTOM_RGB
+        opts["Band math"] = CUSTOM_EXPRESSION
+        return opts
+
+    # -- widgets -> state ---------------------------------------------------------------
+    def _rgb_picked(self, event: param.parameterized.Event) -> None:
+        if self._syncing:
+            return
+        rgb = [w.value for w in self._rgb]
+        if rgb != list(self.state.rgb):
+            changes: dict[str, Any] = {"rgb": rgb, "preset": CUSTOM_RGB}
+            if self.state.single_band:
+                changes.update(vmin=[0.0] * 3, vmax=[3000.0] * 3)
+            self.state.param.update(**changes)
+
+    def _expression_entered(self, event: param.parameterized.Event) -> None:
+        if self._syncing or not (event.new or "").strip():
+            return
+        changes: dict[str, Any] = {"expression": event.new.strip(), "preset": CUSTOM_EXPRESSION}
+        if not self.state.single_band:
+            changes.update(vmin=[-1.0], vmax=[1.0])
+        self._error.visible = False
+        self.state.param.update(**changes)
+
+    # -- state -> widgets ---------------------------------------------------------------
+    _syncing = False
+
+    @param.depends("state.presets", "state.preset", "state.bands", "state.rgb",
+                   "state.expression", "state.colormap", "state.vmin", "state.vmax",
+                   "state.chain", watch=True)
+    def _sync(self) -> None:
+        s = self.state
+        self._syncing = True
+        try:
+            self._preset.options = self._preset_options()
+            self._preset.value = s.preset
+            for w, band in zip(self._rgb, s.rgb or [None] * 3, strict=False):
+                w.options = list(s.bands)
+                if band in s.bands:
+                    w.value = band
+            self._expression.value = s.expression
+            self._colormap.value = s.colormap
+        finally:
+            self._syncing = False
+        single = s.single_band
+        for w in self._rgb:
+            w.visible = not single
+        self._colormap.visible = single
+        if single and s.vmin and s.vmax:
+            self._legend.object = colorbar_html(s.colormap, float(s.vmin[0]), float(s.vmax[0]),
+                                                title=s.expression)
+            self._legend.visible = True
+        else:
+            self._legend.visible = False
+        self._chain.object = f"Chain `{s.chain_id}`: {s.chain.describe()}" if s.chain else ""
+
+    @param.depends("state.notice", watch=True)
+    def _notice(self) -> None:
+        n = self.state.notice
+        if n is not None and n.level == "error" and n.text.startswith("Display"):
+            self._error.object = n.text + " — fix the bands or expression and try again."
+            self._error.visible = True
+        elif n is None or n.level != "error":
+            self._error.visible = False
+
+    @param.depends("state.chain_id", watch=True)
+    def _chain_ok(self) -> None:
+        self._error.visible = False
+
+    @property
+    def legend(self) -> pn.pane.HTML:
+        """The colorbar legend (also shown under the map)."""
+        return self._legend
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            pn.pane.Markdown("**Preset**", margin=(0, 10)),
+            self._preset,
+            pn.pane.Markdown("**Custom bands**", margin=(5, 10, 0, 10)),
+            pn.Row(*self._rgb),
+            self._expression,
+            self._colormap,
+            self._legend,
+            self._error,
+            self._opacity,
+            self._chain,
+            pn.pane.Markdown("**User function**", margin=(10, 10, 0, 10)),
+            self._code_note,
+            self._code,
+            sizing_mode="stretch_width",
+        )

@@ -1,0 +1,68 @@
+"""The layer list: visibility, opacity and order of the map's tile layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import panel as pn
+import param
+
+#: Layers of the map, bottom first: the optional basemap, the displayed scenes, footprints.
+LAYER_NAMES: tuple[str, ...] = ("basemap", "scenes", "footprints")
+
+LABELS = {"basemap": "Basemap", "scenes": "Scenes (display)", "footprints": "Footprints"}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One map layer's visibility and opacity."""
+
+    name: str
+    visible: bool = True
+    opacity: float = 1.0
+
+
+class LayerList(pn.viewable.Viewer):
+    """Checkbox, opacity slider and up/down buttons per layer; edits ``map.layers``."""
+
+    map = param.Parameter(doc="The MapView whose layers this edits.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._column = pn.Column(sizing_mode="stretch_width")
+        self._build()
+
+    def _set(self, name: str, **changes: Any) -> None:
+        self.map.layers = [replace(s, **changes) if s.name == name else s
+                           for s in self.map.layers]
+
+    def _move(self, name: str, step: int) -> None:
+        layers = list(self.map.layers)
+        i = next(k for k, s in enumerate(layers) if s.name == name)
+        j = i + step
+        if 0 <= j < len(layers):
+            layers[i], layers[j] = layers[j], layers[i]
+            self.map.layers = layers
+            self._build()
+
+    def _build(self) -> None:
+        rows = []
+        for spec in reversed(self.map.layers):  # top layer first, as map apps list them
+            vis = pn.widgets.Checkbox(name=LABELS.get(spec.name, spec.name), value=spec.visible,
+                                      width=150)
+            vis.param.watch(lambda e, n=spec.name: self._set(n, visible=e.new), "value")
+            op = pn.widgets.FloatSlider(value=spec.opacity, start=0, end=1, step=0.05,
+                                        width=110, show_value=False, name="")
+            op.param.watch(lambda e, n=spec.name: self._set(n, opacity=e.new), "value_throttled")
+            up = pn.widgets.Button(name="▲", width=32, button_type="light",
+                                   description="Draw this layer above the next one")
+            up.on_click(lambda e, n=spec.name: self._move(n, +1))
+            down = pn.widgets.Button(name="▼", width=32, button_type="light",
+                                     description="Draw this layer below the previous one")
+            down.on_click(lambda e, n=spec.name: self._move(n, -1))
+            rows.append(pn.Row(vis, op, up, down, margin=(0, 5)))
+        self._column.objects = [pn.pane.Markdown("**Layers**", margin=(0, 5)), *rows]
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._column

@@ -1,0 +1,401 @@
+"""The per-session state every component reads and writes: one ``AppState`` per browser tab.
+
+State flows one way: widgets set parameters here, the handlers here call the engine and set
+derived parameters (results, chain, tile URL, statistics), and views redraw from those.
+Engine errors never escape: they become a :class:`Notice` the UI shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from itertools import count
+from typing import Any
+
+import pandas as pd
+import param
+
+from components.backend import Backend
+from components.presets import (
+    CUSTOM_EXPRESSION,
+    CUSTOM_RGB,
+    default_rgb,
+    preset,
+    presets_for,
+)
+from engine.chain import Bands, Chain, Colormap, Expression, Scale, process
+from engine.collection import Collection
+from engine.errors import EOXError, InvalidInput
+
+log = logging.getLogger(__name__)
+
+#: Sort choices of the search form -> (property, ascending).
+SORTS: dict[str, tuple[str, bool]] = {
+    "Newest first": ("datetime", False),
+    "Oldest first": ("datetime", True),
+    "Least cloudy": ("eo:cloud_cover", True),
+}
+
+_notice_ids = count(1)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message for the user: level is "info", "success", "warning" or "error"."""
+
+    text: str
+    level: str = "info"
+    serial: int = field(default_factory=lambda: next(_notice_ids))
+
+
+BBox = tuple[float, float, float, float]
+
+
+def bbox_polygon(bbox: BBox) -> dict:
+    """GeoJSON polygon of a (W, S, E, N) box."""
+    w, s, e, n = bbox
+    return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+
+class AppState(param.Parameterized):
+    """Collection, query, results, selection, display chain, stretch and viewport of a session."""
+
+    backend = param.ClassSelector(class_=Backend, constant=True, doc="Engine handles.")
+
+    # -- query ------------------------------------------------------------------------
+    collection = param.Selector(objects=[], doc="Collection searched and displayed.")
+    place = param.String("", doc="Place name (gazetteer) the search is limited to.")
+    point = param.Tuple(default=None, length=2, allow_None=True, doc="Search point lon, lat.")
+    bbox = param.Tuple(default=None, length=4, allow_None=True, doc="Search box W, S, E, N.")
+    start = param.Date(default=None, allow_None=True, doc="First day searched.")
+    end = param.Date(default=None, allow_None=True, doc="Last day searched.")
+    max_cloud = param.Number(100.0, bounds=(0, 100), doc="Highest cloud cover, percent.")
+    sort = param.Selector(objects=list(SORTS), default="Newest first")
+    limit = param.Integer(100, bounds=(1, 10_000), doc="Most scenes listed.")
+
+    # -- results ----------------------------------------------------------------------
+    results = param.DataFrame(default=pd.DataFrame(), doc="Date, Platform, ... id per scene.")
+    footprints = param.Dict(default={}, doc="Scene id -> GeoJSON footprint (WGS84).")
+    bounds = param.Dict(default={}, doc="Scene id -> (W, S, E, N).")
+    selected = param.List(default=[], item_type=str, doc="Ids of the scenes displayed.")
+
+    # -- display ----------------------------------------------------------------------
+    presets = param.List(default=[], doc="Keys of the presets the collection allows.")
+    bands = param.List(default=[], item_type=str, doc="Band names of the collection.")
+    preset = param.String(default="true-colour", doc="Preset key, or custom-rgb/-expression.")
+    rgb = param.List(default=[], item_type=str, doc="Red, green, blue band names.")
+    expression = param.String("", doc="Band math for a single-band product.")
+    colormap = param.String("viridis", doc="Colormap of a single-band product.")
+    vmin = param.List(default=[0.0], doc="Stretch low value per output band.")
+    vmax = param.List(default=[3000.0], doc="Stretch high value per output band.")
+    gamma = param.Number(1.0, bounds=(0.1, 5.0), doc="Stretch gamma.")
+    opacity = param.Number(1.0, bounds=(0.0, 1.0), doc="Opacity of the scene layer.")
+    function_code = param.String("", doc="Source of a user function (sandbox).")
+
+    chain = param.ClassSelector(class_=Chain, default=None, allow_None=True,
+                                doc="The displayed chain.")
+    chain_id = param.String("", doc="Id of the displayed chain.")
+    tile_url = param.String("", doc="XYZ template of the displayed chain ({X}/{Y}/{Z}).")
+    statistics = param.Dict(default={}, doc="Statistics of the visible pixels, per band.")
+
+    # -- map --------------------------------------------------------------------------
+    viewport = param.Tuple(default=None, length=4, allow_None=True,
+                           doc="Visible W, S, E, N (WGS84), reported by the map.")
+    view_request = param.Tuple(default=None, length=4, allow_None=True,
+                               doc="W, S, E, N the map should show next (zoom actions).")
+    pick = param.Selector(objects=["off", "point", "box"], default="off",
+                          doc="What a click (point) or box-select drag (box) on the map sets.")
+    notice = param.ClassSelector(class_=Notice, default=None, allow_None=True)
+    status = param.String("", doc="One line about the results.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        names = self.backend.collection_names()
+        self.param.collection.objects = names
+        if self.collection is None and names:
+            self.collection = names[0]
+        elif self.collection is not None:
+            self._collection_changed()
+
+    # -- helpers ------------------------------------------------------------------------
+    def notify(self, text: str, level: str = "info") -> None:
+        """Tell the user something (the shell shows it as a notification)."""
+        self.notice = Notice(text, level)
+
+    def fail(self, exc: EOXError, action: str) -> None:
+        """Show an engine error with what was being done."""
+        log.info("%s failed: %s", action, exc)
+        self.notice = Notice(f"{action}: {exc}", "error")
+
+    @property
+    def single_band(self) -> bool:
+        """True when the display is one band through a colormap."""
+        return self.preset == CUSTOM_EXPRESSION or (
+            self.preset not in (CUSTOM_RGB, CUSTOM_EXPRESSION) and preset(self.preset).single_band
+        )
+
+    # -- collection ---------------------------------------------------------------------
+    @param.depends("collection", watch=True)
+    def _collection_changed(self) -> None:
+        if self.collection is None:
+            return
+        bands = self.backend.band_names(self.collection)
+        allowed = [p.key for p in presets_for(bands)]
+        rgb = list(default_rgb(bands)) if bands else []
+        first = allowed[0] if allowed else CUSTOM_RGB
+        self.param.update(bands=bands, presets=allowed, rgb=rgb, results=pd.DataFrame(),
+                          footprints={}, bounds={}, selected=[])
+        self.choose_preset(first if self.preset not in allowed else self.preset)
+
+    def choose_preset(self, key: str) -> None:
+        """Switch to a preset: sets bands or expression, colormap and stretch together."""
+        if key in (CUSTOM_RGB, CUSTOM_EXPRESSION):
+            n = 1 if key == CUSTOM_EXPRESSION else 3
+            lo = self.vmin[0] if self.vmin else 0.0
+            hi = self.vmax[0] if self.vmax else 3000.0
+            self.param.update(preset=key, vmin=[lo] * n, vmax=[hi] * n)
+            return
+        p = preset(key)
+        changes: dict[str, Any] = {"preset": key}
+        if p.single_band:
+            changes.update(expression=p.expression, colormap=p.colormap or "viridis",
+                           vmin=[p.vmin], vmax=[p.vmax])
+        else:
+            changes.update(rgb=list(p.bands), vmin=[p.vmin] * 3, vmax=[p.vmax] * 3)
+        self.param.update(**changes)
+
+    # -- search -------------------------------------------------------------------------
+    def query(self) -> Collection:
+        """The engine query the search form describes (errors propagate)."""
+        coll = Collection(self.collection, catalog=self.backend.catalog)
+        if self.bbox is not None:
+            coll = coll.filter_bbox(self.bbox)
+        elif self.point is not None:
+            coll = coll.filter_point(*self.point)
+        elif self.place.strip():
+            coll = coll.filter_place(self.place.strip())
+        if self.start is not None or self.end is not None:
+            coll = coll.filter_date(_day(self.start), _day(self.end))
+        if self.max_cloud < 100:
+            coll = coll.filter("eo:cloud_cover", "<=", float(self.max_cloud))
+        prop, ascending = SORTS[self.sort]
+        return coll.sort(prop, ascending=ascending).limit(int(self.limit))
+
+    def search(self) -> int:
+        """Run the search; fill results and footprints. Returns the number of scenes."""
+        try:
+            coll = self.query()
+            items = coll.items()
+            frame = coll.to_dataframe()
+        except EOXError as exc:
+            self.fail(exc, "Search")
+            return 0
+        footprints = {it.id: it.geometry for it in items if it.geometry}
+        bounds = {it.id: tuple(it.bbox) for it in items if it.bbox}
+        self.param.update(results=frame, footprints=footprints, bounds=bounds)
+        if frame.empty:
+            self.status = "No scenes match"
+            self.notify("No scenes match the search: widen the dates, raise the cloud limit "
+                        "or move the point/place.", "warning")
+        else:
+            self.status = f"{len(frame)} scene(s) of {self.collection}"
+        return len(frame)
+
+    def zoom_to_place(self) -> None:
+        """Show the place named in the search form."""
+        from engine.gazetteer import place
+
+        try:
+            found = place(self.place.strip())
+        except EOXError as exc:
+            self.fail(exc, "Place")
+            return
+        self.view_request = tuple(found.bbox)
+
+    # -- display ------------------------------------------------------------------------
+    def analytic_chain(self) -> Chain:
+        """The chain before stretching (values the statistics describe)."""
+        if not self.selected:
+            raise InvalidInput("select at least one scene in the results")
+        coll = Collection(self.collection, catalog=self.backend.catalog).ids(self.selected)
+        chain = process(coll, mosaic="latest")
+        if self.single_band:
+            if not self.expression.strip():
+                raise InvalidInput("the band-math expression is empty")
+            return chain.expression(self.expression.strip())
+        if len(self.rgb) != 3 or not all(self.rgb):
+            raise InvalidInput("pick three bands for red, green and blue")
+        return chain.bands(*self.rgb)
+
+    def display_chain(self) -> Chain:
+        """The chain drawn on the map: analytic chain, stretch, colormap."""
+        chain = self.analytic_chain().scale(list(self.vmin), list(self.vmax), gamma=self.gamma)
+        if self.single_band:
+            chain = chain.colormap(self.colormap)
+        return chain
+
+    @param.depends("selected", "preset", "rgb", "expression", "colormap", "vmin", "vmax",
+                   "gamma", watch=True)
+    def _refresh_chain(self) -> None:
+        self.refresh_chain()
+
+    def refresh_chain(self) -> bool:
+        """Rebuild and register the display chain; on an error keep the last good one."""
+        if not self.selected:
+            self.param.update(chain=None, chain_id="", tile_url="")
+            return False
+        try:
+            chain = self.display_chain()
+            url = self.backend.register(chain)
+        except EOXError as exc:
+            self.fail(exc, "Display")
+            return False
+        self.param.update(chain=chain, chain_id=chain.id, tile_url=url)
+        return True
+
+    def apply_chain(self, chain: Chain) -> None:
+        """Show a stored chain (from a link): its collection, scenes, bands and stretch."""
+        src = chain.source
+        changes: dict[str, Any] = {}
+        for step in chain.steps:
+            if isinstance(step, Bands) and len(step.bands) == 3:
+                changes.update(rgb=list(step.bands), preset=CUSTOM_RGB)
+            elif isinstance(step, Expression):
+                changes.update(expression=step.expression, preset=CUSTOM_EXPRESSION)
+            elif isinstance(step, Scale) and step.min is not None and step.max is not None:
+                changes.update(vmin=list(step.min), vmax=list(step.max), gamma=step.gamma)
+            elif isinstance(step, Colormap):
+                changes["colormap"] = step.colormap
+        if "preset" in changes:
+            changes["preset"] = self._matching_preset(changes)
+        if src.collection != self.collection:
+            self.collection = src.collection
+        self.param.update(selected=list(src.ids or ()), **changes)
+
+    def _matching_preset(self, changes: dict[str, Any]) -> str:
+        for key in self.presets:
+            p = preset(key)
+            if p.single_band and changes.get("expression") == p.expression:
+                return key
+            if not p.single_band and changes.get("rgb") == list(p.bands):
+                return key
+        return changes["preset"]
+
+    # -- stretch ------------------------------------------------------------------------
+    def visible_geometry(self) -> dict:
+        """The visible area (clipped to the selected scenes) as a GeoJSON polygon."""
+        boxes = [self.bounds[i] for i in self.selected if i in self.bounds]
+        view = self.viewport
+        if view is None and not boxes:
+            raise InvalidInput("the map has not reported its view yet")
+        if boxes:
+            w = min(b[0] for b in boxes); s = min(b[1] for b in boxes)  # noqa: E702
+            e = max(b[2] for b in boxes); n = max(b[3] for b in boxes)  # noqa: E702
+            if view is not None:
+                w, s = max(w, view[0]), max(s, view[1])
+                e, n = min(e, view[2]), min(n, view[3])
+                if w >= e or s >= n:
+                    raise InvalidInput("the selected scenes are outside the visible map: "
+                                       "zoom to them first")
+            return bbox_polygon((w, s, e, n))
+        return bbox_polygon(view)  # type: ignore[arg-type]
+
+    def compute_statistics(self) -> dict:
+        """Statistics of the visible pixels of the analytic chain (histogram, percentiles)."""
+        try:
+            stats = self.backend.statistics(self.analytic_chain(), self.visible_geometry())
+        except EOXError as exc:
+            self.fail(exc, "Statistics")
+            return {}
+        self.statistics = stats
+        return stats
+
+    def auto_stretch(self, low: float = 2, high: float = 98) -> bool:
+        """Stretch each band between percentiles of the visible pixels."""
+        stats = self.compute_statistics()
+        if not stats:
+            return False
+        pl, ph = _pkey(low), _pkey(high)
+        lo, hi = [], []
+        for name, band in stats.items():
+            p = band.get("percentiles") or {}
+            a, b = p.get(pl), p.get(ph)
+            if a is None or b is None:
+                self.notify(f"Auto stretch: band {name} has no valid pixel in view", "warning")
+                return False
+            if b <= a:
+                b = a + max(abs(a) * 1e-3, 1e-6)
+            lo.append(_round(a)); hi.append(_round(b))  # noqa: E702
+        self.param.update(vmin=lo, vmax=hi)
+        return True
+
+    # -- zoom ---------------------------------------------------------------------------
+    def zoom_to_selected(self) -> None:
+        """Show the selected scenes."""
+        self._zoom_to_ids(self.selected, "no scene is selected")
+
+    def zoom_to_results(self) -> None:
+        """Show every result."""
+        self._zoom_to_ids(list(self.bounds), "the search has no results")
+
+    def zoom_to_coordinates(self, lon: float, lat: float, *, span_km: float = 20.0) -> None:
+        """Show a square of ``span_km`` around lon/lat."""
+        if not (-180 <= lon <= 180 and -85 <= lat <= 85):
+            self.notify(f"Zoom: {lon}, {lat} is not a lon/lat within -180..180, -85..85",
+                        "error")
+            return
+        dlat = span_km / 2 / 111.32
+        dlon = dlat / max(math.cos(math.radians(lat)), 0.05)
+        self.view_request = (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+
+    def _zoom_to_ids(self, ids: list[str], empty: str) -> None:
+        boxes = [self.bounds[i] for i in ids if i in self.bounds]
+        if not boxes:
+            self.notify(f"Zoom: {empty}", "warning")
+            return
+        self.view_request = (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                             max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+    # -- first open ---------------------------------------------------------------------
+    def open_latest(self) -> bool:
+        """Show the newest scene of the catalog in its first preset, zoomed to it."""
+        newest: tuple[datetime, str] | None = None
+        for name in self.param.collection.objects:
+            try:
+                item = Collection(name, catalog=self.backend.catalog).sort(
+                    "datetime", ascending=False).first()
+            except EOXError as exc:
+                log.warning("collection %s: %s", name, exc)
+                continue
+            when = item.datetime if item is not None else None
+            if when is not None and (newest is None or when > newest[0]):
+                newest = (when, name)
+        if newest is None:
+            return False
+        self.collection = newest[1]
+        self.choose_preset(self.presets[0] if self.presets else CUSTOM_RGB)
+        if not self.search():
+            return False
+        first = str(self.results["id"].iloc[0])
+        self.selected = [first]
+        self.zoom_to_selected()
+        return True
+
+
+def _day(value: date | datetime | None) -> date | None:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).date() if value.tzinfo else value.date()
+    return value
+
+
+def _pkey(p: float) -> str:
+    return str(int(p)) if float(p).is_integer() else str(p)
+
+
+def _round(v: float) -> float:
+    if v == 0 or not math.isfinite(v):
+        return float(v)
+    digits = max(0, 3 - int(math.floor(math.log10(abs(v)))))
+    return round(float(v), digits)

@@ -1,0 +1,563 @@
+"""Render chains: Web-Mercator tiles, point values, statistics and tilejson info.
+
+For a tile, the scenes the chain's source finds (cached per source) are filtered to the
+tile, each scene's bands are read for exactly the tile window through rio-tiler (overviews,
+resampling, nodata, reprojection), cloud masks are applied per scene, scenes are mosaicked
+with rio-tiler pixel-selection methods (or stacked by date), and the chain's steps run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import morecantile
+import numpy as np
+import rasterio
+import rasterio.env
+import rasterio.features
+import rasterio.warp
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rio_tiler import reader as rio_reader
+from rio_tiler.errors import EmptyMosaicError, PointOutsideBounds, TileOutsideBounds
+from rio_tiler.io import Reader
+from rio_tiler.models import ImageData
+from rio_tiler.mosaic import mosaic_reader
+from rio_tiler.mosaic.methods.base import MosaicMethodBase
+from rio_tiler.mosaic.methods.defaults import FirstMethod, HighestMethod, MedianMethod
+from shapely.geometry import shape
+
+from engine.catalog.base import Catalog
+from engine.chain.bands import cloud_asset, resolve_asset
+from engine.chain.expression import parse_expression
+from engine.chain.model import Chain
+from engine.chain.raster import Raster, TimeStack
+from engine.chain.steps import RGBA_NAMES, Mask
+from engine.errors import ChainError, DataUnavailable, InvalidInput
+from engine.render.encode import encode as _encode
+from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
+from engine.render.handles import HandleCache
+
+log = logging.getLogger(__name__)
+
+WGS84 = CRS.from_epsg(4326)
+#: GDAL options for reading local COGs fast. Set ONCE per process (not per request: a
+#: per-request ``rasterio.Env(GDAL_CACHEMAX=...)`` resizes and so flushes the block cache).
+#: GDAL's default block cache (5% of RAM) is kept.
+GDAL_OPTIONS: dict[str, Any] = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+}
+_gdal_configured = False
+_gdal_lock = threading.Lock()
+
+
+def configure_gdal(options: dict[str, Any] | None = None) -> None:
+    """Apply :data:`GDAL_OPTIONS` process-wide (idempotent)."""
+    global _gdal_configured
+    with _gdal_lock:
+        if _gdal_configured and options is None:
+            return
+        for key, value in (options or GDAL_OPTIONS).items():
+            rasterio.env.set_gdal_config(key, value)
+        _gdal_configured = True
+PERCENTILES: tuple[int, ...] = (2, 5, 25, 50, 75, 95, 98)
+
+
+class _EmptyRead(TileOutsideBounds):
+    """A scene had no valid pixel in the window (skipped by the mosaic)."""
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One item reduced to what reading needs: band files, nodata, cloud band, sort keys."""
+
+    id: str
+    datetime: datetime | None
+    cloud_cover: float | None
+    bbox: tuple[float, float, float, float]
+    hrefs: tuple[str, ...]
+    nodata: tuple[float | None, ...]
+    cloud_href: str | None = None
+    cloud_name: str | None = None
+
+
+@dataclass
+class SceneSet:
+    """The scenes of a source, in mosaic order, with their WGS84 bboxes as an array."""
+
+    scenes: list[Scene]
+    band_names: tuple[str, ...]
+    bboxes: np.ndarray = field(init=False)
+    created: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.bboxes = (np.array([s.bbox for s in self.scenes], dtype=float)
+                       if self.scenes else np.zeros((0, 4)))
+
+    def intersecting(self, bbox: Sequence[float]) -> list[Scene]:
+        """Scenes whose bbox overlaps ``bbox`` (WGS84), in order."""
+        if not self.scenes:
+            return []
+        b = self.bboxes
+        hit = (b[:, 0] <= bbox[2]) & (b[:, 2] >= bbox[0]) & (b[:, 1] <= bbox[3]) & (
+            b[:, 3] >= bbox[1])
+        return [self.scenes[i] for i in np.flatnonzero(hit)]
+
+
+class MaxIndexMethod(MosaicMethodBase):
+    """Per pixel, keep the scene where an index expression (e.g. NDVI) is highest."""
+
+    def __init__(self, expression: str, band_names: Sequence[str]) -> None:
+        super().__init__()
+        self.expression = parse_expression(expression)
+        self.band_names = list(band_names)
+        self.best: np.ndarray | None = None
+
+    def feed(self, array: np.ma.MaskedArray) -> None:
+        score = self.expression.evaluate(dict(zip(self.band_names, array, strict=True)))
+        score = np.ma.filled(score, -np.inf)
+        if self.mosaic is None:
+            self.mosaic, self.best = array, score
+            return
+        take = score > self.best
+        mask = np.where(take, np.ma.getmaskarray(array), np.ma.getmaskarray(self.mosaic))
+        self.mosaic = np.ma.MaskedArray(np.where(take, array.data, self.mosaic.data), mask=mask)
+        self.best = np.maximum(score, self.best)
+
+
+def _to_utc_date(d: datetime | None) -> str:
+    return d.date().isoformat() if d else "unknown"
+
+
+class TileRenderer:
+    """Render chains against a catalog; thread-safe, one per process.
+
+    Args:
+        catalog: the catalog the chains' sources query.
+        max_items: most scenes read for one tile / point / statistics request.
+        handle_cache: open datasets kept per thread (0 reopens files every time).
+        scene_cache: source query results kept (LRU), each for ``scene_ttl`` seconds.
+        resampling: resampling within a CRS (overviews); reproject: across CRSs.
+    """
+
+    def __init__(self, catalog: Catalog, *, max_items: int = 50, handle_cache: int = 256,
+                 scene_cache: int = 256, scene_ttl: float = 300.0,
+                 resampling: str = "nearest", reproject: str = "nearest",
+                 png_level: int = 1, max_stat_size: int = 1024) -> None:
+        self.catalog = catalog
+        self.max_items = max_items
+        self.handles = HandleCache(size=handle_cache)
+        self.scene_cache_size = scene_cache
+        self.scene_ttl = scene_ttl
+        self.resampling = resampling
+        self.reproject = reproject
+        self.png_level = png_level
+        self.max_stat_size = max_stat_size
+        self.tms = morecantile.tms.get("WebMercatorQuad")
+        self._scenes: OrderedDict[str, SceneSet] = OrderedDict()
+        self._lock = threading.Lock()
+        configure_gdal()
+
+    # -- scenes ---------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        """Forget cached query results (call after the catalog changed)."""
+        with self._lock:
+            self._scenes.clear()
+
+    def scenes(self, chain: Chain) -> SceneSet:
+        """The scenes of the chain's source, band files resolved, in mosaic order (cached)."""
+        read = self._read_names(chain)
+        cloud = bool(chain.cloud_masks())
+        key = f"{chain.source.model_dump_json()}|{','.join(read)}|{cloud}"
+        now = time.monotonic()
+        with self._lock:
+            hit = self._scenes.get(key)
+            if hit is not None and now - hit.created < self.scene_ttl:
+                self._scenes.move_to_end(key)
+                return hit
+        sset = self._build_scenes(chain, read, cloud)
+        with self._lock:
+            self._scenes[key] = sset
+            while len(self._scenes) > self.scene_cache_size:
+                self._scenes.popitem(last=False)
+        return sset
+
+    def _read_names(self, chain: Chain) -> tuple[str, ...]:
+        names = list(chain.read_bands())
+        if chain.source.mosaic_expression:
+            for n in parse_expression(chain.source.mosaic_expression).band_names:
+                if n not in names:
+                    names.append(n)
+        return tuple(names)
+
+    def _build_scenes(self, chain: Chain, read: tuple[str, ...], cloud: bool) -> SceneSet:
+        src = chain.source
+        collection = self.catalog.collection(src.collection)  # UnknownCollection
+        items = self.catalog.search(src.to_query())
+        constellation = str((collection.summaries.to_dict() if collection.summaries else {})
+                            .get("constellation", ""))
+        scenes = []
+        for item in items:
+            hrefs, nodata = [], []
+            for name in read:
+                key = resolve_asset(item, name)
+                asset = item.assets[key]
+                hrefs.append(asset.get_absolute_href() or asset.href)
+                rb = asset.extra_fields.get("raster:bands") or [{}]
+                nodata.append(rb[0].get("nodata") if isinstance(rb[0], dict) else None)
+            cloud_href = cloud_name = None
+            if cloud:
+                ckey = cloud_asset(item)
+                if ckey is None:
+                    raise ChainError(f"mask(cloud=True): item {item.id!r} has no cloud-mask "
+                                     "band (SCL or fmask)", choices=list(item.assets))
+                cloud_href = item.assets[ckey].get_absolute_href() or item.assets[ckey].href
+                is_landsat = ckey.lower() == "fmask" or "landsat" in (
+                    str(item.properties.get("constellation", "")) + constellation).lower()
+                cloud_name = "fmask" if is_landsat else "SCL"
+            bbox = item.bbox or shape(item.geometry).bounds
+            scenes.append(Scene(
+                id=item.id, datetime=item.datetime, cloud_cover=item.properties.get(
+                    "eo:cloud_cover"), bbox=tuple(bbox), hrefs=tuple(hrefs), nodata=tuple(nodata),
+                cloud_href=cloud_href, cloud_name=cloud_name))
+        if src.times:
+            scenes.sort(key=lambda s: (s.datetime is None, s.datetime or datetime.min))
+        elif src.mosaic == "latest":
+            scenes.sort(key=lambda s: s.datetime.timestamp() if s.datetime else -math.inf,
+                        reverse=True)
+        elif src.mosaic == "least_cloudy":
+            scenes.sort(key=lambda s: (s.cloud_cover is None, s.cloud_cover or 0.0))
+        return SceneSet(scenes, read)
+
+    # -- reading --------------------------------------------------------------------------
+    def _read_scene(self, scene: Scene, chain: Chain, read: Callable, *, cloud: bool,
+                    names: Sequence[str]) -> ImageData:
+        """All bands of one scene for one window (``read(dataset, nodata, categorical)``)."""
+        arrays = []
+        try:
+            for href, nodata in zip(scene.hrefs, scene.nodata, strict=True):
+                ds = self.handles.get(href)
+                try:
+                    nd = nodata if ds.nodata is None and nodata is not None else None
+                    arrays.append(read(ds, nd, False))
+                finally:
+                    self.handles.release(ds)
+            bands = list(names)
+            if cloud and scene.cloud_href:
+                ds = self.handles.get(scene.cloud_href)
+                try:
+                    arrays.append(read(ds, None, True).astype(arrays[0].dtype))
+                finally:
+                    self.handles.release(ds)
+                bands.append(scene.cloud_name)
+        except RasterioError as exc:
+            raise DataUnavailable(f"cannot read scene {scene.id!r}: {exc}") from None
+        if len(arrays) == 1:
+            arr = arrays[0]
+        else:
+            arr = np.ma.MaskedArray(np.concatenate([a.data for a in arrays]),
+                                    mask=np.concatenate([np.ma.getmaskarray(a) for a in arrays]),
+                                    copy=False)
+        img = ImageData(arr, band_names=bands, assets=[scene.id])
+        if cloud and scene.cloud_href:
+            for step in chain.cloud_masks():
+                img = Mask(cloud=True, classes=step.classes)(img)
+        if np.ma.getmaskarray(img.array).all():
+            raise _EmptyRead(f"scene {scene.id} has no data here")
+        return img
+
+    def _window_reader(self, grid: Grid) -> Callable:
+        """``read(ds, nodata, categorical) -> (1, h, w) masked array`` for ``grid``.
+
+        Nearest-neighbour reads use :mod:`engine.render.fastwarp` (one window read and a
+        numpy gather, overviews when zoomed out); other resamplings go through rio-tiler.
+        """
+        coords = SourceCoords(grid)
+
+        def read(ds, nodata, categorical):
+            opts = self._resampling(categorical)
+            if opts["resampling_method"] != "nearest" or opts["reproject_method"] != "nearest":
+                return rio_reader.part(
+                    ds, grid.bounds, height=grid.height, width=grid.width, dst_crs=grid.crs,
+                    bounds_crs=grid.crs, indexes=1, nodata=nodata, **opts).array
+            level = pick_overview(ds, coords.ratio(ds))
+            if level is not None:
+                ods = self.handles.get(ds.name, overview=level)
+                try:
+                    return read_nearest(ods, coords.plan(ods), nodata=nodata if nodata
+                                        is not None else ds.nodata)
+                finally:
+                    self.handles.release(ods)
+            return read_nearest(ds, coords.plan(ds), nodata=nodata)
+
+        return read
+
+    def _resampling(self, categorical: bool) -> dict[str, str]:
+        if categorical:  # class values (cloud masks) must never be interpolated
+            return {"resampling_method": "nearest", "reproject_method": "nearest"}
+        return {"resampling_method": self.resampling, "reproject_method": self.reproject}
+
+    def _method(self, chain: Chain, names: Sequence[str]) -> MosaicMethodBase:
+        src = chain.source
+        if src.mosaic == "median":
+            return MedianMethod()
+        if src.mosaic == "max":
+            if src.mosaic_expression:
+                return MaxIndexMethod(src.mosaic_expression, names)
+            return HighestMethod()
+        return FirstMethod()
+
+    def _assemble(self, chain: Chain, scenes: list[Scene], read: Callable, *,
+                  names: Sequence[str]) -> Raster | None:
+        """Mosaic (or stack by date) the scenes read with ``read``; None if no data."""
+        cloud = bool(chain.cloud_masks())
+        keep = list(chain.read_bands())
+
+        def reader(scene: Scene) -> ImageData:
+            return self._read_scene(scene, chain, read, cloud=cloud, names=names)
+
+        def mosaic(group: list[Scene], method: MosaicMethodBase) -> ImageData | None:
+            try:
+                img, _ = mosaic_reader(group, reader, pixel_selection=method, threads=1,
+                                       allowed_exceptions=(TileOutsideBounds,))
+            except EmptyMosaicError:
+                return None
+            return img
+
+        if not chain.source.times:
+            img = mosaic(scenes, self._method(chain, names))
+            if img is None:
+                return None
+            if list(names) != keep:
+                idx = [list(names).index(n) for n in keep]
+                img = ImageData(img.array[idx], band_names=keep, assets=img.assets,
+                                metadata=img.metadata)
+            return img
+        groups: OrderedDict[str, list[Scene]] = OrderedDict()
+        for s in scenes:
+            groups.setdefault(_to_utc_date(s.datetime), []).append(s)
+        layers, dates = [], []
+        shape_: tuple[int, ...] | None = None
+        for group in groups.values():
+            img = mosaic(group, FirstMethod())
+            layers.append(img.array if img is not None else None)
+            dates.append(group[0].datetime)
+            if img is not None:
+                shape_ = img.array.shape
+        if shape_ is None:
+            return None
+        dtype = next(a.dtype for a in layers if a is not None)
+        full = [a if a is not None else np.ma.masked_all(shape_, dtype=dtype)
+                for a in layers]
+        arr = np.ma.stack(full, axis=0)
+        arr.mask = np.ma.getmaskarray(arr)
+        idx = [list(names).index(n) for n in keep]
+        if list(names) != keep:
+            arr = arr[:, idx]
+        return TimeStack(arr, tuple(dates), tuple(keep))
+
+    # -- tiles ----------------------------------------------------------------------------
+    def _check_tile(self, z: int, x: int, y: int, tilesize: int) -> None:
+        if not (0 <= z <= self.tms.maxzoom):
+            raise InvalidInput(f"zoom {z} is outside 0..{self.tms.maxzoom}")
+        n = 2 ** z
+        if not (0 <= x < n and 0 <= y < n):
+            raise InvalidInput(f"tile {z}/{x}/{y} is outside the grid: x and y must be in "
+                               f"0..{n - 1} at zoom {z}")
+        if not (16 <= tilesize <= 1024):
+            raise InvalidInput(f"tilesize {tilesize} is outside 16..1024")
+
+    def tile(self, chain: Chain, z: int, x: int, y: int, *,
+             tilesize: int = 256) -> ImageData | None:
+        """The 8-bit image of one Web-Mercator tile, or None when no scene has data there."""
+        self._check_tile(z, x, y, tilesize)
+        t = morecantile.Tile(x, y, z)
+        bounds = self.tms.xy_bounds(t)
+        wgs = self.tms.bounds(t)
+        sset = self.scenes(chain)
+        scenes = self._limit(chain, sset.intersecting(wgs))
+        if not scenes:
+            return None
+        crs = self.tms.rasterio_crs
+        read = self._window_reader(Grid(crs, tuple(bounds), tilesize, tilesize))
+
+        raster = self._assemble(chain, scenes, read, names=sset.band_names)
+        if raster is None:
+            return None
+        out = chain.apply(raster, skip_cloud=True)
+        if isinstance(out, TimeStack):
+            raise ChainError("the chain ends with a time stack: reduce it over time "
+                             "(reduce('max'), execute(...)) to get an image")
+        if out.array.dtype != np.uint8:
+            raise ChainError(f"the chain outputs {out.array.dtype} values: add a scale(...) "
+                             "step to map them to 0-255")
+        if out.count not in (1, 3) and list(out.band_names) != RGBA_NAMES:
+            raise ChainError(f"the chain outputs {out.count} bands; an image needs 1 or 3 "
+                             "(select them with bands(...)/band(i)) or RGBA from a colormap")
+        if np.ma.getmaskarray(out.array).all():
+            return None
+        return ImageData(out.array, bounds=tuple(bounds), crs=crs,
+                         band_names=list(out.band_names), assets=raster_assets(raster),
+                         metadata=out.metadata)
+
+    def _limit(self, chain: Chain, scenes: list[Scene]) -> list[Scene]:
+        if len(scenes) <= self.max_items:
+            return scenes
+        if chain.source.times:
+            raise ChainError(f"the time stack has {len(scenes)} scenes here, more than the "
+                             f"limit of {self.max_items}: narrow the dates or add filters")
+        return scenes[: self.max_items]
+
+    def encode(self, img: ImageData, fmt: str) -> bytes:
+        """Encode a tile to "png", "webp" or "jpg" (transparent where masked for png/webp)."""
+        return _encode(img, fmt, png_level=self.png_level)
+
+    # -- point ----------------------------------------------------------------------------
+    def point(self, chain: Chain, lon: float, lat: float) -> dict:
+        """Values of every output band at lon/lat (per date for time stacks).
+
+        Visual steps (scale, colormap...) are left out: values are the analytic results.
+        """
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise InvalidInput(f"point ({lon}, {lat}) is outside -180..180, -90..90")
+        sset = self.scenes(chain)
+        scenes = self._limit(chain, sset.intersecting((lon, lat, lon, lat)))
+        result: dict[str, Any] = {"coordinates": [lon, lat]}
+
+        def read(ds, nodata, categorical):
+            try:
+                pt = rio_reader.point(ds, (lon, lat), indexes=1, nodata=nodata)
+            except PointOutsideBounds:
+                raise _EmptyRead("outside") from None
+            return pt.array.reshape(1, 1, 1)
+
+        raster = self._assemble(chain, scenes, read, names=sset.band_names) if scenes else None
+        if raster is None:
+            names = self._output_names(chain, analytic_only=True)
+            result.update(bands=names, values=[None] * len(names or []), items=[])
+            return result
+        out = chain.apply(raster, analytic_only=True, skip_cloud=True)
+        result["bands"] = list(out.band_names)
+        if isinstance(out, TimeStack):
+            result["dates"] = [d.isoformat() if d else None for d in out.dates]
+            result["values"] = [[_value(v) for v in out.array[t, :, 0, 0]]
+                                for t in range(out.array.shape[0])]
+        else:
+            result["values"] = [_value(v) for v in out.array[:, 0, 0]]
+        result["items"] = raster_assets(raster)
+        return result
+
+    # -- statistics -----------------------------------------------------------------------
+    def statistics(self, chain: Chain, geometry: dict) -> dict:
+        """Per band min/max/mean/std/count, percentiles and histogram inside ``geometry``.
+
+        Read on the first scene's grid at native resolution (capped at ``max_stat_size``
+        pixels a side); pixels whose centre is inside count. For time stacks:
+        ``{date: {band: stats}}``.
+        """
+        try:
+            geom = shape(geometry)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"invalid GeoJSON geometry: {exc}") from None
+        if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+            raise InvalidInput("statistics need a Polygon or MultiPolygon geometry")
+        sset = self.scenes(chain)
+        scenes = self._limit(chain, sset.intersecting(geom.bounds))
+        if not scenes:
+            raise DataUnavailable("no scene of the chain's source covers the geometry")
+        ds = self.handles.get(scenes[0].hrefs[0])
+        crs, res = ds.crs, min(abs(ds.res[0]), abs(ds.res[1]))
+        self.handles.release(ds)
+        gdict = rasterio.warp.transform_geom(WGS84, crs, geom.__geo_interface__)
+        minx, miny, maxx, maxy = shape(gdict).bounds
+        width = max(1, math.ceil((maxx - minx) / res - 1e-6))
+        height = max(1, math.ceil((maxy - miny) / res - 1e-6))
+        factor = max(width, height) / self.max_stat_size
+        if factor > 1:
+            width, height = max(1, round(width / factor)), max(1, round(height / factor))
+        bounds = (minx, miny, maxx, maxy)
+        read = self._window_reader(Grid(crs, bounds, width, height))
+
+        raster = self._assemble(chain, scenes, read, names=sset.band_names)
+        if raster is None:
+            raise DataUnavailable("the chain's scenes have no valid pixel in the geometry")
+        out = chain.apply(raster, analytic_only=True, skip_cloud=True)
+        transform = rasterio.transform.from_bounds(*bounds, width, height)
+        outside = rasterio.features.geometry_mask([gdict], out_shape=(height, width),
+                                                  transform=transform, all_touched=False)
+        if isinstance(out, TimeStack):
+            return {(d.isoformat() if d else str(i)): _band_stats(
+                        list(out.band_names), out.array[i], outside)
+                    for i, d in enumerate(out.dates)}
+        return _band_stats(list(out.band_names), out.array, outside)
+
+    # -- info -----------------------------------------------------------------------------
+    def info(self, chain: Chain) -> dict:
+        """Bounds (WGS84), zoom range, output band names and a description, for tilejson."""
+        sset = self.scenes(chain)
+        if not sset.scenes:
+            raise DataUnavailable(f"the chain's source finds no scene in collection "
+                                  f"{chain.source.collection!r}")
+        b = sset.bboxes
+        bounds = [float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()),
+                  float(b[:, 3].max())]
+        ds = self.handles.get(sset.scenes[0].hrefs[0])
+        try:
+            r = Reader(None, dataset=ds, tms=self.tms)
+            minzoom, maxzoom = r.minzoom, r.maxzoom
+        finally:
+            self.handles.release(ds)
+        return {
+            "bounds": bounds, "minzoom": int(minzoom), "maxzoom": int(maxzoom),
+            "band_names": self._output_names(chain),
+            "description": chain.describe(),
+            "scenes": len(sset.scenes),
+        }
+
+    def _output_names(self, chain: Chain, *, analytic_only: bool = False) -> list[str] | None:
+        names: list[str] | None = list(chain.read_bands())
+        for step in chain.steps:
+            if names is None or (analytic_only and step.kind == "visual"):
+                break
+            names = step.band_names_out(names)
+        return names
+
+
+def raster_assets(raster: Raster) -> list[str]:
+    """Scene ids used for a raster (ImageData assets)."""
+    assets = getattr(raster, "assets", None)
+    return list(assets) if assets else []
+
+
+def _value(v: Any) -> float | None:
+    return None if v is np.ma.masked else float(v)
+
+
+def _band_stats(names: list[str], array: np.ma.MaskedArray, outside: np.ndarray) -> dict:
+    out = {}
+    for i, name in enumerate(names):
+        band = np.ma.MaskedArray(array.data[i], mask=np.ma.getmaskarray(array)[i] | outside)
+        vals = band.compressed().astype(np.float64)
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            out[name] = {"min": None, "max": None, "mean": None, "std": None, "count": 0,
+                         "percentiles": {str(p): None for p in PERCENTILES},
+                         "histogram": {"counts": [], "edges": []}}
+            continue
+        counts, edges = np.histogram(vals, bins=10)
+        pct = np.percentile(vals, PERCENTILES)
+        out[name] = {
+            "min": float(vals.min()), "max": float(vals.max()), "mean": float(vals.mean()),
+            "std": float(vals.std()), "count": int(vals.size),
+            "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, pct, strict=True)},
+            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
+        }
+    return out

@@ -1,0 +1,84 @@
+"""The tile service factory: a FastAPI app over a catalog, a chain store and a renderer.
+
+No settings are read here; ``app/`` builds the service from its Settings and passes values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from engine.catalog.base import Catalog
+from engine.chain.store import ChainStore
+from service.cache import TileCache
+from service.errors import add_exception_handlers
+from service.middleware import GuardMiddleware
+from service.routes import CatalogRoutes, ChainRoutes, HealthRoutes
+from service.routes.health import package_version
+
+
+def create_service(
+    catalog: Catalog,
+    *,
+    chain_store: ChainStore,
+    renderer: Any = None,
+    cache_bytes: int = 256 * 2**20,
+    cors_origins: Sequence[str] = ("*",),
+    max_body_bytes: int = 1_000_000,
+    root_path: str = "",
+) -> FastAPI:
+    """Build the tile service.
+
+    Args:
+        catalog: the catalog chains and searches read from.
+        chain_store: where registered chains persist (tile URLs survive restarts).
+        renderer: an ``engine.render.TileRenderer``; one over ``catalog`` when None.
+        cache_bytes: bound of the in-memory tile cache (0 disables it).
+        cors_origins: origins allowed to GET from a browser.
+        max_body_bytes: larger request bodies are refused with 413.
+        root_path: URL prefix when served behind a proxy.
+
+    Returns:
+        The FastAPI application; ``app.state`` holds ``catalog``, ``chain_store``,
+        ``renderer``, ``tile_cache`` and ``health_sections`` (extra /healthz keys).
+    """
+    if renderer is None:
+        from engine.render import TileRenderer
+
+        renderer = TileRenderer(catalog)
+    cache = TileCache(cache_bytes)
+    app = FastAPI(
+        title="EO Explorer tile service",
+        version=package_version(),
+        description=(
+            "Register a processing chain over the STAC catalog, then fetch its Web Mercator "
+            "XYZ tiles, TileJSON, point values and statistics; search the catalog."
+        ),
+        root_path=root_path,
+    )
+    add_exception_handlers(app)
+    app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(cors_origins),
+        allow_methods=["GET", "HEAD"],
+        allow_headers=["*"],
+        expose_headers=["ETag"],
+        max_age=3600,
+    )
+
+    health = HealthRoutes(catalog=catalog, cache=cache)
+    app.include_router(health.router)
+    app.include_router(CatalogRoutes(catalog=catalog).router)
+    chains = ChainRoutes(catalog=catalog, chain_store=chain_store, renderer=renderer, cache=cache)
+    app.include_router(chains.router)
+
+    app.state.catalog = catalog
+    app.state.chain_store = chain_store
+    app.state.renderer = renderer
+    app.state.tile_cache = cache
+    app.state.health_sections = health.sections
+    return app

@@ -1,0 +1,107 @@
+"""Request and response models of the tile service (pydantic at the HTTP boundary)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import InvalidInput
+
+#: Deepest zoom level the service accepts (Web Mercator XYZ).
+MAX_ZOOM = 30
+
+
+class ImageFormat(str, enum.Enum):
+    """Tile encodings."""
+
+    png = "png"
+    webp = "webp"
+    jpg = "jpg"
+
+    @property
+    def media_type(self) -> str:
+        return {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}[self.value]
+
+
+class TileSize(enum.IntEnum):
+    """Tile edge in pixels."""
+
+    s256 = 256
+    s512 = 512
+
+
+def check_tile(z: int, x: int, y: int) -> None:
+    """Raise InvalidInput unless z/x/y is a tile of the Web Mercator XYZ grid."""
+    if not 0 <= z <= MAX_ZOOM:
+        raise InvalidInput(f"zoom {z} is outside 0..{MAX_ZOOM}")
+    n = 1 << z
+    if not (0 <= x < n and 0 <= y < n):
+        raise InvalidInput(f"tile {z}/{x}/{y} is outside the grid: x and y must be in 0..{n - 1}")
+
+
+class ChainCreated(BaseModel):
+    """Answer to POST /api/chains: the chain id and its URL templates."""
+
+    id: str
+    tiles: str = Field(description="XYZ URL template, {z}/{x}/{y} left for the client")
+    tilejson: str
+
+
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+Position = Annotated[list[Coordinate], Field(min_length=2, max_length=3)]
+Ring = Annotated[list[Position], Field(min_length=4)]
+
+
+class Polygon(BaseModel):
+    """A GeoJSON Polygon (WGS84 lon/lat)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["Polygon"]
+    coordinates: Annotated[list[Ring], Field(min_length=1)]
+
+
+class MultiPolygon(BaseModel):
+    """A GeoJSON MultiPolygon (WGS84 lon/lat)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["MultiPolygon"]
+    coordinates: Annotated[list[Annotated[list[Ring], Field(min_length=1)]], Field(min_length=1)]
+
+
+Geometry = Annotated[Polygon | MultiPolygon, Field(discriminator="type")]
+
+
+class Feature(BaseModel):
+    """A GeoJSON Feature whose geometry is an area."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["Feature"]
+    geometry: Geometry
+    properties: dict[str, Any] | None = None
+
+
+StatisticsBody = Annotated[Polygon | MultiPolygon | Feature, Field(discriminator="type")]
+
+
+def geometry_of(body: Polygon | MultiPolygon | Feature) -> dict:
+    """The plain GeoJSON geometry dict of a statistics request (a Feature's geometry)."""
+    geom = body.geometry if isinstance(body, Feature) else body
+    return {"type": geom.type, "coordinates": geom.coordinates}
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays to Python, NaN/inf to None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value

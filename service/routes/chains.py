@@ -1,0 +1,225 @@
+"""Chain endpoints: register a chain, then its XYZ tiles, TileJSON, point values, statistics.
+
+A chain id is the hash of the chain's canonical JSON, so its tiles never change meaning:
+they are served with a strong ETag and ``Cache-Control: immutable``, and kept in an
+in-memory LRU cache bounded in bytes. Rendering is synchronous (GDAL, numpy), so it runs
+in the thread pool; a cache hit is answered on the event loop without a thread hop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from engine.catalog.base import Catalog
+from engine.chain import Chain
+from engine.chain.bands import check_bands, collection_band_names
+from engine.chain.store import ChainStore
+from engine.errors import ChainError, UnknownCollection
+from service.cache import CachedTile, TileCache
+from service.models import (
+    ChainCreated,
+    ImageFormat,
+    StatisticsBody,
+    TileSize,
+    check_tile,
+    geometry_of,
+    jsonable,
+)
+
+#: Tiles of a chain never change: browsers and proxies may keep them for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+ChainId = Path(description="Chain id returned by POST /api/chains", min_length=1, max_length=64)
+
+CHAIN_EXAMPLE = {
+    "source": {"collection": "sentinel-2-l2a"},
+    "steps": [{"name": "bands", "bands": ["B04", "B03", "B02"]},
+              {"name": "scale", "min": [0], "max": [3000]}],
+}
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """True if an If-None-Match header names ``etag`` (weak comparison, as RFC 9110 says)."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
+
+
+@dataclass
+class ChainRoutes:
+    """Routes under ``/api/chains`` over a catalog, a chain store, a renderer and a cache."""
+
+    catalog: Catalog
+    chain_store: ChainStore
+    renderer: Any  # engine.render.TileRenderer or anything with the same methods
+    cache: TileCache
+    router: APIRouter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.router = APIRouter(prefix="/api/chains", tags=["chains"])
+        self._register()
+
+    def check_chain(self, chain: Chain) -> None:
+        """ChainError unless the chain's collection exists and has the bands it reads, so a
+        bad chain is refused when registered rather than on every tile."""
+        name = chain.source.collection
+        try:
+            collection = self.catalog.collection(name)
+        except UnknownCollection as exc:
+            raise ChainError(
+                f"source.collection: unknown collection {name!r}", choices=exc.choices or ()
+            ) from None
+        known = collection_band_names(collection)
+        if known:
+            check_bands(chain.read_bands(), known, collection=name)
+        else:
+            chain.read_bands()
+
+    # -- the work, run in the thread pool ---------------------------------------------
+    def render(
+        self, chain_id: str, z: int, x: int, y: int, fmt: ImageFormat, tilesize: int
+    ) -> CachedTile:
+        """Render and encode one tile (empty content: no data), then cache it."""
+        chain = self.chain_store.get(chain_id)
+        img = self.renderer.tile(chain, z, x, y, tilesize=tilesize)
+        content = b"" if img is None else self.renderer.encode(img, fmt.value)
+        etag = '"' + hashlib.blake2b(content, digest_size=16).hexdigest() + '"'
+        entry = CachedTile(content=content, etag=etag)
+        self.cache.put((chain_id, z, x, y, tilesize, fmt.value), entry)
+        return entry
+
+    def tile_response(self, entry: CachedTile, fmt: ImageFormat, request: Request) -> Response:
+        """200 with the image, 204 when the tile has no data, 304 when the client has it."""
+        headers = {"ETag": entry.etag, "Cache-Control": IMMUTABLE}
+        if _etag_matches(request.headers.get("if-none-match"), entry.etag):
+            return Response(status_code=304, headers=headers)
+        if not entry.content:
+            return Response(status_code=204, headers=headers)
+        return Response(entry.content, media_type=fmt.media_type, headers=headers)
+
+    # -- routes -------------------------------------------------------------------------
+    def _register(self) -> None:
+        router = self.router
+
+        @router.post(
+            "",
+            status_code=201,
+            response_model=ChainCreated,
+            summary="Register a chain; answers its id and tile URL template",
+            responses={
+                413: {"description": "Body too large"},
+                422: {"description": "Invalid chain"},
+            },
+        )
+        def create_chain(
+            request: Request,
+            body: dict[str, Any] = Body(..., examples=[CHAIN_EXAMPLE]),
+        ) -> JSONResponse:
+            chain = Chain.from_json(body)
+            self.check_chain(chain)
+            chain_id = self.chain_store.put(chain)
+            base = f"{_base_url(request)}/api/chains/{chain_id}"
+            created = ChainCreated(
+                id=chain_id,
+                tiles=base + "/tiles/{z}/{x}/{y}.png",
+                tilejson=base + "/tilejson.json",
+            )
+            return JSONResponse(created.model_dump(), status_code=201)
+
+        @router.get("/{chain_id}", summary="The chain JSON of a registered chain")
+        def get_chain(chain_id: str = ChainId) -> dict[str, Any]:
+            return self.chain_store.get(chain_id).model_dump(mode="json")
+
+        @router.get(
+            "/{chain_id}/tiles/{z}/{x}/{y}.{fmt}",
+            summary="One Web Mercator XYZ tile of the chain",
+            response_class=Response,
+            responses={
+                200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}},
+                204: {"description": "No data in this tile (outside every item's footprint)"},
+                304: {"description": "Not modified (If-None-Match matched the ETag)"},
+                400: {"description": "z/x/y outside the grid"},
+                404: {"description": "Unknown chain id"},
+                424: {"description": "A source file of the catalog is missing or corrupt"},
+            },
+        )
+        async def tile(
+            request: Request,
+            chain_id: str = ChainId,
+            z: int = Path(description="Zoom level"),
+            x: int = Path(description="Column"),
+            y: int = Path(description="Row"),
+            fmt: ImageFormat = Path(description="Image format"),
+            tilesize: TileSize = Query(TileSize.s256, description="Tile edge in pixels"),
+        ) -> Response:
+            check_tile(z, x, y)
+            key = (chain_id, z, x, y, int(tilesize), fmt.value)
+            entry = self.cache.get(key)
+            if entry is None:
+                entry = await run_in_threadpool(
+                    self.render, chain_id, z, x, y, fmt, int(tilesize)
+                )
+            return self.tile_response(entry, fmt, request)
+
+        @router.get("/{chain_id}/tilejson.json", summary="TileJSON 3.0 document of the chain")
+        def tilejson(
+            request: Request,
+            chain_id: str = ChainId,
+            tile_format: ImageFormat = Query(
+                ImageFormat.png, description="Format of the tile URLs"
+            ),
+            tilesize: TileSize = Query(TileSize.s256, description="Tile edge in pixels"),
+        ) -> dict[str, Any]:
+            chain = self.chain_store.get(chain_id)
+            info = self.renderer.info(chain)
+            url = (f"{_base_url(request)}/api/chains/{chain_id}/tiles/{{z}}/{{x}}/{{y}}"
+                   f".{tile_format.value}")
+            if tilesize != TileSize.s256:
+                url += f"?tilesize={int(tilesize)}"
+            west, south, east, north = info["bounds"]
+            minzoom, maxzoom = int(info["minzoom"]), int(info["maxzoom"])
+            return jsonable(
+                {
+                    "tilejson": "3.0.0",
+                    "name": chain_id,
+                    "description": info.get("description", ""),
+                    "tiles": [url],
+                    "minzoom": minzoom,
+                    "maxzoom": maxzoom,
+                    "bounds": [west, south, east, north],
+                    "center": [(west + east) / 2, (south + north) / 2, minzoom],
+                    "scheme": "xyz",
+                    "tilesize": int(tilesize),
+                    "bands": list(info.get("band_names") or []),
+                }
+            )
+
+        @router.get("/{chain_id}/point", summary="Values of every output band at a point")
+        def point(
+            chain_id: str = ChainId,
+            lon: float = Query(ge=-180, le=180, description="Longitude (WGS84)"),
+            lat: float = Query(ge=-90, le=90, description="Latitude (WGS84)"),
+        ) -> dict[str, Any]:
+            chain = self.chain_store.get(chain_id)
+            return jsonable(self.renderer.point(chain, lon, lat))
+
+        @router.post("/{chain_id}/statistics", summary="Per-band statistics inside a polygon")
+        def statistics(
+            chain_id: str = ChainId,
+            body: StatisticsBody = Body(..., description="GeoJSON Polygon/MultiPolygon or Feature"),
+        ) -> dict[str, Any]:
+            chain = self.chain_store.get(chain_id)
+            return jsonable(self.renderer.statistics(chain, geometry_of(body)))

@@ -1,0 +1,293 @@
+"""Hostile user functions: each is contained with a clear error, the pool stays healthy
+(a normal call succeeds right after), and nothing appears on disk.
+
+Static cases are refused by the check before any worker sees them; run-time cases pass
+the check and are stopped by the guards, the curated namespaces or the worker limits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
+from engine.sandbox import SandboxPool
+
+NDVI = "def ndvi(img):\n    a = img.astype('float32')\n    return (a[1] - a[0]) / (a[1] + a[0] + 1)\n"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(2, timeout_s=2, memory_mb=768, max_array_mb=16) as p:
+        assert p.wait_ready(timeout_s=60)
+        yield p
+
+
+@pytest.fixture
+def img():
+    return np.arange(4 * 32 * 32, dtype=np.uint16).reshape(4, 32, 32)
+
+
+def _expected_ndvi(img):
+    a = img.astype("float32")
+    return (a[1] - a[0]) / (a[1] + a[0] + 1)
+
+
+def _assert_healthy(pool, img):
+    out = pool.run(NDVI, "ndvi", img)
+    np.testing.assert_allclose(out, _expected_ndvi(img), rtol=1e-6)
+
+
+def _src(body: str, target: str) -> str:
+    """A function ``f(img)`` with ``body`` ({target} = a path that must stay absent)."""
+    return "def f(img):\n" + textwrap.indent(textwrap.dedent(body).format(target=target), "    ")
+
+
+# (id, body, line of the offence within f, fragment of the reason)
+STATIC = [
+    ("import-os", "import os\nos.system('touch {target}')\nreturn img[0]", 2, "import of 'os'"),
+    ("dunder-import", "m = __import__('os')\nreturn img[0]", 2, "'__import__'"),
+    ("importlib", "import importlib\nreturn img[0]", 2, "importlib"),
+    ("from-os", "from os import system\nreturn img[0]", 2, "import of 'os'"),
+    ("builtins-dict", "e = __builtins__['eval']\nreturn img[0]", 2, "__builtins__"),
+    ("sys-modules", "import sys\nos = sys.modules['os']\nreturn img[0]", 2, "import of 'sys'"),
+    ("subclasses", "x = ().__class__.__bases__[0].__subclasses__()\nreturn img[0]", 2,
+     "__subclasses__"),
+    ("class-attr", "c = img.__class__\nreturn img[0]", 2, "__class__"),
+    ("getframe", "import sys\nf = sys._getframe()\nreturn img[0]", 2, "import of 'sys'"),
+    ("traceback-frame", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+     "    g = e.__traceback__.tb_frame.f_globals\nreturn img[0]", 5, "f_globals"),
+    ("traceback-attr", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+     "    t = e.__traceback__\nreturn img[0]", 5, "__traceback__"),
+    ("tb-frame-plain", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+     "    t = e.with_traceback(None)\nreturn img[0]", 5, "with_traceback"),
+    ("generator-yield", "yield img[0]", 2, "yield"),
+    ("generator-frame", "g = (x for x in [1])\nfr = g.gi_frame\nreturn img[0]", 2,
+     "generator expressions"),
+    ("gi-frame-attr", "g = [1]\nfr = g.gi_frame\nreturn img[0]", 3, "gi_frame"),
+    ("format-class", "s = '{{0.__class__}}'.format(img)\nreturn img[0]", 2, "'format'"),
+    ("format-map", "s = '{{x.dtype}}'.format_map({{'x': img}})\nreturn img[0]", 2,
+     "format_map"),
+    ("fstring-dunder", "s = f'{{img.__class__}}'\nreturn img[0]", 2, "__class__"),
+    ("func-globals", "g = f.__globals__\nreturn img[0]", 2, "__globals__"),
+    ("func-code", "c = f.__code__\nreturn img[0]", 2, "__code__"),
+    ("np-save", "np.save('{target}', img)\nreturn img[0]", 2, "'save'"),
+    ("np-load", "x = np.load('/etc/passwd')\nreturn img[0]", 2, "'load'"),
+    ("tofile", "img.tofile('{target}')\nreturn img[0]", 2, "'tofile'"),
+    ("dump", "img.dump('{target}')\nreturn img[0]", 2, "'dump'"),
+    ("dumps", "s = img.dumps()\nreturn img[0]", 2, "'dumps'"),
+    ("reduce", "r = img.__reduce__()\nreturn img[0]", 2, "__reduce__"),
+    ("ctypes-attr", "p = img.ctypes\nreturn img[0]", 2, "'ctypes'"),
+    ("data-attr", "m = img.data\nreturn img[0]", 2, "'data'"),
+    ("ctypeslib", "p = np.ctypeslib.as_ctypes(img)\nreturn img[0]", 2, "numpy.ctypeslib"),
+    ("np-lib-format", "np.lib.format.write_array(None, img)\nreturn img[0]", 2, "'format'"),
+    ("np-lib-stride", "x = np.lib.stride_tricks.as_strided(img, (10 ** 9,), (0,))\nreturn img[0]",
+     2, "numpy.lib is not"),
+    ("import-ctypeslib", "import numpy.ctypeslib\nreturn img[0]", 2, "numpy.ctypeslib"),
+    ("from-numpy-memmap", "from numpy import memmap\nreturn img[0]", 2, "memmap"),
+    ("as-strided", "from numpy.lib.stride_tricks import as_strided\nreturn img[0]", 2,
+     "numpy.lib.stride_tricks"),
+    ("frombuffer", "x = np.frombuffer(b'abcd', dtype='uint8')\nreturn img[0]", 2,
+     "numpy.frombuffer"),
+    ("bit-generator-ctypes", "g = np.random.default_rng().bit_generator.ctypes\n"
+     "return img[0]", 2, "'ctypes'"),
+    ("array-resize", "img.resize((10 ** 6,), refcheck=False)\nreturn img[0]", 2, "resize"),
+    ("open", "open('{target}', 'w').write('x')\nreturn img[0]", 2, "'open'"),
+    ("eval", "return eval('img[0]')", 2, "'eval'"),
+    ("exec", "exec('x = 1')\nreturn img[0]", 2, "'exec'"),
+    ("getattr", "c = getattr(img, '__class__')\nreturn img[0]", 2, "'getattr'"),
+    ("type", "t = type(img)\nreturn img[0]", 2, "'type'"),
+    ("globals", "g = globals()\nreturn img[0]", 2, "'globals'"),
+    ("vars", "v = vars()\nreturn img[0]", 2, "'vars'"),
+    ("global-stmt", "global np\nreturn img[0]", 2, "global"),
+    ("class-def", "class A:\n    pass\nreturn img[0]", 2, "class"),
+    ("socket", "import socket\nsocket.create_connection(('127.0.0.1', 80))\nreturn img[0]",
+     2, "import of 'socket'"),
+    ("subprocess", "import subprocess\nsubprocess.run(['touch', '{target}'])\n"
+     "return img[0]", 2, "subprocess"),
+    ("plain-scipy", "import scipy\nreturn img[0]", 2, "import of 'scipy'"),
+    ("scipy-io", "from scipy import io\nreturn img[0]", 2, "import of 'scipy'"),
+    ("relative-import", "from . import x\nreturn img[0]", 2, "relative"),
+    ("np-write-attr", "np.where = None\nreturn img[0]", 2, "read-only"),
+    ("bare-except", "try:\n    x = 1\nexcept:\n    pass\nreturn img[0]", 4, "bare"),
+    ("breakpoint", "breakpoint()\nreturn img[0]", 2, "'breakpoint'"),
+    ("dunder-name", "x = __name__\nreturn img[0]", 2, "'__name__'"),
+    ("match", "match img:\n    case _:\n        pass\nreturn img[0]", 2, "match"),
+]
+
+
+@pytest.mark.parametrize(("body", "line", "reason"), [c[1:] for c in STATIC],
+                         ids=[c[0] for c in STATIC])
+def test_static_refusal(pool, img, tmp_path, body, line, reason):
+    target = str(tmp_path / "pwned")
+    with pytest.raises(FunctionRejected) as info:
+        pool.run(_src(body, target), "f", img)
+    assert info.value.lineno == line, str(info.value)
+    assert reason in str(info.value)
+    assert str(info.value).startswith(f"line {line}: ")
+    _assert_healthy(pool, img)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_static_refusals_need_no_worker(pool, img):
+    before = pool.worker_pids()
+    for case in STATIC:
+        with pytest.raises(FunctionRejected):
+            pool.run(_src(case[1], "/nonexistent"), "f", img)
+    assert pool.worker_pids() == before
+
+
+def test_more_than_40_hostile_functions():
+    assert len(STATIC) + len(RUNTIME) >= 40 + 10
+
+
+def test_syntax_error_and_missing_function(pool, img):
+    with pytest.raises(FunctionRejected, match=r"^line 2: syntax error") as info:
+        pool.run("def f(img):\n    return img[0\n", "f", img)
+    assert info.value.lineno == 2
+    with pytest.raises(FunctionRejected, match="does not define a function named 'g'"):
+        pool.run(NDVI, "g", img)
+    with pytest.raises(FunctionRejected, match="defined more than once"):
+        pool.run(NDVI + NDVI, "ndvi", img)
+    with pytest.raises(FunctionRejected, match="first parameter"):
+        pool.run("def f():\n    return 1\n", "f", img)
+    with pytest.raises(FunctionRejected, match="top level"):
+        pool.run("import numpy as np\nnp.ones(3)\n" + NDVI, "ndvi", img)
+
+
+# (id, body, exception, message fragment, line or None) - these pass the static check.
+RUNTIME = [
+    ("infinite-loop", "while True:\n    pass", SandboxLimitExceeded, "time limit", None),
+    ("endless-iterator", "for _ in iter(int, 1):\n    pass\nreturn img[0]",
+     SandboxLimitExceeded, "time limit", None),
+    ("memory-bomb-numpy", "x = np.ones((20000, 20000))\nreturn img[0]", SandboxLimitExceeded,
+     "memory limit", 2),
+    ("memory-bomb-list", "x = []\nwhile True:\n    x.append(np.empty(10 ** 7, dtype=np.uint8))",
+     SandboxLimitExceeded, "memory limit", 4),
+    ("memory-bomb-str", "s = 'a' * (10 ** 10)\nreturn img[0]", SandboxLimitExceeded,
+     "memory limit", 2),
+    ("deep-recursion", "return f(img)", FunctionFailed, "RecursionError", 2),
+    ("raises", "x = 1\nraise ValueError('boom')", FunctionFailed, "ValueError: boom", 3),
+    ("wrong-shape", "return img[:, :10]", FunctionFailed, "shape", None),
+    ("object-dtype", "return img.astype(object)", FunctionFailed, "dtype object", None),
+    ("complex-dtype", "return img.astype(np.complex64)", FunctionFailed, "dtype complex64",
+     None),
+    ("huge-output", "return np.zeros((300,) + img.shape[1:], dtype=np.uint8)", FunctionFailed,
+     "too large", None),
+    ("not-an-array", "return [1, 2, 3]", FunctionFailed, "numpy array", None),
+    ("raw-buffer-ndarray", "x = np.ndarray((4,), dtype=object, buffer=img)\nreturn img[0]",
+     FunctionFailed, "not available in the sandbox", 2),
+    ("object-view", "return img.view(object)[0]", FunctionFailed, "TypeError", 2),
+    ("write-namespace-alias", "m = np\nm.where = None\nreturn img[0]", FunctionRejected,
+     "cannot be modified", 3),
+    ("violation-not-catchable", "m = np\ntry:\n    m.where = None\nexcept Exception:\n"
+     "    pass\nreturn img[0]", FunctionRejected, "cannot be modified", 4),
+    ("namespace-via-list", "x = [np]\nc = x[0].ctypeslib\nreturn img[0]", FunctionFailed,
+     "numpy.ctypeslib is not available", 3),
+    ("random-module", "r = np.random\nb = [r][0].bit_generator\nreturn img[0]",
+     FunctionFailed, "bit_generator is not available", 3),
+    ("write-function-attr", "g = np.mean\ng.cache = 1\nreturn img[0]", FunctionRejected,
+     "cannot be modified", 3),
+    ("lambda-write", "h = lambda: 0\nh.x = 1\nreturn img[0]", FunctionRejected,
+     "cannot be modified", 3),
+    ("big-int", "x = 10 ** (10 ** 9)\nreturn img[0]", SandboxLimitExceeded, "limit", None),
+]
+
+
+@pytest.mark.parametrize(("body", "exc", "fragment", "line"), [c[1:] for c in RUNTIME],
+                         ids=[c[0] for c in RUNTIME])
+def test_runtime_containment(pool, img, tmp_path, body, exc, fragment, line):
+    source = _src(body, str(tmp_path / "pwned"))
+    pool.check(source, "f")  # passes the static check: the run-time defences stop it
+    with pytest.raises(exc) as info:
+        pool.run(source, "f", img)
+    assert fragment in str(info.value)
+    if line is not None:
+        assert info.value.lineno == line, str(info.value)
+    _assert_healthy(pool, img)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timeout_is_wall_clock_and_replaces_the_worker(pool, img):
+    before = set(pool.worker_pids())
+    t0 = time.monotonic()
+    with pytest.raises(SandboxLimitExceeded, match="time limit of 2 s"):
+        pool.run(_src("while True:\n    pass", ""), "f", img)
+    assert 1.9 < time.monotonic() - t0 < 6
+    assert pool.wait_ready(timeout_s=60)
+    after = set(pool.worker_pids())
+    assert len(after) == 2 and after != before
+    _assert_healthy(pool, img)
+
+
+def test_worker_killed_mid_call_while_another_thread_calls(pool, img):
+    assert pool.wait_ready(timeout_s=60)
+    slow = _src("x = 0\nfor i in range(10 ** 8):\n    x += 1\nreturn img[0]", "")
+    errors: list[BaseException] = []
+
+    def victim():
+        try:
+            pool.run(slow, "f", img)
+        except SandboxError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=victim)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not pool.busy_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (pid,) = pool.busy_pids()
+    results = []
+
+    def bystander():
+        for _ in range(5):
+            results.append(pool.run(NDVI, "ndvi", img))
+
+    other = threading.Thread(target=bystander)
+    other.start()
+    os.kill(pid, signal.SIGKILL)
+    thread.join(10)
+    other.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], SandboxLimitExceeded)
+    assert "SIGKILL" in str(errors[0])
+    assert len(results) == 5
+    for out in results:
+        np.testing.assert_allclose(out, _expected_ndvi(img), rtol=1e-6)
+    assert pool.wait_ready(timeout_s=60)
+    assert pid not in pool.worker_pids()
+    _assert_healthy(pool, img)
+
+
+def test_segfaulting_worker_is_reported_and_replaced(pool, img):
+    assert pool.wait_ready(timeout_s=60)
+    slow = _src("x = 0\nfor i in range(10 ** 8):\n    x += 1\nreturn img[0]", "")
+    timer = None
+
+    def crash():
+        for pid in pool.busy_pids():
+            os.kill(pid, signal.SIGSEGV)
+
+    timer = threading.Timer(0.3, crash)
+    timer.start()
+    with pytest.raises(SandboxLimitExceeded, match="crashed \\(SIGSEGV\\)"):
+        pool.run(slow, "f", img)
+    timer.join()
+    _assert_healthy(pool, img)
+
+
+def test_cpu_limit_kills_busy_function():
+    # The wall-clock limit is generous: the CPU limit (SIGXCPU) must fire first.
+    with SandboxPool(1, timeout_s=30, cpu_s=1, memory_mb=768, max_array_mb=16) as p:
+        img = np.zeros((2, 8, 8), dtype=np.uint16)
+        t0 = time.monotonic()
+        with pytest.raises(SandboxLimitExceeded, match="CPU time limit"):
+            p.run(_src("while True:\n    pass", ""), "f", img)
+        assert time.monotonic() - t0 < 25
+        out = p.run(_src("return img[0] + 1", ""), "f", img)
+        assert out.sum() == 64
