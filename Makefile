@@ -34,6 +34,7 @@ serve: install
 	$(BIN)/eoexplorer serve --demo --port $(PORT)
 
 test: install-test
+	$(BIN)/eoexplorer demo --catalog .cache/demo/catalog.sqlite --data-dir .cache/demo/data  # for tests/ui
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-test

@@ -91,6 +91,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         progress=sys.stderr.isatty(),
     )
     _out(f"added {len(report.added)}, already present {len(report.skipped)}, failed {len(report.failed)}")
+    for path, text in report.warnings:
+        sys.stderr.write(f"warning: {path}: {text}\n")
     for path, reason in report.failed:
         sys.stderr.write(f"failed: {path}: {reason}\n")
     return 0 if report.ok else 1
@@ -156,6 +158,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings, demo=args.demo)
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from app.wiring import catalog_from
+    from engine.batch import connect, run
+    from engine.chain import Chain
+    from engine.errors import InvalidInput
+
+    try:
+        chain = Chain.from_json(Path(args.chain).read_text())
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the chain file {args.chain}: {exc.strerror}") from None
+    with connect(settings.dask_scheduler, workers=args.dask_workers,
+                 memory_limit=args.memory_limit) as client:
+        out = run(chain, args.out, bbox=args.bbox, bbox_crs=args.bbox_crs, crs=args.crs,
+                  resolution=args.resolution, chunks=args.chunks, overlap=args.overlap,
+                  analytic=args.analytic, catalog=catalog_from(settings), client=client,
+                  max_pixels=settings.batch_max_pixels, overwrite=args.overwrite,
+                  progress=not args.quiet)
+    _out(f"wrote {out}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 
 
@@ -219,6 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-websocket-origin", dest="allow_websocket_origin", action="append",
                    metavar="HOST[:PORT]")
     p.add_argument("--demo", action="store_true", help="prepare the demo data first (idempotent)")
+
+    p = add("run", cmd_run, "Run a chain over an area on Dask and write a COG (.tif) or Zarr.")
+    p.add_argument("chain", metavar="CHAIN.json")
+    p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="lon/lat unless --bbox-crs")
+    p.add_argument("--bbox-crs", dest="bbox_crs", default="EPSG:4326", metavar="CRS")
+    p.add_argument("--crs", metavar="CRS", help="output CRS (default: the first scene's)")
+    p.add_argument("--resolution", type=float, help="pixel size in CRS units (default: native)")
+    p.add_argument("--out", required=True, metavar="RESULT.tif|RESULT.zarr")
+    p.add_argument("--scheduler", dest="dask_scheduler", metavar="tcp://HOST:8786",
+                   help="an existing Dask cluster (default: EOX_DASK_SCHEDULER, else local)")
+    p.add_argument("--workers", dest="dask_workers", type=int, default=2,
+                   help="local worker processes when no scheduler is given")
+    p.add_argument("--memory-limit", dest="memory_limit", default="2GiB",
+                   help="per local worker")
+    p.add_argument("--chunks", type=int, default=1024, help="block size in pixels")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="halo pixels per block for execute functions that use neighbours")
+    p.add_argument("--analytic", action="store_true", help="values, not display colours")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

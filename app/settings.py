@@ -42,6 +42,40 @@ class Settings(BaseSettings):
         None, description="Optional XYZ basemap URL; offline the map works without one."
     )
     workers: int = Field(1, ge=1, le=64, description="Uvicorn worker processes for `tiles`.")
+    dask_scheduler: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:8786) for batch runs; "
+        "None starts a LocalCluster."
+    )
+    batch_max_pixels: int = Field(
+        2_000_000_000, ge=1, description="Largest batch output (pixels x dates) `run` accepts."
+    )
+    # -- access control (see README "Deploying safely"; applied by app/auth.py) --
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Keys accepted for the API's write endpoints (Authorization: Bearer <key> "
+        "or X-API-Key), as a JSON list in EOX_API_KEYS; empty = writes open (loopback use).",
+    )
+    rate_limit_per_minute: int | None = Field(
+        None, ge=0, description="Writes and statistics per minute per client (key or address); "
+        "None = off on a loopback address, 60 otherwise; 0 = unlimited.",
+    )
+    tile_rate_limit_per_minute: int | None = Field(
+        None, ge=0, description="Tile and other GET requests per minute per client; "
+        "None = off on a loopback address, 3000 otherwise; 0 = unlimited.",
+    )
+    basic_auth: str | None = Field(
+        None, description="Dashboard password (any user name) or the path of a JSON file "
+        "{user: password}; None = no dashboard login.",
+    )
+    cookie_secret: str | None = Field(None, description="Panel cookie secret (OAuth).")
+    oauth_provider: str | None = Field(None, description="Panel OAuth provider (pn.serve only).")
+    oauth_key: str | None = Field(None, description="OAuth client id.")
+    oauth_secret: str | None = Field(None, description="OAuth client secret.")
+    oauth_redirect_uri: str | None = Field(None, description="OAuth redirect URI.")
+    oauth_extra_params: dict[str, str] = Field(
+        default_factory=dict, description="Extra OAuth parameters (JSON object)."
+    )
+    oauth_encryption_key: str | None = Field(None, description="Key encrypting OAuth tokens.")
 
     @field_validator("prefix")
     @classmethod
@@ -50,6 +84,18 @@ class Settings(BaseSettings):
         if value and not value.startswith("/"):
             value = "/" + value
         return value.rstrip("/")
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when the servers bind a loopback address only (nobody else can connect)."""
+        import ipaddress
+
+        if self.address in ("localhost", ""):
+            return True
+        try:
+            return ipaddress.ip_address(self.address).is_loopback
+        except ValueError:
+            return False
 
     @property
     def catalog_is_remote(self) -> bool:

@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+import panel as pn
 
 from components.map import WORLD, to_lonlat, to_mercator
 from components.state import SORTS, AppState
@@ -158,6 +159,8 @@ def bind_location(state: AppState, location: Any) -> None:
 
     state.param.watch(push, ["viewport", "collection", "place", "point", "bbox", "start", "end",
                              "max_cloud", "sort", "limit", "selected", "chain_id"])
+    push()
+    pn.state.onload(push)
 
 
 def _quote(v: str) -> str:

@@ -23,6 +23,7 @@ def catalog_from(settings: Settings) -> Catalog:
 
 def build_service(settings: Settings):
     """The tile service (FastAPI app) over the configured catalog."""
+    from app.auth import access_policy
     from engine.chain.store import ChainStore
     from service import create_service
 
@@ -34,4 +35,5 @@ def build_service(settings: Settings):
         cors_origins=tuple(settings.cors_origins),
         max_body_bytes=settings.max_body_bytes,
         root_path=settings.prefix,
+        access=access_policy(settings),
     )

@@ -84,6 +84,8 @@ class MapView(pn.viewable.Viewer):
             names = [n for n in LAYER_NAMES if n != "basemap" or self.state.backend.basemap]
             self.layers = [LayerSpec(name=n) for n in names]
         self._size = (900, self.height)
+        if self.state.viewport is None and self.state.view_request is not None:
+            self._report(self._initial_extent())
         self._pane = pn.pane.HoloViews(self._overlay(), sizing_mode="stretch_both",
                                        min_height=self.height, linked_axes=False)
 
@@ -160,12 +162,6 @@ class MapView(pn.viewable.Viewer):
                                   streams=[hv.streams.Params(s, ["selected", "footprints"])])
         marks = hv.DynamicMap(self._search_marks,
                               streams=[hv.streams.Params(s, ["point", "bbox"])])
-        self._range = hv.streams.RangeXY(source=marks)
-        self._range.add_subscriber(self._on_range)
-        self._tap = hv.streams.Tap(source=marks)
-        self._tap.add_subscriber(self._on_tap)
-        self._box = hv.streams.BoundsXY(source=marks)
-        self._box.add_subscriber(self._on_box)
         self._plot_size = hv.streams.PlotSize(source=marks)
         self._plot_size.add_subscriber(self._on_size)
         x0, y0, x1, y1 = self._initial_extent()
@@ -228,6 +224,11 @@ class MapView(pn.viewable.Viewer):
         for rng in (fig.x_range, fig.y_range):
             rng.js_on_change("start", update)
             rng.js_on_change("end", update)
+        # Bokeh callbacks rather than HoloViews streams: under bokeh-fastapi only these fire.
+        fig.x_range.on_change("end", self._on_bokeh_range)
+        fig.y_range.on_change("end", self._on_bokeh_range)
+        fig.on_event("tap", lambda e: self._on_tap(x=e.x, y=e.y))
+        fig.on_event("selectiongeometry", self._on_selection_geometry)
         k = math.cos(math.atan(math.sinh((fig.y_range.start + fig.y_range.end) / 2 / R)))
         true_range.update(start=fig.x_range.start * k, end=fig.x_range.end * k)
 
@@ -265,6 +266,16 @@ class MapView(pn.viewable.Viewer):
         self._apply_layers()
 
     # -- streams -> state ----------------------------------------------------------------
+    def _on_bokeh_range(self, attr: str, old: Any, new: Any) -> None:
+        fig = self._figure
+        self._on_range(x_range=(fig.x_range.start, fig.x_range.end),
+                       y_range=(fig.y_range.start, fig.y_range.end))
+
+    def _on_selection_geometry(self, event: Any) -> None:
+        geom = event.geometry or {}
+        if geom.get("type") == "rect" and event.final:
+            self._on_box(bounds=(geom["x0"], geom["y0"], geom["x1"], geom["y1"]))
+
     def _on_range(self, x_range: Any = None, y_range: Any = None, **_: Any) -> None:
         if not x_range or not y_range or None in (*x_range, *y_range):
             return
@@ -300,6 +311,10 @@ class MapView(pn.viewable.Viewer):
         if self._figure is not None:
             self._figure.x_range.update(start=x0, end=x1)
             self._figure.y_range.update(start=y0, end=y1)
+        self._report((x0, y0, x1, y1))
+
+    def _report(self, extent: tuple) -> None:
+        x0, y0, x1, y1 = extent
         lons, lats = to_lonlat(np.array([x0, x1]), np.array([y0, y1]))
         self.state.viewport = (float(lons[0]), float(lats[0]), float(lons[1]), float(lats[1]))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from itertools import count
 from typing import Any
 
@@ -152,9 +152,12 @@ class AppState(param.Parameterized):
     def choose_preset(self, key: str) -> None:
         """Switch to a preset: sets bands or expression, colormap and stretch together."""
         if key in (CUSTOM_RGB, CUSTOM_EXPRESSION):
-            n = 1 if key == CUSTOM_EXPRESSION else 3
-            lo = self.vmin[0] if self.vmin else 0.0
-            hi = self.vmax[0] if self.vmax else 3000.0
+            single = key == CUSTOM_EXPRESSION
+            if single == self.single_band and self.vmin:  # same kind: keep the stretch
+                lo, hi = self.vmin[0], self.vmax[0]
+            else:  # an index is about -1..1, reflectance x 1e4 about 0..3000
+                lo, hi = (-1.0, 1.0) if single else (0.0, 3000.0)
+            n = 1 if single else 3
             self.param.update(preset=key, vmin=[lo] * n, vmax=[hi] * n)
             return
         p = preset(key)
@@ -291,8 +294,8 @@ class AppState(param.Parameterized):
         if view is None and not boxes:
             raise InvalidInput("the map has not reported its view yet")
         if boxes:
-            w = min(b[0] for b in boxes); s = min(b[1] for b in boxes)  # noqa: E702
-            e = max(b[2] for b in boxes); n = max(b[3] for b in boxes)  # noqa: E702
+            w = min(b[0] for b in boxes); s = min(b[1] for b in boxes)
+            e = max(b[2] for b in boxes); n = max(b[3] for b in boxes)
             if view is not None:
                 w, s = max(w, view[0]), max(s, view[1])
                 e, n = min(e, view[2]), min(n, view[3])
@@ -327,7 +330,7 @@ class AppState(param.Parameterized):
                 return False
             if b <= a:
                 b = a + max(abs(a) * 1e-3, 1e-6)
-            lo.append(_round(a)); hi.append(_round(b))  # noqa: E702
+            lo.append(_round(a)); hi.append(_round(b))
         self.param.update(vmin=lo, vmax=hi)
         return True
 
@@ -386,7 +389,7 @@ class AppState(param.Parameterized):
 
 def _day(value: date | datetime | None) -> date | None:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).date() if value.tzinfo else value.date()
+        return value.astimezone(UTC).date() if value.tzinfo else value.date()
     return value
 
 
@@ -397,5 +400,5 @@ def _pkey(p: float) -> str:
 def _round(v: float) -> float:
     if v == 0 or not math.isfinite(v):
         return float(v)
-    digits = max(0, 3 - int(math.floor(math.log10(abs(v)))))
+    digits = max(0, 3 - math.floor(math.log10(abs(v))))
     return round(float(v), digits)

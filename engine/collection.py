@@ -222,6 +222,17 @@ class Collection:
         return process_multi(self, bands, times=times, mosaic=mosaic,
                              mosaic_expression=mosaic_expression)
 
+    # -- time (engine.timeseries) -------------------------------------------------------
+    def profile(self, lon: float | None = None, lat: float | None = None,
+                expression: str | None = None, *, geometry: Any = None,
+                mask_clouds: bool = True) -> pd.DataFrame:
+        """One value of ``expression`` (default NDVI) per scene at a point or over a polygon;
+        see :func:`engine.timeseries.profile`."""
+        from engine.timeseries.profiles import DEFAULT_EXPRESSION, profile
+
+        return profile(self, lon, lat, expression or DEFAULT_EXPRESSION, geometry=geometry,
+                       mask_clouds=mask_clouds)
+
     # -- results ----------------------------------------------------------------------
     def items(self) -> list[pystac.Item]:
         """The matching items, sorted (newest first unless ``sort`` says otherwise)."""

@@ -227,6 +227,11 @@ def _rank(entry: _Entry, name: str) -> tuple[int, int, int]:
     return (0 if entry.names[0] == name else 1, -entry.population, _KIND_ORDER[entry.place.kind])
 
 
+def _qualifies(entry: _Entry, qualifier: str) -> bool:
+    """True if the entry lies in the country/state named by the qualifier ("D.C." = "DC")."""
+    return qualifier in entry.qualifiers or qualifier.replace(" ", "") in entry.qualifiers
+
+
 def _split(text: str) -> tuple[str, str | None]:
     """ "Munich, DE" -> ("munich", "de"); "Munich" -> ("munich", None)."""
     if "," in text:
@@ -253,7 +258,7 @@ def place(name: str) -> Place:
     key, qualifier = _split(name)
     candidates = [entries[i] for i in by_name.get(key, [])]
     if qualifier is not None:
-        candidates = [e for e in candidates if qualifier in e.qualifiers]
+        candidates = [e for e in candidates if _qualifies(e, qualifier)]
     if not candidates and qualifier is not None and normalize(name) in by_name:
         # a comma that belongs to the name itself ("Washington, D.C." is one name)
         key, candidates = normalize(name), [entries[i] for i in by_name[normalize(name)]]
@@ -281,7 +286,7 @@ def search_places(text: str, limit: int = 10) -> list[Place]:
         if not name.startswith(key):
             break
         entry = entries[i]
-        if qualifier is not None and qualifier not in entry.qualifiers:
+        if qualifier is not None and not _qualifies(entry, qualifier):
             continue
         # the primary name (exact, then prefix) before the alternates (exact, then prefix)
         tier = (0 if name == entry.names[0] else 2) + (0 if name == key else 1)
@@ -291,7 +296,7 @@ def search_places(text: str, limit: int = 10) -> list[Place]:
     ordered = sorted(found, key=lambda i: found[i])
     if len(ordered) < limit:
         for i in _close_entries(key):
-            if i not in found and (qualifier is None or qualifier in entries[i].qualifiers):
+            if i not in found and (qualifier is None or _qualifies(entries[i], qualifier)):
                 ordered.append(i)
     return [entries[i].place for i in ordered[:limit]]
 

@@ -16,6 +16,7 @@ from engine.chain.store import ChainStore
 from service.cache import TileCache
 from service.errors import add_exception_handlers
 from service.middleware import GuardMiddleware
+from service.security import AccessPolicy, RateLimiter, SecurityMiddleware
 from service.routes import CatalogRoutes, ChainRoutes, HealthRoutes
 from service.routes.health import package_version
 
@@ -29,6 +30,7 @@ def create_service(
     cors_origins: Sequence[str] = ("*",),
     max_body_bytes: int = 1_000_000,
     root_path: str = "",
+    access: AccessPolicy | None = None,
 ) -> FastAPI:
     """Build the tile service.
 
@@ -40,6 +42,8 @@ def create_service(
         cors_origins: origins allowed to GET from a browser.
         max_body_bytes: larger request bodies are refused with 413.
         root_path: URL prefix when served behind a proxy.
+        access: API keys for writes and per-client rate limits (``service.security``);
+            None: open, as on a loopback address.
 
     Returns:
         The FastAPI application; ``app.state`` holds ``catalog``, ``chain_store``,
@@ -61,6 +65,11 @@ def create_service(
     )
     add_exception_handlers(app)
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
+    access = access or AccessPolicy()
+    limiter = RateLimiter(read_per_minute=access.read_per_minute,
+                          write_per_minute=access.write_per_minute,
+                          max_clients=access.max_clients)
+    app.add_middleware(SecurityMiddleware, policy=access, limiter=limiter)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(cors_origins),
@@ -81,4 +90,7 @@ def create_service(
     app.state.renderer = renderer
     app.state.tile_cache = cache
     app.state.health_sections = health.sections
+    app.state.access = access
+    app.state.rate_limiter = limiter
+    health.sections["access"] = lambda: {**access.describe(), **limiter.stats()}
     return app

@@ -36,6 +36,22 @@ class BodyTooLarge(ServiceError):
     """The request body is larger than ``max_body_bytes``."""
 
 
+class Unauthorized(ServiceError):
+    """A write endpoint was called without an API key (see ``service.security``)."""
+
+
+class Forbidden(ServiceError):
+    """The API key given is not one of the deployment's keys."""
+
+
+class RateLimited(ServiceError):
+    """The client used up its request budget; ``retry_after`` says when to come back."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 #: The one exception -> status table (cf. titiler's DEFAULT_STATUS_CODES).
 STATUS_CODES: dict[type[Exception], int] = {
     eox.EOXError: status.HTTP_500_INTERNAL_SERVER_ERROR,  # only for a subclass added later
@@ -58,6 +74,9 @@ STATUS_CODES: dict[type[Exception], int] = {
     eox.CatalogError: status.HTTP_503_SERVICE_UNAVAILABLE,
     NotImplementedError: status.HTTP_501_NOT_IMPLEMENTED,  # e.g. writing a read-only catalog
     BodyTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+    Unauthorized: status.HTTP_401_UNAUTHORIZED,
+    Forbidden: status.HTTP_403_FORBIDDEN,
+    RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,
     RequestValidationError: status.HTTP_422_UNPROCESSABLE_CONTENT,
 }
 

@@ -6,7 +6,7 @@ import enum
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidInput
 
@@ -50,9 +50,37 @@ class ChainCreated(BaseModel):
     tilejson: str
 
 
+#: Most vertices a statistics geometry may have (simplify bigger ones first): bounds the
+#: work of one request whatever fits in the body limit.
+MAX_VERTICES = 20_000
+
+
+def _lon_lat(position: list[float]) -> list[float]:
+    """Refuse positions outside WGS84 (GDAL would fail to reproject them: not a 500)."""
+    lon, lat = position[0], position[1]
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise ValueError(f"[{lon}, {lat}] is not a WGS84 lon/lat: lon must be in -180..180, "
+                         f"lat in -90..90")
+    return position
+
+
+def _vertex_cap(rings: list[list[Any]]) -> list[list[Any]]:
+    count = sum(len(ring) for ring in rings)
+    if count > MAX_VERTICES:
+        raise ValueError(f"the geometry has {count} vertices, at most {MAX_VERTICES}: "
+                         f"simplify it first")
+    return rings
+
+
+def _vertex_cap_multi(polygons: list[list[list[Any]]]) -> list[list[list[Any]]]:
+    _vertex_cap([ring for polygon in polygons for ring in polygon])
+    return polygons
+
+
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
-Position = Annotated[list[Coordinate], Field(min_length=2, max_length=3)]
-Ring = Annotated[list[Position], Field(min_length=4)]
+Position = Annotated[list[Coordinate], Field(min_length=2, max_length=3),
+                     AfterValidator(_lon_lat)]
+Ring = Annotated[list[Position], Field(min_length=4, max_length=MAX_VERTICES)]
 
 
 class Polygon(BaseModel):
@@ -60,7 +88,7 @@ class Polygon(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     type: Literal["Polygon"]
-    coordinates: Annotated[list[Ring], Field(min_length=1)]
+    coordinates: Annotated[list[Ring], Field(min_length=1), AfterValidator(_vertex_cap)]
 
 
 class MultiPolygon(BaseModel):
@@ -68,7 +96,8 @@ class MultiPolygon(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     type: Literal["MultiPolygon"]
-    coordinates: Annotated[list[Annotated[list[Ring], Field(min_length=1)]], Field(min_length=1)]
+    coordinates: Annotated[list[Annotated[list[Ring], Field(min_length=1)]], Field(min_length=1),
+                           AfterValidator(_vertex_cap_multi)]
 
 
 Geometry = Annotated[Polygon | MultiPolygon, Field(discriminator="type")]

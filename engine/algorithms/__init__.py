@@ -16,7 +16,7 @@ from engine.errors import NotFound
 _DIR = Path(__file__).resolve().parent
 
 
-def list() -> builtins.list[str]:  # noqa: A001 - engine.algorithms.list() reads well
+def list() -> builtins.list[str]:
     """The names of the shipped algorithms."""
     return sorted(p.stem for p in _DIR.glob("*.py") if not p.stem.startswith("_"))
 

@@ -5,6 +5,7 @@ NDWI (water), the date of maximum NDWI wins. Returns three bands (R, G, B by def
 taken from the chosen date. Band positions are parameters.
 """
 
+# ruff: noqa: N999 - the module is named after the JRC function maxNDI
 import numpy as np
 
 

@@ -609,7 +609,7 @@ class _Plan:
             params += self.order_params
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(int(limit))
+            params.append(min(int(limit), 2**62))  # beyond SQLite's integers: no limit
         return sql, params
 
     def matching_rowids(
@@ -655,7 +655,7 @@ def _column(prop: str, *, sort: bool = False) -> tuple[str, list[Any], Any]:
         return ("i.dt_lo" if sort else "i.datetime"), [], _to_epoch_value
     if prop in PROMOTED:
         return f"i.{PROMOTED[prop]}", [], _same
-    if '"' in prop or not prop:
+    if '"' in prop or not prop or not prop.isprintable():
         raise InvalidQuery(f"invalid property name {prop!r}")
     path = f'$.properties."{prop}"'
     if is_datetime_property(prop):

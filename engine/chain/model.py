@@ -66,6 +66,24 @@ class FilterSpec(BaseModel):
         return v
 
 
+_GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
+                   "MultiPolygon", "GeometryCollection")
+
+
+def _depth(value: Any, limit: int = 8) -> int:
+    """Nesting depth of lists/dicts, counted no further than ``limit`` + 1."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        nxt = []
+        for v in level:
+            if isinstance(v, dict):
+                nxt.extend(v.values())
+            elif isinstance(v, list | tuple):
+                nxt.extend(v)
+        level, depth = nxt, depth + 1 if nxt else depth
+    return depth
+
+
 class Source(BaseModel):
     """Where pixels come from: a catalog query, the mosaic rule and the time-stack switch.
 
@@ -84,7 +102,7 @@ class Source(BaseModel):
     sortby: tuple[tuple[str, bool], ...] = ()
     limit: int | None = Field(default=None, ge=1)
     ids: tuple[str, ...] | None = None
-    bands: tuple[str, ...] | None = None
+    bands: tuple[str, ...] | None = Field(default=None, max_length=256)
     mosaic: Literal["first", "latest", "least_cloudy", "median", "max"] = "first"
     mosaic_expression: str | None = None
     times: bool = False
@@ -93,6 +111,16 @@ class Source(BaseModel):
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:
         return to_utc(v) if v is not None else None
+
+    @field_validator("intersects")
+    @classmethod
+    def _geometry(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A GeoJSON geometry (bounded nesting), refused here rather than on every tile."""
+        if v is not None and (v.get("type") not in _GEOMETRY_TYPES
+                              or _depth(v.get("coordinates", v.get("geometries"))) > 6):
+            raise ChainError("source.intersects must be a GeoJSON geometry "
+                             "({type, coordinates})", choices=_GEOMETRY_TYPES)
+        return v
 
     @field_validator("mosaic", mode="before")
     @classmethod
@@ -334,3 +362,22 @@ class Chain(BaseModel):
     def reduce(self, method: str = "max") -> Chain:
         """Reduce a time stack over time (max, min, mean, median, sum, std, count)."""
         return self.then(_wrap(lambda: Reduce(method=method)))
+
+    # -- batch runs (engine.batch) ------------------------------------------------------
+    def compute(self, **options: Any) -> Any:
+        """This chain over an area as a Dask-backed xarray.DataArray (engine.batch.compute)."""
+        from engine.batch import compute
+
+        return compute(self, **options)
+
+    def to_cog(self, path: Any, **options: Any) -> Any:
+        """Compute over an area into a COG, atomically (engine.batch.to_cog)."""
+        from engine.batch import to_cog
+
+        return to_cog(self, path, **options)
+
+    def to_zarr(self, path: Any, **options: Any) -> Any:
+        """Compute over an area into a Zarr store, atomically (engine.batch.to_zarr)."""
+        from engine.batch import to_zarr
+
+        return to_zarr(self, path, **options)

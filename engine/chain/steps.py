@@ -112,7 +112,7 @@ class Bands(Step):
     """Select bands by name, in the given order."""
 
     name: Literal["bands"] = "bands"
-    bands: list[str] = Field(min_length=1)
+    bands: list[str] = Field(min_length=1, max_length=256)  # each is read: bound memory
 
     def source_bands(self) -> tuple[str, ...]:
         return tuple(self.bands)

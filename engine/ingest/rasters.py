@@ -34,9 +34,10 @@ S2B_LAUNCH = datetime(2017, 3, 7, tzinfo=UTC)
 
 
 def scene_for(name: str, path: Path) -> SceneName:
-    """Scene metadata from a name, completed from the parent folders' names."""
+    """Scene metadata from a name, completed from the names of its nearest folders
+    (e.g. ``S2A_MSIL1C_...SAFE/GRANULE/<granule>/IMG_DATA``), not the whole absolute path."""
     scene = parse_scene(name)
-    folder = parse_scene(str(path.parent))
+    folder = parse_scene("/".join(path.parent.parts[-4:]))
     if scene.constellation is None and folder.constellation is not None:
         scene.constellation = folder.constellation
         scene.landsat_family = folder.landsat_family

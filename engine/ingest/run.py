@@ -96,6 +96,7 @@ def _ingest(
         properties=properties,
     )
     sources: list[Source] = []
+    committed = False
     try:
         sources, failed, warnings = discover(paths, band_dates=band_dates, band_names=band_names)
         report.failed.extend(failed)
@@ -106,9 +107,11 @@ def _ingest(
         items = _build_all(todo, ctx, report, progress=progress)
         if items:
             _commit(catalog, name, template, items)
+            committed = True
             report.added.extend(item.id for item in items)
     except BaseException:
-        writer.remove()
+        if not committed:  # the catalog is as before: so must the data folder be
+            writer.remove()
         raise
     finally:
         for source in sources:

@@ -307,8 +307,8 @@ class TileRenderer:
 
     def _method(self, chain: Chain, names: Sequence[str]) -> MosaicMethodBase:
         src = chain.source
-        if src.mosaic == "median":
-            return MedianMethod()
+        if src.mosaic == "median":  # float: the median of 2 values may fall between them
+            return MedianMethod(enforce_data_type=False)
         if src.mosaic == "max":
             if src.mosaic_expression:
                 return MaxIndexMethod(src.mosaic_expression, names)
@@ -390,6 +390,45 @@ class TileRenderer:
         read = self._window_reader(Grid(crs, tuple(bounds), tilesize, tilesize))
 
         raster = self._assemble(chain, scenes, read, names=sset.band_names)
+        return self._image(chain, raster, bounds, crs)
+
+    def render_bbox(self, chain: Chain, bbox: Sequence[float], width: int, height: int, *,
+                    crs: Any = "EPSG:3857", bbox_crs: Any = WGS84,
+                    analytic: bool = False) -> ImageData | None:
+        """The image of ``bbox`` (W, S, E, N in ``bbox_crs``, WGS84 by default) on a ``width``
+        x ``height`` grid in ``crs``, for exports and timelapse frames; None when no scene
+        has data there. ``analytic=True`` stops before the visual steps (values, any dtype)."""
+        if not (1 <= width <= 16384 and 1 <= height <= 16384):
+            raise InvalidInput(f"image size {width}x{height} is outside 1..16384")
+        w, s, e, n = (float(v) for v in bbox)
+        src = CRS.from_user_input(bbox_crs)
+        if not (w < e and s < n) or (src == WGS84 and not (
+                -180 <= w and e <= 180 and -90 <= s and n <= 90)):
+            raise InvalidInput(f"bbox {list(bbox)} is not W,S,E,N with W<E, S<N")
+        dst = CRS.from_user_input(crs)
+        bounds = ((w, s, e, n) if src == dst else
+                  tuple(rasterio.warp.transform_bounds(src, dst, w, s, e, n, densify_pts=21)))
+        wgs = ((w, s, e, n) if src == WGS84 else
+               tuple(rasterio.warp.transform_bounds(src, WGS84, w, s, e, n, densify_pts=21)))
+        sset = self.scenes(chain)
+        scenes = self._limit(chain, sset.intersecting(wgs))
+        if not scenes:
+            return None
+        read = self._window_reader(Grid(dst, bounds, int(width), int(height)))
+        raster = self._assemble(chain, scenes, read, names=sset.band_names)
+        if analytic:
+            if raster is None:
+                return None
+            out = chain.apply(raster, analytic_only=True, skip_cloud=True)
+            if isinstance(out, TimeStack):
+                raise ChainError("the chain ends with a time stack: reduce it over time")
+            return ImageData(out.array, bounds=bounds, crs=dst, band_names=list(out.band_names),
+                             assets=raster_assets(raster), metadata=out.metadata)
+        return self._image(chain, raster, bounds, dst)
+
+    def _image(self, chain: Chain, raster: Raster | None, bounds: Sequence[float],
+               crs: CRS) -> ImageData | None:
+        """Run the chain's steps on an assembled raster and check it is an 8-bit image."""
         if raster is None:
             return None
         out = chain.apply(raster, skip_cloud=True)

@@ -7,12 +7,21 @@ read-only mounts, rlimits, seccomp, per-call time/CPU/memory limits);
 locally on simulated input; ``install_executor`` plugs the pool into chains.
 """
 
-from engine.sandbox.check import CheckedFunction, check_function, default_imports, \
-    set_default_imports
+from engine.sandbox.check import (
+    CheckedFunction,
+    check_function,
+    default_imports,
+    set_default_imports,
+)
 from engine.sandbox.client import simulated_input, test_execute, test_execute_times
 from engine.sandbox.executor import chain_executor, install_executor
-from engine.sandbox.pool import SandboxPool, capabilities, close_default_pool, configure, \
-    default_pool
+from engine.sandbox.pool import (
+    SandboxPool,
+    capabilities,
+    close_default_pool,
+    configure,
+    default_pool,
+)
 
 __all__ = [
     "CheckedFunction", "SandboxPool", "capabilities", "chain_executor", "check_function",

@@ -10,6 +10,7 @@ runtime guards of :mod:`engine.sandbox.guards` (defence in depth).
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import hashlib
 import re
@@ -54,7 +55,7 @@ BLOCKED_ATTRS = frozenset({
     "gi_yieldfrom", "gi_running", "gi_suspended", "cr_frame", "cr_code", "cr_await",
     "cr_origin", "ag_frame", "ag_code", "ag_await", "tb_frame", "tb_next", "tb_lasti",
     "tb_lineno", "func_globals", "func_code", "im_func", "im_self", "im_class",
-    "set_printoptions", "setbufsize", "seterrcall",
+    "set_printoptions", "setbufsize", "seterrcall", "capsule",
 })
 BLOCKED_ATTR_PREFIXES = ("_", "f_", "co_", "gi_", "cr_", "ag_", "tb_")
 
@@ -344,7 +345,8 @@ class _AugItems(ast.NodeTransformer):
                            | ast.SetComp | ast.DictComp)
                 for n in ast.walk(target)):
             return node
-        load = ast.Subscript(value=target.value, slice=target.slice, ctx=ast.Load())
+        load = ast.Subscript(value=copy.deepcopy(target.value),
+                             slice=copy.deepcopy(target.slice), ctx=ast.Load())
         value = ast.BinOp(left=load, op=node.op, right=node.value)
         new = ast.Assign(targets=[target], value=value)
         return ast.fix_missing_locations(ast.copy_location(new, node))

@@ -23,7 +23,7 @@ DEFAULT_SHAPE = (4, 256, 256)
 def simulated_input(shape: tuple[int, ...] = DEFAULT_SHAPE, *, seed: int = 0) -> np.ndarray:
     """uint16 reflectance-like values (x 10000): smooth fields, some zeros (nodata)."""
     rng = np.random.default_rng(seed)
-    *lead, ny, nx = shape
+    ny, nx = shape[-2:]
     y, x = np.mgrid[0:ny, 0:nx]
     base = 1500 + 1200 * np.sin(x / 23.0) * np.cos(y / 31.0)
     out = np.empty(shape, dtype=np.uint16)

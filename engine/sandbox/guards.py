@@ -28,7 +28,8 @@ class SandboxViolation(BaseException):
 
 _SAFE_BUILTIN_NAMES = (
     "abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr",
-    "complex", "dict", "divmod", "object", "enumerate", "filter", "float", "frozenset", "hash", "hex",
+    "complex", "dict", "divmod", "object", "enumerate", "filter", "float", "frozenset", "hash",
+    "hex",
     "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next",
     "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str",
     "sum", "tuple", "zip", "None", "True", "False", "Ellipsis", "NotImplemented",
@@ -118,7 +119,7 @@ def guarded_apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def make_import(tree: ModuleTree) -> Callable[..., Any]:
     """An ``__import__`` that only returns curated namespaces of the allowed modules."""
 
-    def guarded_import(name: str, globals: Any = None, locals: Any = None,  # noqa: A002
+    def guarded_import(name: str, globals: Any = None, locals: Any = None,
                        fromlist: Any = (), level: int = 0) -> Any:
         if type(fromlist) is list and not fromlist and level == 0 and name in sys.modules:
             # PyImport_Import from C (numpy's lazy internals) finds __import__ in the

@@ -10,9 +10,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import math
 import os
 import resource
 import socket
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -167,9 +169,8 @@ def set_cpu_limit(seconds: float | None) -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY,
                                                  resource.RLIM_INFINITY))
         return
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    now = used.ru_utime + used.ru_stime
-    resource.setrlimit(resource.RLIMIT_CPU, (int(now + seconds) + 1, resource.RLIM_INFINITY))
+    now = time.process_time()
+    resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(now + seconds), resource.RLIM_INFINITY))
 
 
 def install_seccomp() -> bool:

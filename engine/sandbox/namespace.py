@@ -60,7 +60,7 @@ class _ArrayTypeMeta(type):
         return isinstance(sub, type) and issubclass(sub, np.ndarray)
 
 
-class ndarray(metaclass=_ArrayTypeMeta):  # noqa: N801 - mirrors numpy's name
+class ndarray(metaclass=_ArrayTypeMeta):
     """``isinstance(x, np.ndarray)`` only: numpy's constructor can wrap raw buffers."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -71,7 +71,7 @@ class ndarray(metaclass=_ArrayTypeMeta):  # noqa: N801 - mirrors numpy's name
 class Namespace:
     """A frozen module stand-in: attribute reads of its members only, no writes."""
 
-    __slots__ = ("_name", "_members")
+    __slots__ = ("_members", "_name")
 
     def __init__(self, name: str, members: Mapping[str, Any]) -> None:
         object.__setattr__(self, "_name", name)

@@ -13,6 +13,7 @@ import mmap
 import os
 import struct
 import sys
+import time
 import warnings
 from collections import OrderedDict
 from types import CodeType, TracebackType
@@ -207,9 +208,7 @@ class Worker:
             text = str(exc)
             message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
             return self._failure("error", message[:2000], exc)
-        finally:
-            if self.cpu_s:
-                self.limits.set_cpu_limit(None)
+        finally:  # the CPU limit stays armed while idle (no CPU use); re-armed per call
             np.seterr(**self.err_state)
             if touches_random:
                 np.random.set_state(self.random_state)
@@ -277,7 +276,9 @@ def main() -> int:
         if msg is None or msg.get("op") == "exit":
             return 0
         if msg.get("op") == "run":
+            _t = time.perf_counter()
             reply = worker.run(msg)
+            reply["t_us"] = (time.perf_counter() - _t) * 1e6
         else:
             reply = {"ok": False, "kind": "internal", "message": "unknown request"}
         write_message(fd_out, reply)

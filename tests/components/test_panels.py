@@ -5,7 +5,7 @@ from __future__ import annotations
 import holoviews as hv
 import panel as pn
 import pytest
-from conftest import NEW, OLD, S2
+from component_data import NEW, OLD, S2
 
 from app.urlstate import apply_query, to_query, view_of
 from components.display import DisplayPanel
@@ -113,7 +113,7 @@ def test_url_state_round_trip(state, backend):
     assert apply_query(other, {k: [v.encode()] for k, v in query.items()})
     assert other.chain_id == state.chain_id and other.preset == "ndvi"
     assert other.selected == [NEW]
-    w, s, e, n = other.view_request
+    w, _, e, _ = other.view_request
     assert abs((w + e) / 2 - 13.35) < 1e-4 and abs((e - w) - 0.10) < 1e-3
 
 

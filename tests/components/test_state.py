@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from conftest import LANDSAT, LS_ITEM, NEW, OLD, S2, band_array
+from component_data import LANDSAT, LS_ITEM, NEW, OLD, S2, band_array
 
 from components.presets import presets_for
 from components.state import AppState

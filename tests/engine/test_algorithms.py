@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import engine.algorithms as algorithms
+from engine import algorithms
 from engine.errors import NotFound
 from engine.sandbox import SandboxPool, check_function, simulated_input
 
@@ -26,7 +26,7 @@ def _run(pool, name, img, *args, **kwargs):
 def test_list_and_load():
     assert algorithms.list() == ["cloudmask", "maxNDI", "morphclean", "ndvi", "stubble"]
     for name in algorithms.list():
-        source, function, defaults = algorithms.load(name)
+        source, function, _ = algorithms.load(name)
         assert function == name
         check_function(source, function)  # every shipped source passes the static check
     assert algorithms.load("stubble")[2] == {"v4": 1000, "v6": 1200, "v8": 1200,
@@ -54,7 +54,7 @@ def test_ndvi(pool):
     r, n = img[2].astype(np.float64), img[3].astype(np.float64)
     valid = (r + n) > 0
     assert np.isnan(out[~valid]).all() and (~valid).any()
-    np.testing.assert_allclose(out[valid], ((n - r) / (n + r))[valid], rtol=1e-5)
+    np.testing.assert_allclose(out[valid], (n - r)[valid] / (n + r)[valid], rtol=1e-5)
 
 
 def test_cloudmask(pool):
@@ -104,7 +104,7 @@ def test_morphclean(pool):
     m = img[0] > 0.5
     s = np.ones((3, 3), dtype=bool)
     m = ndimage.binary_closing(ndimage.binary_opening(m, structure=s), structure=s)
-    labels, n = ndimage.label(m)
+    labels, _ = ndimage.label(m)
     sizes = np.bincount(labels.ravel())
     keep = sizes >= 20
     keep[0] = False

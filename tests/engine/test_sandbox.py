@@ -62,6 +62,7 @@ def test_run_matches_in_process_numpy(pool, img):
 
 @pytest.mark.parametrize(("shape", "body", "expect"), [
     ((64, 64), "return img * 2", lambda a: a * 2),
+    ((64, 64), "return np.stack([img, img + 1])", lambda a: np.stack([a, a + 1])),
     ((3, 64, 64), "return img[::-1].astype(np.int32) - 5", lambda a: a[::-1].astype("i4") - 5),
     ((3, 64, 64), "return img > 1000", lambda a: a > 1000),
     ((2, 3, 64, 64), "return img.max(axis=0)", lambda a: a.max(axis=0)),
@@ -287,7 +288,7 @@ def broken(img, k):
     return out / missing  # noqa: F821 - the error test_execute must point at
 
 
-def maxNDI(inputimage, fband11, fband8, fband4, fbandR=0, fbandG=0, fbandB=0):  # noqa: N802
+def maxNDI(inputimage, fband11, fband8, fband4, fbandR=0, fbandG=0, fbandB=0):
     b8 = inputimage[:, fband8].astype("float32")
     b4 = inputimage[:, fband4].astype("float32")
     index = np.argmax((b8 - b4) / (b8 + b4 + 1), axis=0)

@@ -19,7 +19,8 @@ import pytest
 from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
 from engine.sandbox import SandboxPool
 
-NDVI = "def ndvi(img):\n    a = img.astype('float32')\n    return (a[1] - a[0]) / (a[1] + a[0] + 1)\n"
+NDVI = ("def ndvi(img):\n    a = img.astype('float32')\n"
+        "    return (a[1] - a[0]) / (a[1] + a[0] + 1)\n")
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +62,12 @@ STATIC = [
      "__subclasses__"),
     ("class-attr", "c = img.__class__\nreturn img[0]", 2, "__class__"),
     ("getframe", "import sys\nf = sys._getframe()\nreturn img[0]", 2, "import of 'sys'"),
-    ("traceback-frame", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
-     "    g = e.__traceback__.tb_frame.f_globals\nreturn img[0]", 5, "f_globals"),
-    ("traceback-attr", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
-     "    t = e.__traceback__\nreturn img[0]", 5, "__traceback__"),
-    ("tb-frame-plain", "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
-     "    t = e.with_traceback(None)\nreturn img[0]", 5, "with_traceback"),
+    ("traceback-frame", ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+     "    g = e.__traceback__.tb_frame.f_globals\nreturn img[0]"), 5, "f_globals"),
+    ("traceback-attr", ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+     "    t = e.__traceback__\nreturn img[0]"), 5, "__traceback__"),
+    ("tb-frame-plain", ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n"
+     "    t = e.with_traceback(None)\nreturn img[0]"), 5, "with_traceback"),
     ("generator-yield", "yield img[0]", 2, "yield"),
     ("generator-frame", "g = (x for x in [1])\nfr = g.gi_frame\nreturn img[0]", 2,
      "generator expressions"),
@@ -95,8 +96,8 @@ STATIC = [
      "numpy.lib.stride_tricks"),
     ("frombuffer", "x = np.frombuffer(b'abcd', dtype='uint8')\nreturn img[0]", 2,
      "numpy.frombuffer"),
-    ("bit-generator-ctypes", "g = np.random.default_rng().bit_generator.ctypes\n"
-     "return img[0]", 2, "'ctypes'"),
+    ("bit-generator-ctypes", ("g = np.random.default_rng().bit_generator.ctypes\n"
+     "return img[0]"), 2, "'ctypes'"),
     ("array-resize", "img.resize((10 ** 6,), refcheck=False)\nreturn img[0]", 2, "resize"),
     ("open", "open('{target}', 'w').write('x')\nreturn img[0]", 2, "'open'"),
     ("eval", "return eval('img[0]')", 2, "'eval'"),
@@ -109,8 +110,15 @@ STATIC = [
     ("class-def", "class A:\n    pass\nreturn img[0]", 2, "class"),
     ("socket", "import socket\nsocket.create_connection(('127.0.0.1', 80))\nreturn img[0]",
      2, "import of 'socket'"),
-    ("subprocess", "import subprocess\nsubprocess.run(['touch', '{target}'])\n"
-     "return img[0]", 2, "subprocess"),
+    ("subprocess", ("import subprocess\nsubprocess.run(['touch', '{target}'])\n"
+     "return img[0]"), 2, "subprocess"),
+    ("os-exit", "import os\nos._exit(0)", 2, "import of 'os'"),
+    ("ctypes-segfault", "import ctypes\nctypes.string_at(0)\nreturn img[0]", 2,
+     "import of 'ctypes'"),
+    ("faulthandler-segfault", "import faulthandler\nfaulthandler._sigsegv()", 2,
+     "import of 'faulthandler'"),
+    ("capsule", "c = np.random.default_rng().bit_generator.capsule\nreturn img[0]", 2,
+     "'capsule'"),
     ("plain-scipy", "import scipy\nreturn img[0]", 2, "import of 'scipy'"),
     ("scipy-io", "from scipy import io\nreturn img[0]", 2, "import of 'scipy'"),
     ("relative-import", "from . import x\nreturn img[0]", 2, "relative"),
@@ -186,8 +194,8 @@ RUNTIME = [
     ("object-view", "return img.view(object)[0]", FunctionFailed, "TypeError", 2),
     ("write-namespace-alias", "m = np\nm.where = None\nreturn img[0]", FunctionRejected,
      "cannot be modified", 3),
-    ("violation-not-catchable", "m = np\ntry:\n    m.where = None\nexcept Exception:\n"
-     "    pass\nreturn img[0]", FunctionRejected, "cannot be modified", 4),
+    ("violation-not-catchable", ("m = np\ntry:\n    m.where = None\nexcept Exception:\n"
+     "    pass\nreturn img[0]"), FunctionRejected, "cannot be modified", 4),
     ("namespace-via-list", "x = [np]\nc = x[0].ctypeslib\nreturn img[0]", FunctionFailed,
      "numpy.ctypeslib is not available", 3),
     ("random-module", "r = np.random\nb = [r][0].bit_generator\nreturn img[0]",

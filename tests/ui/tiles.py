@@ -1,0 +1,66 @@
+"""Watch the map's tile responses in a Playwright page and decode them."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+TILE = re.compile(r"/api/chains/([0-9a-f]+)/tiles/(\d+)/(\d+)/(\d+)\.png")
+
+
+@dataclass
+class Tile:
+    chain: str
+    z: int
+    x: int
+    y: int
+    status: int
+    at: float
+    pixels: np.ndarray | None  # RGBA, None for 204 (no data)
+
+    @property
+    def has_data(self) -> bool:
+        """True if the tile has non-transparent pixels."""
+        return self.pixels is not None and int((self.pixels[..., 3] > 0).sum()) > 0
+
+
+@dataclass
+class TileWatch:
+    """Every tile response the page received, in order."""
+
+    tiles: list[Tile] = field(default_factory=list)
+
+    def attach(self, page) -> TileWatch:
+        page.on("response", self._on_response)
+        return self
+
+    def _on_response(self, response) -> None:
+        m = TILE.search(response.url)
+        if not m:
+            return
+        pixels = None
+        if response.status == 200:
+            img = Image.open(io.BytesIO(response.body())).convert("RGBA")
+            pixels = np.asarray(img)
+        self.tiles.append(Tile(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)),
+                               response.status, time.monotonic(), pixels))
+
+    def with_data(self, chain: str | None = None) -> list[Tile]:
+        return [t for t in self.tiles if t.has_data and (chain is None or t.chain == chain)]
+
+    def chains(self) -> list[str]:
+        return list(dict.fromkeys(t.chain for t in self.tiles))
+
+    def wait(self, page, predicate, timeout: float = 20.0) -> bool:
+        """Poll (letting the page run) until ``predicate()`` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            page.wait_for_timeout(100)
+        return predicate()
