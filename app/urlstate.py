@@ -71,16 +71,16 @@ def _floats(text: str, n: int) -> tuple[float, ...]:
 
 
 def view_of(center: str, zoom: str) -> tuple[float, float, float, float]:
-    """W, S, E, N (very flat, so the map's aspect decides the height) for centre + zoom."""
+    """W, S, E, N for centre + zoom: a box of zero height, which the map shows at exactly
+    that width around that centre (the map's aspect decides the height)."""
     lon, lat = _floats(center, 2)
     z = float(zoom)
     if not (-180 <= lon <= 180 and -85 <= lat <= 85 and 0 <= z <= 30):
         raise ValueError(f"centre {center} / zoom {zoom} out of range")
-    cx, cy = to_mercator(np.array(lon), np.array(lat))
+    cx, _ = to_mercator(np.array(lon), np.array(lat))
     half = WORLD / 2**z / 2
-    (w, e), (s, n) = to_lonlat(np.array([cx - half, cx + half]),
-                               np.array([cy - half / 100, cy + half / 100]))
-    return (float(w), float(s), float(e), float(n))
+    w, e = to_lonlat(np.array([cx - half, cx + half]), np.array([0.0, 0.0]))[0]
+    return (float(w), lat, float(e), lat)
 
 
 def _sort(v: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""The map: Web Mercator plot with the basemap and scene tile layers, footprints, streams.
+"""The map: a Web Mercator Bokeh figure with the basemap and scene tile layers, footprints,
+the selection and the search point/box.
 
-HoloViews draws the footprints (Datashader, so thousands of scenes stay fast), the selection,
-the search point/box and owns the streams (view range, click, box). The tile layers are
-Bokeh tile renderers added once per plot, so a new chain only changes a URL in the browser.
+Plain Bokeh models (no HoloViews plot) so a session's map is built in a few tens of
+milliseconds: every state change only edits a data source or a tile URL in the browser.
+Thousands of footprints are rasterized with Datashader for the visible range.
 """
 
 from __future__ import annotations
@@ -10,18 +11,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from bokeh.events import RangesUpdate, SelectionGeometry, Tap
 from bokeh.models import (
+    BoxSelectTool,
+    BoxZoomTool,
+    ColumnDataSource,
     CustomJS,
     Label,
+    PanTool,
     Range1d,
+    ResetTool,
     ScaleBar,
+    TapTool,
+    WheelZoomTool,
     WMTSTileSource,
 )
+from bokeh.plotting import figure
 
 from components.layers import LAYER_NAMES, LayerSpec
 from components.state import AppState
@@ -31,6 +40,12 @@ R = 6378137.0
 VECTOR_MAX = 1000
 FOOTPRINT_COLOUR = "#ffd54f"
 WORLD = 2 * math.pi * R
+#: Margin around a box the map is asked to show (a zero-height box is shown exactly).
+PAD = 1.05
+#: Map size assumed until the browser reports the real one.
+GUESS_SIZE = (1000, 760)
+#: URL of a tile layer with nothing to show (the layer is hidden, so never requested).
+NO_TILES = "data:,"
 
 
 def to_mercator(lon: Any, lat: Any) -> tuple[Any, Any]:
@@ -55,6 +70,34 @@ def _rings(geometry: dict) -> list[list[list[float]]]:
     return []
 
 
+def outline_frame(footprints: dict) -> pd.DataFrame:
+    """Footprint outlines in Mercator, one NaN-separated x/y table (fast to draw)."""
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for geom in footprints.values():
+        for ring in _rings(geom):
+            arr = np.asarray(ring, dtype=float)
+            x, y = to_mercator(arr[:, 0], arr[:, 1])
+            xs += [x, np.array([np.nan])]
+            ys += [y, np.array([np.nan])]
+    if not xs:
+        return pd.DataFrame({"x": np.array([], float), "y": np.array([], float)})
+    return pd.DataFrame({"x": np.concatenate(xs), "y": np.concatenate(ys)})
+
+
+def outline_raster(frame: pd.DataFrame, x_range: tuple, y_range: tuple,
+                   size: tuple[int, int]) -> np.ndarray:
+    """Outlines rasterized by Datashader for one view: RGBA packed as uint32 (bottom row first)."""
+    import datashader as ds
+    import datashader.transfer_functions as tf
+
+    canvas = ds.Canvas(plot_width=max(int(size[0]), 10), plot_height=max(int(size[1]), 10),
+                       x_range=tuple(x_range), y_range=tuple(y_range))
+    agg = canvas.line(frame, "x", "y", agg=ds.count())
+    img = tf.spread(tf.shade(agg, cmap=[FOOTPRINT_COLOUR], min_alpha=200), px=1)
+    return np.asarray(img.data, dtype=np.uint32)
+
+
 _READOUT_JS = """
 const lon = cb_obj.x / 6378137 * 180 / Math.PI;
 const lat = Math.atan(Math.sinh(cb_obj.y / 6378137)) * 180 / Math.PI;
@@ -68,170 +111,134 @@ const k = Math.cos(Math.atan(Math.sinh(yc / 6378137)));
 r.start = x.start * k; r.end = x.end * k;
 """
 
+# Square pixels whatever the size of the plot: keep the centre and the x extent (the URL's
+# zoom), give y the extent the plot's aspect asks for.
+_ASPECT_JS = """
+const w = fig.inner_width, h = fig.inner_height;
+if (!(w > 0 && h > 0)) return;
+const dx = x.end - x.start, yc = (y.start + y.end) / 2, dy = dx * h / w;
+if (Math.abs((y.end - y.start) - dy) > 1e-6 * dy) {
+  y.setv({start: yc - dy / 2, end: yc + dy / 2});
+}
+"""
+
 
 class MapView(pn.viewable.Viewer):
     """The map of a session; reports the view to ``state.viewport``, obeys ``view_request``."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
     layers = param.List(default=[], item_type=LayerSpec, doc="Tile layers, bottom first.")
-    height = param.Integer(640, doc="Map height in pixels.")
+    height = param.Integer(640, doc="Minimum map height in pixels.")
 
     def __init__(self, **params: Any) -> None:
-        self._figure: Any = None
-        self._tiles: dict[str, Any] = {}
         super().__init__(**params)
         if not self.layers:
             names = [n for n in LAYER_NAMES if n != "basemap" or self.state.backend.basemap]
             self.layers = [LayerSpec(name=n) for n in names]
-        self._size = (900, self.height)
-        if self.state.viewport is None and self.state.view_request is not None:
-            self._report(self._initial_extent())
-        self._pane = pn.pane.HoloViews(self._overlay(), sizing_mode="stretch_both",
-                                       min_height=self.height, linked_axes=False)
-
-    # -- elements ---------------------------------------------------------------------
-    def _outline_frame(self, footprints: dict) -> pd.DataFrame:
-        """Footprint outlines in Mercator, one NaN-separated x/y table (fast to draw)."""
-        xs: list[np.ndarray] = []
-        ys: list[np.ndarray] = []
-        for geom in footprints.values():
-            for ring in _rings(geom):
-                arr = np.asarray(ring, dtype=float)
-                x, y = to_mercator(arr[:, 0], arr[:, 1])
-                xs += [x, np.array([np.nan])]
-                ys += [y, np.array([np.nan])]
-        if not xs:
-            return pd.DataFrame({"x": np.array([], float), "y": np.array([], float)})
-        return pd.DataFrame({"x": np.concatenate(xs), "y": np.concatenate(ys)})
-
-    def _outlines(self, footprints: dict) -> hv.Path:
-        """Vector outlines when there are few footprints (many are rasterized instead)."""
-        frame = self._outline_frame(footprints if len(footprints) <= VECTOR_MAX else {})
-        return hv.Path(frame, ["x", "y"]).opts(color=FOOTPRINT_COLOUR, line_width=1.2)
-
-    def _outline_raster(self, footprints: dict, x_range: Any = None, y_range: Any = None,
-                        width: Any = None, height: Any = None, **_: Any) -> hv.RGB:
-        """Thousands of outlines through Datashader, re-rasterized for each view."""
-        if len(footprints) <= VECTOR_MAX or not x_range or not y_range:
-            return hv.RGB(np.zeros((2, 2, 4), dtype=np.uint8), bounds=(0, 0, 1, 1))
-        import datashader as ds
-        import datashader.transfer_functions as tf
-
-        w, h = int(width or self._size[0]), int(height or self._size[1])
-        canvas = ds.Canvas(plot_width=max(w, 10), plot_height=max(h, 10),
-                           x_range=tuple(x_range), y_range=tuple(y_range))
-        agg = canvas.line(self._outline_frame(footprints), "x", "y", agg=ds.count())
-        img = tf.spread(tf.shade(agg, cmap=[FOOTPRINT_COLOUR], min_alpha=200), px=1)
-        rgba = np.flipud(np.asarray(img.data).view(np.uint8).reshape((*img.shape, 4)))
-        return hv.RGB(rgba, bounds=(x_range[0], y_range[0], x_range[1], y_range[1]),
-                      vdims=["R", "G", "B", "A"])
-
-    def _selection(self, selected: list, footprints: dict) -> hv.Polygons:
-        polys = []
-        for sid in selected:
-            geom = footprints.get(sid)
-            for ring in _rings(geom or {}):
-                arr = np.asarray(ring, dtype=float)
-                x, y = to_mercator(arr[:, 0], arr[:, 1])
-                polys.append({"x": x, "y": y, "id": sid})
-        return hv.Polygons(polys, vdims=["id"]).opts(
-            fill_alpha=0.0, line_color="#00e5ff", line_width=2.5)
-
-    def _search_marks(self, point: tuple | None, bbox: tuple | None) -> hv.Overlay:
-        px, py = ([], []) if point is None else to_mercator(np.array([point[0]]),
-                                                              np.array([point[1]]))
-        pts = hv.Points((px, py)).opts(color="#ff3d00", size=11, marker="circle_cross",
-                                       tools=["box_select"])
-        rects = []
-        if bbox is not None:
-            (x0, x1), (y0, y1) = to_mercator(np.array([bbox[0], bbox[2]]),
-                                             np.array([bbox[1], bbox[3]]))
-            rects = [(x0, y0, x1, y1)]
-        box = hv.Rectangles(rects).opts(fill_alpha=0.05, line_color="#ff3d00",
-                                        line_dash="dashed", line_width=2)
-        return pts * box
-
-    def _overlay(self) -> hv.Overlay:
-        s = self.state
-        outlines = hv.DynamicMap(self._outlines,
-                                 streams=[hv.streams.Params(s, ["footprints"])])
-        shaded = hv.DynamicMap(self._outline_raster, streams=[
-            hv.streams.Params(s, ["footprints"]), hv.streams.RangeXY(),
-            hv.streams.PlotSize()])
-        selection = hv.DynamicMap(self._selection,
-                                  streams=[hv.streams.Params(s, ["selected", "footprints"])])
-        marks = hv.DynamicMap(self._search_marks,
-                              streams=[hv.streams.Params(s, ["point", "bbox"])])
-        self._plot_size = hv.streams.PlotSize(source=marks)
-        self._plot_size.add_subscriber(self._on_size)
-        x0, y0, x1, y1 = self._initial_extent()
-        return (shaded * outlines * selection * marks).opts(
-            hv.opts.Overlay(
-                xlim=(x0, x1), ylim=(y0, y1), xaxis=None, yaxis=None, responsive=True,
-                min_height=self.height, hooks=[self._hook], active_tools=["wheel_zoom", "pan"],
-                tools=["tap"], bgcolor="#1b2230", show_grid=False, toolbar="above",
-                default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
-            ),
-            hv.opts.RGB(xaxis=None, yaxis=None),
-        )
-
-    def _initial_extent(self) -> tuple[float, float, float, float]:
-        s = self.state
-        view = s.view_request or s.viewport or (-20.0, 30.0, 40.0, 65.0)
-        return self._fit(view)
-
-    def _fit(self, bbox: tuple) -> tuple[float, float, float, float]:
-        """Mercator ranges showing ``bbox`` with square pixels at the current plot size."""
-        (x0, x1), (y0, y1) = to_mercator(np.array([bbox[0], bbox[2]]),
-                                         np.array([bbox[1], bbox[3]]))
-        w, h = self._size
-        dx, dy = max(x1 - x0, 1.0) * 1.05, max(y1 - y0, 1.0) * 1.05
-        if dx / dy < w / h:
-            dx = dy * w / h
-        else:
-            dy = dx * h / w
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        return cx - dx / 2, cy - dy / 2, cx + dx / 2, cy + dy / 2
-
-    # -- bokeh: tile layers, readout, scale bar -----------------------------------------
-    def _hook(self, plot: Any, element: Any) -> None:
-        fig = plot.state
-        if fig is self._figure:
-            return
-        self._figure = fig
-        self._tiles = {}
+        self._size = GUESS_SIZE
+        self._target: tuple | None = None  # the box last fitted, until the user moves away
+        self._set_x: tuple[float, float] | None = None
+        self._outline_data = outline_frame({})
+        self._figure = self._build()
+        self._tiles: dict[str, Any] = {}
         for spec in self.layers:
             if spec.name == "footprints":
                 continue
-            url = self._layer_url(spec.name)
-            source = WMTSTileSource(url=url or "about:blank#{Z}{X}{Y}")
-            rend = fig.add_tile(source, level="image")
+            rend = self._figure.add_tile(WMTSTileSource(url=NO_TILES), level="image")
             rend.name = f"eox-{spec.name}"
+            rend.visible = False
             self._tiles[spec.name] = rend
+        self._footprints_changed()
+        self._selection_changed()
+        self._marks_changed()
         self._apply_layers()
+        self._pick_changed()
+        if self.state.viewport is None or self.state.view_request is not None:
+            self._zoom()
+        self._pane = pn.pane.Bokeh(self._figure, sizing_mode="stretch_both",
+                                   min_height=self.height)
+
+    # -- the figure -----------------------------------------------------------------------
+    def _build(self) -> Any:
+        x0, y0, x1, y1 = self._fit(self.state.view_request or self.state.viewport
+                                   or (-20.0, 30.0, 40.0, 65.0))
+        self._pan, self._box_select = PanTool(), BoxSelectTool(renderers=[])
+        tools = [self._pan, WheelZoomTool(), BoxZoomTool(match_aspect=True), self._box_select,
+                 TapTool(renderers=[]), ResetTool()]
+        fig = figure(x_range=Range1d(x0, x1), y_range=Range1d(y0, y1), tools=tools,
+                     active_drag=self._pan, active_scroll=tools[1], sizing_mode="stretch_both",
+                     min_height=self.height, x_axis_type=None, y_axis_type=None,
+                     background_fill_color="#1b2230", toolbar_location="above",
+                     border_fill_alpha=0.0, outline_line_color=None, name="eox-map")
+        fig.grid.visible = False
+        fig.toolbar.logo = None
+        self._src_outline = ColumnDataSource({"x": [], "y": []})
+        self._outline = fig.line("x", "y", source=self._src_outline, color=FOOTPRINT_COLOUR,
+                                 line_width=1.2, name="eox-footprints")
+        self._src_raster = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+        self._raster = fig.image_rgba("image", "x", "y", "dw", "dh", source=self._src_raster,
+                                      name="eox-footprints-raster")
+        self._src_selection = ColumnDataSource({"xs": [], "ys": [], "id": []})
+        fig.patches("xs", "ys", source=self._src_selection, fill_alpha=0.0,
+                    line_color="#00e5ff", line_width=2.5, name="eox-selection")
+        self._src_point = ColumnDataSource({"x": [], "y": []})
+        fig.scatter("x", "y", source=self._src_point, color="#ff3d00", size=11,
+                    marker="circle_cross", name="eox-point")
+        self._src_box = ColumnDataSource({"left": [], "right": [], "top": [], "bottom": []})
+        fig.quad("left", "right", "top", "bottom", source=self._src_box, fill_alpha=0.05,
+                 fill_color="#ff3d00", line_color="#ff3d00", line_dash="dashed", line_width=2,
+                 name="eox-box")
+
         label = Label(x=8, y=8, x_units="screen", y_units="screen", text="lon –  lat –",
                       text_font_size="12px", text_color="#ffffff",
                       background_fill_color="#000000", background_fill_alpha=0.55,
                       name="eox-readout")
         fig.add_layout(label)
         fig.js_on_event("mousemove", CustomJS(args={"label": label}, code=_READOUT_JS))
-        true_range = Range1d(0, 1)
+        k = math.cos(math.atan(math.sinh((y0 + y1) / 2 / R)))
+        true_range = Range1d(x0 * k, x1 * k)
         fig.add_layout(ScaleBar(range=true_range, unit="m", location="bottom_right",
                                 bar_length=150, bar_length_units="screen",
                                 background_fill_alpha=0.7, name="eox-scalebar"))
-        update = CustomJS(args={"x": fig.x_range, "y": fig.y_range, "r": true_range},
-                          code=_SCALE_JS)
+        scale = CustomJS(args={"x": fig.x_range, "y": fig.y_range, "r": true_range},
+                         code=_SCALE_JS)
         for rng in (fig.x_range, fig.y_range):
-            rng.js_on_change("start", update)
-            rng.js_on_change("end", update)
-        # Bokeh callbacks rather than HoloViews streams: under bokeh-fastapi only these fire.
+            rng.js_on_change("start", scale)
+            rng.js_on_change("end", scale)
+        aspect = CustomJS(args={"fig": fig, "x": fig.x_range, "y": fig.y_range},
+                          code=_ASPECT_JS)
+        fig.js_on_change("inner_width", aspect)
+        fig.js_on_change("inner_height", aspect)
+
         fig.x_range.on_change("end", self._on_bokeh_range)
         fig.y_range.on_change("end", self._on_bokeh_range)
-        fig.on_event("tap", lambda e: self._on_tap(x=e.x, y=e.y))
-        fig.on_event("selectiongeometry", self._on_selection_geometry)
-        k = math.cos(math.atan(math.sinh((fig.y_range.start + fig.y_range.end) / 2 / R)))
-        true_range.update(start=fig.x_range.start * k, end=fig.x_range.end * k)
+        fig.on_change("inner_width", self._on_plot_size)
+        fig.on_change("inner_height", self._on_plot_size)
+        fig.on_event(Tap, lambda e: self._on_tap(x=e.x, y=e.y))
+        fig.on_event(SelectionGeometry, self._on_selection_geometry)
+        fig.on_event(RangesUpdate, self._on_ranges_settled)
+        return fig
 
+    def _fit(self, bbox: tuple) -> tuple[float, float, float, float]:
+        """Mercator ranges showing ``bbox`` with square pixels at the current plot size.
+
+        A box of zero height asks for exactly its width around its centre (a link's view).
+        """
+        (x0, x1), (y0, y1) = to_mercator(np.array([bbox[0], bbox[2]]),
+                                         np.array([bbox[1], bbox[3]]))
+        w, h = self._size
+        exact = bbox[1] == bbox[3]
+        dx, dy = max(x1 - x0, 1.0), max(y1 - y0, 0.0)
+        if not exact:
+            dx, dy = dx * PAD, max(dy, 1.0) * PAD
+        if dx / max(dy, 1e-9) < w / h:
+            dx = dy * w / h
+        else:
+            dy = dx * h / w
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        return cx - dx / 2, cy - dy / 2, cx + dx / 2, cy + dy / 2
+
+    # -- layers -----------------------------------------------------------------------------
     def _layer_url(self, name: str) -> str:
         if name == "basemap":
             return self.state.backend.basemap or ""
@@ -239,13 +246,13 @@ class MapView(pn.viewable.Viewer):
 
     def _apply_layers(self) -> None:
         """Push URLs, visibility, opacity and order to the Bokeh tile renderers."""
-        if self._figure is None:
-            return
+        fig = self._figure
         for spec in self.layers:
             if spec.name == "footprints":
-                for rend in self._figure.renderers:
-                    if type(getattr(rend, "glyph", None)).__name__ == "ImageRGBA":
-                        rend.visible, rend.glyph.global_alpha = spec.visible, spec.opacity
+                for rend in (self._outline, self._raster):
+                    rend.visible = spec.visible
+                self._outline.glyph.line_alpha = spec.opacity
+                self._raster.glyph.global_alpha = spec.opacity
                 continue
             rend = self._tiles.get(spec.name)
             if rend is None:
@@ -256,20 +263,86 @@ class MapView(pn.viewable.Viewer):
             rend.visible = bool(url) and spec.visible
             rend.alpha = spec.opacity * (self.state.opacity if spec.name == "scenes" else 1.0)
         ours = [self._tiles[s.name] for s in self.layers if s.name in self._tiles]
-        others = [r for r in self._figure.renderers if r not in ours]
-        order = ours + others
-        if list(self._figure.renderers) != order:
-            self._figure.renderers = order
+        order = ours + [r for r in fig.renderers if r not in ours]
+        if list(fig.renderers) != order:
+            fig.renderers = order
 
     @param.depends("layers", "state.tile_url", "state.opacity", watch=True)
     def _layers_changed(self) -> None:
         self._apply_layers()
 
-    # -- streams -> state ----------------------------------------------------------------
+    # -- state -> sources -----------------------------------------------------------------
+    @param.depends("state.footprints", watch=True)
+    def _footprints_changed(self) -> None:
+        footprints = self.state.footprints or {}
+        many = len(footprints) > VECTOR_MAX
+        self._outline_data = outline_frame(footprints)
+        if many:
+            self._src_outline.data = {"x": [], "y": []}
+            self._rasterize()
+        else:
+            self._src_outline.data = {"x": self._outline_data["x"].to_numpy(),
+                                      "y": self._outline_data["y"].to_numpy()}
+            self._src_raster.data = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+
+    def _rasterize(self) -> None:
+        fig = self._figure
+        xr, yr = (fig.x_range.start, fig.x_range.end), (fig.y_range.start, fig.y_range.end)
+        img = outline_raster(self._outline_data, xr, yr, self._size)
+        self._src_raster.data = {"image": [img], "x": [xr[0]], "y": [yr[0]],
+                                 "dw": [xr[1] - xr[0]], "dh": [yr[1] - yr[0]]}
+
+    @param.depends("state.selected", "state.footprints", watch=True)
+    def _selection_changed(self) -> None:
+        xs, ys, ids = [], [], []
+        for sid in self.state.selected:
+            for ring in _rings(self.state.footprints.get(sid) or {}):
+                arr = np.asarray(ring, dtype=float)
+                x, y = to_mercator(arr[:, 0], arr[:, 1])
+                xs.append(x); ys.append(y); ids.append(sid)
+        self._src_selection.data = {"xs": xs, "ys": ys, "id": ids}
+
+    @param.depends("state.point", "state.bbox", watch=True)
+    def _marks_changed(self) -> None:
+        point, bbox = self.state.point, self.state.bbox
+        if point is None:
+            self._src_point.data = {"x": [], "y": []}
+        else:
+            x, y = to_mercator(np.array([point[0]]), np.array([point[1]]))
+            self._src_point.data = {"x": x, "y": y}
+        if bbox is None:
+            self._src_box.data = {"left": [], "right": [], "top": [], "bottom": []}
+        else:
+            (x0, x1), (y0, y1) = to_mercator(np.array([bbox[0], bbox[2]]),
+                                             np.array([bbox[1], bbox[3]]))
+            self._src_box.data = {"left": [x0], "right": [x1], "top": [y1], "bottom": [y0]}
+
+    @param.depends("state.pick", watch=True)
+    def _pick_changed(self) -> None:
+        """Dragging draws the search box in "box" mode, pans otherwise."""
+        self._figure.toolbar.active_drag = (self._box_select if self.state.pick == "box"
+                                            else self._pan)
+
+    # -- browser -> state -------------------------------------------------------------------
     def _on_bokeh_range(self, attr: str, old: Any, new: Any) -> None:
         fig = self._figure
         self._on_range(x_range=(fig.x_range.start, fig.x_range.end),
                        y_range=(fig.y_range.start, fig.y_range.end))
+
+    def _on_ranges_settled(self, event: Any) -> None:
+        if len(self.state.footprints or {}) > VECTOR_MAX:
+            self._rasterize()
+
+    def _on_plot_size(self, attr: str, old: Any, new: Any) -> None:
+        w, h = self._figure.inner_width, self._figure.inner_height
+        if not (w and h and w > 0 and h > 0) or (w, h) == self._size:
+            return
+        self._size = (int(w), int(h))
+        fig = self._figure
+        untouched = self._set_x is not None and np.allclose(
+            self._set_x, (fig.x_range.start, fig.x_range.end), rtol=0, atol=1e-3)
+        if untouched and self._target is not None and self._target[1] != self._target[3]:
+            self._show(self._target)  # refit the box now the real size is known
 
     def _on_selection_geometry(self, event: Any) -> None:
         geom = event.geometry or {}
@@ -281,10 +354,6 @@ class MapView(pn.viewable.Viewer):
             return
         lons, lats = to_lonlat(np.array(x_range), np.array(y_range))
         self.state.viewport = (float(lons[0]), float(lats[0]), float(lons[1]), float(lats[1]))
-
-    def _on_size(self, width: Any = None, height: Any = None, **_: Any) -> None:
-        if width and height:
-            self._size = (int(width), int(height))
 
     def _on_tap(self, x: Any = None, y: Any = None, **_: Any) -> None:
         if x is None or y is None or self.state.pick != "point":
@@ -301,22 +370,25 @@ class MapView(pn.viewable.Viewer):
         self.state.param.update(
             bbox=tuple(round(float(v), 5) for v in (w, s, e, n)), point=None, place="")
 
-    # -- state -> view -------------------------------------------------------------------
+    # -- state -> view ------------------------------------------------------------------------
     @param.depends("state.view_request", watch=True)
     def _zoom(self) -> None:
         req = self.state.view_request
         if req is None:
-            return
-        x0, y0, x1, y1 = self._fit(req)
-        if self._figure is not None:
-            self._figure.x_range.update(start=x0, end=x1)
-            self._figure.y_range.update(start=y0, end=y1)
-        self._report((x0, y0, x1, y1))
+            req = self.state.viewport or (-20.0, 30.0, 40.0, 65.0)
+        self._show(req)
 
-    def _report(self, extent: tuple) -> None:
-        x0, y0, x1, y1 = extent
-        lons, lats = to_lonlat(np.array([x0, x1]), np.array([y0, y1]))
-        self.state.viewport = (float(lons[0]), float(lats[0]), float(lons[1]), float(lats[1]))
+    def _show(self, bbox: tuple) -> None:
+        x0, y0, x1, y1 = self._fit(bbox)
+        self._target, self._set_x = tuple(bbox), (x0, x1)
+        self._figure.x_range.update(start=x0, end=x1)
+        self._figure.y_range.update(start=y0, end=y1)
+        self._on_range(x_range=(x0, x1), y_range=(y0, y1))
+
+    @property
+    def figure(self) -> Any:
+        """The Bokeh figure (for tools that add their own renderers)."""
+        return self._figure
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._pane

@@ -16,9 +16,10 @@ from engine.chain.store import ChainStore
 from service.cache import TileCache
 from service.errors import add_exception_handlers
 from service.middleware import GuardMiddleware
-from service.security import AccessPolicy, RateLimiter, SecurityMiddleware
-from service.routes import CatalogRoutes, ChainRoutes, HealthRoutes
+from service.routes import CatalogRoutes, ChainRoutes, ExtractRoutes, HealthRoutes
 from service.routes.health import package_version
+from service.routes.profile import TimeRoutes
+from service.security import AccessPolicy, RateLimiter, SecurityMiddleware
 
 
 def create_service(
@@ -84,6 +85,8 @@ def create_service(
     app.include_router(CatalogRoutes(catalog=catalog).router)
     chains = ChainRoutes(catalog=catalog, chain_store=chain_store, renderer=renderer, cache=cache)
     app.include_router(chains.router)
+    app.include_router(ExtractRoutes(catalog=catalog, chain_store=chain_store).router)
+    app.include_router(TimeRoutes(catalog=catalog, renderer=renderer).router)
 
     app.state.catalog = catalog
     app.state.chain_store = chain_store

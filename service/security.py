@@ -5,8 +5,8 @@ Requests under ``/api/`` fall in three classes (:func:`classify`):
 
 * ``read``: GET/HEAD (tiles, TileJSON, point, chain JSON, search). Never needs a key, so
   tile URLs stay shareable; charged to the (high) read budget.
-* ``compute``: POSTs that only read but cost CPU (``/api/chains/{id}/statistics``,
-  ``.../profile``). No key needed; charged to the (low) write budget.
+* ``compute``: requests that only read but cost CPU (POST ``/api/chains/{id}/statistics``,
+  GET ``/api/profile``). No key needed; charged to the (low) write budget.
 * ``write``: every other POST/PUT/PATCH/DELETE (registering chains, extracts, timelapses,
   batch runs). Needs a key when keys are configured; charged to the write budget.
 
@@ -36,12 +36,21 @@ from enum import Enum
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import Forbidden, RateLimited, ServiceError, Unauthorized, error_body, status_for
+from service.errors import (
+    Forbidden,
+    RateLimited,
+    ServiceError,
+    Unauthorized,
+    error_body,
+    status_for,
+)
 
 log = logging.getLogger(__name__)
 
 #: POST endpoints that only read (a chain's statistics or time profile): no key needed.
 READ_ONLY_POSTS = re.compile(r"/api/chains/[^/]+/(statistics|profile)$")
+#: GET endpoints that read every scene of a collection: charged to the write budget.
+COSTLY_GETS = re.compile(r"/api/profile$")
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -68,7 +77,7 @@ def classify(method: str, path: str) -> Access | None:
     if method == "OPTIONS":
         return None
     if method in SAFE_METHODS:
-        return Access.read
+        return Access.compute if COSTLY_GETS.search(path.rstrip("/")) else Access.read
     if method == "POST" and READ_ONLY_POSTS.search(path.rstrip("/")):
         return Access.compute
     return Access.write
@@ -94,7 +103,7 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 class TokenBucket:
     """``capacity`` tokens refilled at ``per_minute`` per minute; one request takes one."""
 
-    __slots__ = ("capacity", "rate", "tokens", "stamp")
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
 
     def __init__(self, per_minute: int, capacity: int, now: float) -> None:
         self.capacity = float(capacity)

@@ -39,7 +39,7 @@ def renderer(max_items: int) -> TileRenderer:
         return r
 
 
-def _in_dask_worker() -> bool:
+def in_dask_worker() -> bool:
     try:
         from distributed import get_worker
     except ImportError:  # pragma: no cover - distributed is a dependency
@@ -60,7 +60,7 @@ def ensure_executor(plan: Plan) -> None:
     global _sandbox_pool
     if get_executor() is not None or not any(isinstance(s, Execute) for s in plan.chain.steps):
         return
-    if not _in_dask_worker():
+    if not in_dask_worker():
         return
     with _lock:
         if get_executor() is None:

@@ -24,7 +24,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import pandas as pd
-import rasterio
+import rasterio.warp
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
@@ -45,9 +45,12 @@ from engine.batch.plan import (
     parse_crs,
 )
 from engine.catalog.base import Catalog
+from engine.chain.executor import get_executor
 from engine.chain.model import Chain
 from engine.chain.raster import TimeStack
-from engine.errors import DataUnavailable, InvalidInput
+from engine.chain.steps import Execute
+from engine.errors import DataUnavailable, InvalidInput, SandboxError
+from engine.render.renderer import TileRenderer
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +85,9 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
     if max_items < 1:
         raise InvalidInput("max_items must be at least 1")
 
-    r = blocks.renderer(max_items)
-    r.catalog = catalog  # resolving scenes is the only catalog use, here in the caller
-    try:
-        sset = r.scenes(chain)
-    finally:
-        r.catalog = None
+    _check_executor(chain, client)
+    r = TileRenderer(catalog, max_items=max_items)  # the only catalog use: in the caller
+    sset = r.scenes(chain)
     wgs = box if bcrs == WGS84 else tuple(
         rasterio.warp.transform_bounds(bcrs, WGS84, *box, densify_pts=21))
     scenes = sset.intersecting(wgs)
@@ -113,6 +113,15 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
     else:
         output = probe(p)
     return replace(p, output=output)
+
+
+def _check_executor(chain: Chain, client: Any) -> None:
+    """SandboxError before any work when execute steps have nowhere to run."""
+    if client is None and get_executor() is None and not blocks.in_dask_worker() and any(
+            isinstance(s, Execute) for s in chain.steps):
+        raise SandboxError("the chain has execute steps and this process has no sandbox "
+                           "executor: pass client=<distributed.Client> (each Dask worker "
+                           "starts a sandbox) or call engine.sandbox.install_executor() first")
 
 
 def probe(p: Plan) -> Output:
@@ -246,4 +255,4 @@ def compute(chain: Chain, *, bbox: str | Sequence[float], crs: Any = None,
     return to_dataarray(p, arr)
 
 
-__all__ = ["Area", "compute", "plan", "probe", "to_dataarray", "as_dask"]
+__all__ = ["Area", "as_dask", "compute", "plan", "probe", "to_dataarray"]

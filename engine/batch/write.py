@@ -177,7 +177,9 @@ def write_cog(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
                 dst.write(block, window=Window(c0, r0, c1 - c0, r1 - r0))
         options = {"COMPRESS": compress, "BLOCKSIZE": blocksize, "OVERVIEWS": "AUTO",
                    "NUM_THREADS": "ALL_CPUS", "BIGTIFF": "IF_SAFER",
-                   "OVERVIEW_RESAMPLING": "NEAREST" if out.display else "AVERAGE"}
+                   # classes and colours must not be averaged; float values may
+                   "OVERVIEW_RESAMPLING": "AVERAGE" if out.dtype.startswith("float")
+                   else "NEAREST"}
         if compress.upper() in ("DEFLATE", "ZSTD", "LZW") and not out.display:
             options["PREDICTOR"] = "YES"
         rasterio.shutil.copy(raw, final, driver="COG", **options)

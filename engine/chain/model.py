@@ -376,6 +376,13 @@ class Chain(BaseModel):
 
         return to_cog(self, path, **options)
 
+    def extract(self, geometry: Any, path: Any, **options: Any) -> Any:
+        """This chain inside a polygon at native resolution, to a COG/PNG, atomically
+        (engine.extract.extract; ``what="bands"`` for the original band values)."""
+        from engine.extract import extract
+
+        return extract(self, geometry, path, **options)
+
     def to_zarr(self, path: Any, **options: Any) -> Any:
         """Compute over an area into a Zarr store, atomically (engine.batch.to_zarr)."""
         from engine.batch import to_zarr

@@ -242,6 +242,7 @@ class TileRenderer:
                     names: Sequence[str]) -> ImageData:
         """All bands of one scene for one window (``read(dataset, nodata, categorical)``)."""
         arrays = []
+        href = ""
         try:
             for href, nodata in zip(scene.hrefs, scene.nodata, strict=True):
                 ds = self.handles.get(href)
@@ -252,14 +253,15 @@ class TileRenderer:
                     self.handles.release(ds)
             bands = list(names)
             if cloud and scene.cloud_href:
-                ds = self.handles.get(scene.cloud_href)
+                href = scene.cloud_href
+                ds = self.handles.get(href)
                 try:
                     arrays.append(read(ds, None, True).astype(arrays[0].dtype))
                 finally:
                     self.handles.release(ds)
                 bands.append(scene.cloud_name)
         except RasterioError as exc:
-            raise DataUnavailable(f"cannot read scene {scene.id!r}: {exc}") from None
+            raise DataUnavailable(f"cannot read scene {scene.id!r} from {href}: {exc}") from None
         if len(arrays) == 1:
             arr = arrays[0]
         else:

@@ -28,7 +28,12 @@ from typing import Any, Self
 import numpy as np
 
 from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
-from engine.sandbox.check import CheckedFunction, check_function, default_imports
+from engine.sandbox.check import (
+    CheckedFunction,
+    check_function,
+    default_imports,
+    set_default_imports,
+)
 from engine.sandbox.worker import HEADER, MAX_MESSAGE, OUTPUT_KINDS
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,10 @@ class _Worker:
             "PYTHONPATH": _PROJECT_ROOT, "PYTHONDONTWRITEBYTECODE": "1",
             "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "NUMEXPR_NUM_THREADS": "1", "LANG": "C.UTF-8", "HOME": "/nonexistent",
+            # Keep freed memory in the heap: per-tile temporaries are then reused instead
+            # of being mapped and page-faulted afresh on every call (costly on VMs).
+            "MALLOC_MMAP_THRESHOLD_": str(64 * _MB), "MALLOC_TRIM_THRESHOLD_": str(256 * _MB),
+            "MALLOC_TOP_PAD_": str(16 * _MB),
         }
         try:
             self.proc = subprocess.Popen(
@@ -478,8 +487,14 @@ _default_config: dict[str, Any] = {"size": 2}
 
 
 def configure(**kwargs: Any) -> None:
-    """Set the default pool's SandboxPool arguments (closes a running default pool)."""
+    """Set the default pool's SandboxPool arguments (closes a running default pool).
+
+    ``allowed_imports`` also becomes the deployment default of the static check (the
+    one chains run at registration).
+    """
     global _default_pool
+    if "allowed_imports" in kwargs:
+        set_default_imports(kwargs["allowed_imports"])
     with _default_lock:
         _default_config.clear()
         _default_config.update(kwargs)

@@ -10,6 +10,7 @@ from engine.timeseries.profiles import (
     DEFAULT_EXPRESSION,
     PROFILE_COLUMNS,
     PROFILE_POLYGON_COLUMNS,
+    clear_count,
     profile,
 )
 from engine.timeseries.video import (
@@ -17,12 +18,14 @@ from engine.timeseries.video import (
     MAX_FRAMES,
     MAX_SIDE,
     MAX_TOTAL_PIXELS,
+    collection_of,
     export_video,
     per_date,
 )
 
 __all__ = [
     "CLOUD_CLASSES", "DEFAULT_EXPRESSION", "FORMATS", "MAX_FRAMES", "MAX_SIDE",
-    "MAX_TOTAL_PIXELS", "PROFILE_COLUMNS", "PROFILE_POLYGON_COLUMNS", "export_video",
+    "MAX_TOTAL_PIXELS", "PROFILE_COLUMNS", "PROFILE_POLYGON_COLUMNS", "clear_count",
+    "collection_of", "export_video",
     "per_date", "profile",
 ]

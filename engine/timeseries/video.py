@@ -55,6 +55,25 @@ def per_date(template: Chain) -> Callable[[Collection], Chain]:
     return chain_fn
 
 
+def collection_of(source: Source, catalog: Any) -> Collection:
+    """The Collection a chain source queries (collection, dates, property filters, ids,
+    spatial filter), rebuilt with the public query API so every value is validated again."""
+    from engine.collection import Collection
+
+    coll = Collection(source.collection, catalog=catalog)
+    if source.bbox is not None:
+        coll = coll.filter_bbox(source.bbox)
+    if source.intersects is not None:
+        coll = coll.filter_geometry(source.intersects)
+    if source.start is not None or source.end is not None:
+        coll = coll.filter_date(source.start, source.end)
+    for f in source.filters:
+        coll = coll.filter(f.prop, f.op, tuple(f.value) if isinstance(f.value, list) else f.value)
+    if source.ids is not None:
+        coll = coll.ids(source.ids)
+    return coll
+
+
 def export_video(coll: Collection, chain_fn: Callable[[Collection], Chain],
                  out: str | Path, *, bbox: str | Sequence[float],
                  size: tuple[int, int] | None = None, width: int | None = None,
@@ -234,7 +253,7 @@ class _Mp4Writer:
         import imageio_ffmpeg
 
         self.path = path
-        self._log: IO[bytes] = tempfile.TemporaryFile()
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - ffmpeg stderr, closed in close/abort
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
                "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
                "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
@@ -278,7 +297,7 @@ class _GifWriter:
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = path
-        self.duration = max(20, int(round(1000 / fps)))  # ms; browsers clamp below 20
+        self.duration = max(20, round(1000 / fps))  # ms; browsers clamp below 20
         self.frames: list[Image.Image] = []
 
     def write(self, frame: np.ndarray) -> None:
@@ -296,5 +315,5 @@ class _GifWriter:
         self.frames.clear()
 
 
-__all__ = ["FORMATS", "MAX_FRAMES", "MAX_SIDE", "MAX_TOTAL_PIXELS", "draw_label",
-           "export_video", "per_date", "to_rgb"]
+__all__ = ["FORMATS", "MAX_FRAMES", "MAX_SIDE", "MAX_TOTAL_PIXELS", "collection_of",
+           "draw_label", "export_video", "per_date", "to_rgb"]

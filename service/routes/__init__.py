@@ -2,6 +2,7 @@
 
 from service.routes.catalog import CatalogRoutes
 from service.routes.chains import ChainRoutes
+from service.routes.extract import ExtractRoutes
 from service.routes.health import HealthRoutes
 
-__all__ = ["CatalogRoutes", "ChainRoutes", "HealthRoutes"]
+__all__ = ["CatalogRoutes", "ChainRoutes", "ExtractRoutes", "HealthRoutes"]

@@ -5,7 +5,6 @@ LocalCluster (2 worker processes) with the sandbox on the workers and a worker k
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import time
@@ -17,18 +16,17 @@ import pyproj
 import pytest
 import rasterio
 import xarray as xr
+from distributed import futures_of
 from PIL import Image
 from rasterio.transform import from_origin
+from render_fixtures import make_catalog, make_item, pattern
 
 from app.cli import main
-from distributed import futures_of
 from engine.batch import blocks, compute, connect, open_for_screen, to_cog, to_zarr
 from engine.chain import Chain, set_executor
 from engine.collection import Collection
-from engine.errors import DataUnavailable, InvalidInput
+from engine.errors import DataUnavailable, InvalidInput, SandboxError
 from engine.render import TileRenderer
-
-from render_fixtures import make_catalog, make_item, pattern  # noqa: I001
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 NAMES = ["B02", "B03", "B04", "B08"]
@@ -176,8 +174,8 @@ def test_time_stack_to_zarr_keeps_dates_and_cog_refuses(world, tmp_path):
         ds.spatial_ref.attrs["crs_wkt"]
     tx, ty = utm(10.5, 47.0)
     x = ds.x.values
-    i0 = int(round((x[0] - 5 - tx) / 10))  # grid snapped to 10 m: same pixels as the files
-    j0 = int(round((ty - (ds.y.values[0] + 5)) / 10))
+    i0 = round((x[0] - 5 - tx) / 10)  # grid snapped to 10 m: same pixels as the files
+    j0 = round((ty - (ds.y.values[0] + 5)) / 10)
     vals = arr.values
     for k in range(3):
         src = band(world, f"T{k}", "B04")
@@ -247,6 +245,19 @@ def test_execute_in_process_uses_the_installed_executor_and_overlap(world):
     assert (plain[0, :, 127] == 0).all() and (plain[0, :, 128] == 0).all()
 
 
+def test_execute_without_executor_or_client_is_a_clear_error(world, tmp_path):
+    chain = Collection("s2", catalog=world["cat"]).process().bands("B04").execute(
+        "tmax", source=TMAX)
+    previous = set_executor(None)
+    try:
+        with pytest.raises(SandboxError, match="pass client="):
+            to_cog(chain, tmp_path / "x.tif", bbox=world["items"]["A"].bbox,
+                   catalog=world["cat"])
+    finally:
+        set_executor(previous)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- a real cluster: sandbox on the workers, a worker killed mid-run, the CLI ------------------
 @pytest.fixture(scope="module")
 def cluster():
@@ -312,7 +323,7 @@ def test_cli_run_end_to_end(world, cluster, tmp_path, capsys, monkeypatch):
     chain = Collection("s2", catalog=world["cat"]).ids("A").process().expression(
         "(B08-B04)/(B08+B04)")
     (tmp_path / "ndvi.json").write_text(chain.to_json())
-    lon0, lat0, lon1, lat1 = world["items"]["A"].bbox
+    lon0, lat0, _, _ = world["items"]["A"].bbox
     bbox = f"{lon0 + 0.01},{lat0 + 0.01},{lon0 + 0.03},{lat0 + 0.02}"
     monkeypatch.setenv("EOX_DASK_SCHEDULER", cluster.scheduler.address)
     out = tmp_path / "ndvi.tif"
@@ -323,7 +334,7 @@ def test_cli_run_end_to_end(world, cluster, tmp_path, capsys, monkeypatch):
         got, t = ds.read(1), ds.transform
         assert ds.crs.to_epsg() == 32632 and t.a == 10 and np.isnan(ds.nodata)
     x0, y0 = world["origin"]
-    c0, r0 = int(round((t.c - x0) / 10)), int(round((y0 - t.f) / 10))
+    c0, r0 = round((t.c - x0) / 10), round((y0 - t.f) / 10)
     red = band(world, "A", "B04")[r0:r0 + got.shape[0], c0:c0 + got.shape[1]].astype(float)
     nir = band(world, "A", "B08")[r0:r0 + got.shape[0], c0:c0 + got.shape[1]].astype(float)
     np.testing.assert_allclose(got, (nir - red) / (nir + red), rtol=1e-6)

@@ -129,3 +129,21 @@ def test_guards():
             imp(name)
     with pytest.raises(SandboxViolation):
         imp("numpy", fromlist=("_core",))
+
+
+def test_cv2_namespace_keeps_image_ops_and_drops_io(monkeypatch):
+    import types
+
+    from engine.sandbox.namespace import ModuleTree
+
+    fake = types.ModuleType("cv2")
+    for name in ("GaussianBlur", "morphologyEx", "threshold", "imread", "imwrite",
+                 "VideoCapture", "FileStorage", "setNumThreads", "CascadeClassifier"):
+        setattr(fake, name, lambda *a, **k: None)
+    fake.dnn = types.ModuleType("cv2.dnn")
+    fake.MORPH_OPEN = 2
+    monkeypatch.setitem(__import__("sys").modules, "cv2", fake)
+    members = ModuleTree(("cv2", "numpy")).paths["cv2"].members
+    assert {"GaussianBlur", "morphologyEx", "threshold", "MORPH_OPEN"} <= set(members)
+    assert not {"imread", "imwrite", "VideoCapture", "FileStorage", "setNumThreads",
+                "CascadeClassifier", "dnn"} & set(members)

@@ -97,7 +97,7 @@ def test_statistics_geometry_with_too_many_vertices(hostile, scene):
     ({"type": "Polygon", "coordinates": "x"}, "list"),
 ])
 def test_bad_statistics_geometries(hostile, geometry, mentions):
-    c, cid, ref = hostile
+    c, cid, _ref = hostile
     assert_client_error(c.post(f"/api/chains/{cid}/statistics", json=geometry), status=422,
                         mentions=mentions)
 
@@ -117,7 +117,7 @@ def test_bad_statistics_geometries(hostile, geometry, mentions):
     "/api/search?collection=..%2f..%2fetc&limit=1",
 ])
 def test_traversal_and_junk_in_path_parameters(hostile, path):
-    c, cid, ref = hostile
+    c, _cid, _ref = hostile
     r = c.get(path)
     assert_client_error(r, status=(400, 404, 422))
 
@@ -131,14 +131,14 @@ def test_traversal_and_junk_in_path_parameters(hostile, path):
     {"collection": "\u0000\ud7ff\u202e"},
 ])
 def test_chain_sources_cannot_name_files(hostile, source):
-    c, cid, ref = hostile
+    c, _cid, _ref = hostile
     chain = {"source": source, "steps": [{"name": "bands", "bands": ["B04", "B03", "B02"]},
                                           {"name": "scale", "min": [0], "max": [3000]}]}
     assert_client_error(c.post("/api/chains", json=chain), status=422)
 
 
 def test_item_ids_that_look_like_paths_select_nothing(hostile):
-    c, cid, ref = hostile
+    c, _cid, _ref = hostile
     chain = true_colour(ids=("../../../etc/passwd",))
     r = c.post("/api/chains", json=chain)
     assert r.status_code == 201  # ids are catalog keys, never paths: nothing matches
@@ -160,12 +160,12 @@ def test_item_ids_that_look_like_paths_select_nothing(hostile):
     ("1/0/0", "?tilesize=" + "9" * 5000, 422),
 ])
 def test_absurd_tiles(hostile, zxy, query, status):
-    c, cid, ref = hostile
+    c, cid, _ref = hostile
     assert_client_error(c.get(f"/api/chains/{cid}/tiles/{zxy}.png{query}"), status=status)
 
 
 def test_unknown_tile_format_lists_choices(hostile):
-    c, cid, ref = hostile
+    c, cid, _ref = hostile
     r = c.get(f"/api/chains/{cid}/tiles/15/{TILE.x}/{TILE.y}.tif")
     assert_client_error(r, status=422)
     assert set(r.json()["choices"]) == {"png", "webp", "jpg"}
@@ -188,7 +188,7 @@ def test_unknown_tile_format_lists_choices(hostile):
     (json.dumps(true_colour()).encode(), {}),
 ])
 def test_malformed_bodies_and_content_types(hostile, content, headers):
-    c, cid, ref = hostile
+    c, cid, _ref = hostile
     assert_client_error(c.post("/api/chains", content=content, headers=headers),
                         status=(400, 415, 422))
     assert_client_error(c.post(f"/api/chains/{cid}/statistics", content=content,
@@ -196,7 +196,7 @@ def test_malformed_bodies_and_content_types(hostile, content, headers):
 
 
 def test_deep_json_inside_a_valid_chain(hostile):
-    c, cid, ref = hostile
+    c, cid, _ref = hostile
     deep: object = [15.0, 50.0]
     for _ in range(300):
         deep = {"type": "Polygon", "coordinates": [deep]}
@@ -220,7 +220,7 @@ def test_deep_json_inside_a_valid_chain(hostile):
       "source": "def f(a):\n    return open('/etc/passwd').read()\n"}],
 ])
 def test_hostile_chain_steps(hostile, steps):
-    c, cid, ref = hostile
+    c, _cid, _ref = hostile
     r = c.post("/api/chains", json={"source": {"collection": COLLECTION}, "steps": steps})
     assert_client_error(r, status=422)
 
@@ -233,7 +233,7 @@ def test_hostile_chain_steps(hostile, steps):
                                                           [15, 500]]]}}, 204),
 ])
 def test_chains_accepted_then_rendered_without_5xx(hostile, source_extra, expected):
-    c, cid, ref = hostile
+    c, _cid, ref = hostile
     chain = true_colour()
     chain["source"].update(source_extra)
     r = c.post("/api/chains", json=chain)

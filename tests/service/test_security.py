@@ -63,6 +63,8 @@ class FakeClock:
     ("PUT", "/api/chains/abc/statistics", Access.write),  # only POST statistics is a read
     ("POST", "/api/chains/a/b/statistics", Access.write),  # not the statistics route
     ("OPTIONS", "/api/chains", None),
+    ("GET", "/api/profile", Access.compute),  # reads every scene of a collection
+    ("POST", "/api/timelapse", Access.write),
 ])
 def test_classify(method, path, expected):
     assert classify(method, path) is expected
