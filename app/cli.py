@@ -31,6 +31,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         for key, value in vars(args).items()
         if key in Settings.model_fields and value is not None
     }
+    if getattr(args, "config", None):  # serve --config campaign.toml: the file, then options
+        from app.config import load_campaign
+
+        campaign = load_campaign(args.config, overrides=overrides)
+        args.view = campaign.view
+        return campaign.settings
     return Settings(**overrides)
 
 
@@ -155,7 +161,8 @@ def cmd_tiles(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.server import serve
 
-    return serve(settings, demo=args.demo)
+    view = getattr(args, "view", None)
+    return serve(settings, demo=args.demo, view=None if view is None or view.is_empty else view)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -242,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-websocket-origin", dest="allow_websocket_origin", action="append",
                    metavar="HOST[:PORT]")
     p.add_argument("--demo", action="store_true", help="prepare the demo data first (idempotent)")
+    p.add_argument("--config", metavar="CAMPAIGN.toml",
+                   help="settings and the view sessions open on (centre, zoom, layers) from a "
+                        "TOML file; command-line options win over it")
 
     p = add("run", cmd_run, "Run a chain over an area on Dask and write a COG (.tif) or Zarr.")
     p.add_argument("chain", metavar="CHAIN.json")

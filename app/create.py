@@ -38,13 +38,35 @@ def create_state(settings: Settings, *, query: dict[str, Any] | None = None) -> 
     return state
 
 
-def create_app(settings: Settings) -> pn.viewable.Viewable:
-    """One app per session: its own AppState, map and tabs over the process's shared backend."""
+def _flag(value: Any) -> bool:
+    return str(value[0] if isinstance(value, list) and value else value).lower() in (
+        "true", "1", "yes")
+
+
+def create_app(settings: Settings, *, view: Any = None) -> pn.viewable.Viewable:
+    """One app per session: its own AppState, map and tabs over the process's shared backend.
+
+    ``view`` (``app.config.View``, from ``launch()`` or a campaign file) adds its layers and,
+    unless the URL names a view, its centre/zoom; ``?embed=true`` serves the map and legend
+    only (for an iframe), without touching the URL.
+    """
     load_extensions()
     location = pn.state.location
     query = dict(location.query_params) if location is not None else {}
-    state = create_state(settings, query=query)
+    linked = any(key in KEYS for key in query)
+    custom = view is not None and not view.is_empty
+    if custom and not linked:
+        state = AppState(backend=resources(settings).backend)
+    else:
+        state = create_state(settings, query=query)
     shell = Shell(state=state)
+    page: Any = shell
+    if custom:
+        from app.launcher import apply_view
+
+        page = apply_view(shell, view, move=not linked)
+    if _flag(query.get("embed", "")):
+        return page.embed()
     if location is not None:
         bind_location(state, location)
-    return shell.template()
+    return page.template()

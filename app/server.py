@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 from app.settings import Settings
@@ -21,20 +22,30 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def build_asgi(settings: Settings) -> Any:
-    """The FastAPI app serving the tile service under /api and the dashboard at /."""
+def build_asgi(settings: Settings, *, view: Any = None) -> Any:
+    """The FastAPI app serving the tile service under /api and the dashboard at /.
+
+    ``view`` (``app.config.View``): layers and centre/zoom every new session opens on.
+    """
     from panel.io.fastapi import add_applications
 
     from app.create import create_app, load_extensions
-    from app.state import resources
+    from app.origins import WebsocketOriginGuard
+    from app.state import resources, warm_first_view
 
     load_extensions()
-    service = resources(settings).service
+    res = resources(settings)
+    service = res.service
+    threading.Thread(target=warm_first_view, args=(res,), name="eox-first-view",
+                     daemon=True).start()
     origins = [f"{h}:{settings.port}" for h in ("localhost", "127.0.0.1", settings.address)]
     origins += list(settings.allow_websocket_origin)
 
     def page() -> Any:
-        return create_app(settings)
+        return create_app(settings, view=view)
+
+    # bokeh-fastapi takes websocket_origin but does not check it: this does
+    service.add_middleware(WebsocketOriginGuard, allowed=sorted(set(origins)))
 
     add_applications(
         {"/": page},
@@ -58,13 +69,14 @@ def prepare_demo_data(settings: Settings) -> None:
             log.warning("demo %s: could not ingest %s: %s", name, path, reason)
 
 
-def serve(settings: Settings, *, demo: bool = False) -> int:
-    """Prepare (optionally) the demo data, then serve until interrupted."""
+def serve(settings: Settings, *, demo: bool = False, view: Any = None) -> int:
+    """Prepare (optionally) the demo data, then serve until interrupted (``view``: what
+    sessions open on, from a campaign file)."""
     import uvicorn
 
     if demo:
         prepare_demo_data(settings)
-    app = build_asgi(settings)
+    app = build_asgi(settings, view=view)
     base = f"http://{settings.address}:{settings.port}{settings.prefix}"
     _write(f"EO Explorer is serving on {base}/")
     _write(f"  API: {base}/api/collections   OpenAPI: {base}/docs   health: {base}/healthz")

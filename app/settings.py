@@ -42,12 +42,30 @@ class Settings(BaseSettings):
         None, description="Optional XYZ basemap URL; offline the map works without one."
     )
     workers: int = Field(1, ge=1, le=64, description="Uvicorn worker processes for `tiles`.")
+    functions_enabled: bool = Field(
+        True, description="Run users' Python functions (execute steps) in the sandbox."
+    )
+    sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
+    sandbox_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="Wall-clock limit of one user-function call."
+    )
+    sandbox_memory_mb: int = Field(
+        2048, ge=256, description="Address-space limit of a sandbox worker."
+    )
+    sandbox_imports: list[str] = Field(
+        default_factory=lambda: ["numpy", "scipy.ndimage", "math"],
+        description="Modules user functions may import (cv2 is added when installed).",
+    )
     dask_scheduler: str | None = Field(
         None, description="Dask scheduler address (tcp://host:8786) for batch runs; "
         "None starts a LocalCluster."
     )
     batch_max_pixels: int = Field(
         2_000_000_000, ge=1, description="Largest batch output (pixels x dates) `run` accepts."
+    )
+    raster_dirs: list[Path] = Field(
+        default_factory=list, description="Folders whose rasters the dashboard may open by "
+        "path (large raster layers); empty = the data dir and the working dir."
     )
     # -- access control (see README "Deploying safely"; applied by app/auth.py) --
     api_keys: list[str] = Field(
@@ -84,6 +102,11 @@ class Settings(BaseSettings):
         if value and not value.startswith("/"):
             value = "/" + value
         return value.rstrip("/")
+
+    @property
+    def raster_folders(self) -> list[Path]:
+        """Folders large raster layers may be read from (``raster_dirs`` or the defaults)."""
+        return list(self.raster_dirs) or [self.data_dir, Path.cwd()]
 
     @property
     def is_loopback(self) -> bool:

@@ -6,12 +6,17 @@ expensive handles (catalog, chain store, renderer, the tile service) per setting
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from app.settings import Settings
+from app.warm import TileWarmer
 from components.backend import Backend
+from engine.errors import EOXError
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _cache: dict[str, Resources] = {}
@@ -23,6 +28,7 @@ class Resources:
 
     service: Any
     backend: Backend
+    warmer: TileWarmer
 
 
 def resources(settings: Settings) -> Resources:
@@ -33,13 +39,37 @@ def resources(settings: Settings) -> Resources:
             from app.wiring import build_service
 
             service = build_service(settings)
+            warmer = TileWarmer(service.state.chain_routes.warm)
             backend = Backend(
                 catalog=service.state.catalog,
                 chain_store=service.state.chain_store,
                 renderer=service.state.renderer,
                 api_base="api",
                 basemap=settings.basemap,
-                functions_enabled=False,
+                functions_enabled=settings.functions_enabled,
+                prefetch=warmer.submit,
+                raster_dirs=tuple(settings.raster_folders),
+                batch_dir=settings.data_dir / "batch",
+                dask_scheduler=settings.dask_scheduler,
+                batch_max_pixels=settings.batch_max_pixels,
             )
-            _cache[key] = Resources(service=service, backend=backend)
+            _cache[key] = Resources(service=service, backend=backend, warmer=warmer)
         return _cache[key]
+
+
+def warm_first_view(res: Resources) -> bool:
+    """Prepare what every first open shows: find the newest scene, register its chain and
+    its presets' chains, and render their tiles for the usual map size into the cache."""
+    from components.state import AppState
+    from components.tilemath import GUESS_SIZE, fit, lonlat_box
+
+    state = AppState(backend=res.backend)
+    try:
+        if not state.open_latest() or state.view_request is None:
+            return False
+    except EOXError as exc:
+        log.warning("first view not prepared: %s", exc)
+        return False
+    state.viewport = lonlat_box(fit(state.view_request, GUESS_SIZE))
+    state.prefetch_presets(include_current=True, group="first-view")
+    return True

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import panel as pn
 
-from components.map import WORLD, to_lonlat, to_mercator
+from components.tilemath import WORLD, to_lonlat, to_mercator
 from components.state import SORTS, AppState
 from engine.errors import EOXError
 

@@ -28,7 +28,8 @@ def build_service(settings: Settings):
     from service import create_service
 
     settings.chain_db.parent.mkdir(parents=True, exist_ok=True)
-    return create_service(
+    sandbox = configure_sandbox(settings)
+    service = create_service(
         catalog_from(settings),
         chain_store=ChainStore(settings.chain_db),
         cache_bytes=settings.tile_cache_mb * 2**20,
@@ -37,3 +38,29 @@ def build_service(settings: Settings):
         root_path=settings.prefix,
         access=access_policy(settings),
     )
+    service.state.health_sections["sandbox"] = sandbox
+    return service
+
+
+def configure_sandbox(settings: Settings):
+    """Plug the sandbox into chains per the settings; returns the /healthz reporter.
+
+    The worker pool itself starts lazily, on the first user-function call (or the first
+    /healthz), so processes that never run user code never spawn workers.
+    """
+    from engine.chain import set_executor
+
+    if not settings.functions_enabled:
+        set_executor(None)
+        return lambda: {"available": False, "reason": "disabled by EOX_FUNCTIONS_ENABLED"}
+
+    from engine.sandbox import capabilities, configure, install_executor
+
+    configure(
+        size=settings.sandbox_workers,
+        timeout_s=settings.sandbox_timeout_s,
+        memory_mb=settings.sandbox_memory_mb,
+        allowed_imports=tuple(settings.sandbox_imports),
+    )
+    install_executor()
+    return capabilities

@@ -62,19 +62,18 @@ HOG = ("def hog(a, n):\n    keep = []\n    while True:\n        keep.append(a * 
 
 # -- server side: the app factory uvicorn imports (--factory) ----------------------------------
 def service_app():
-    """The tile service of ``eoexplorer tiles`` plus the sandbox executor (for the bench)."""
+    """The tile service of ``eoexplorer tiles`` (``build_service`` plugs in the sandbox per
+    the EOX_SANDBOX_* settings the bench sets); the executor is installed here only when
+    the wiring did not."""
     from app.settings import Settings
     from app.wiring import build_service
     from engine.chain.executor import get_executor
-    from engine.sandbox import configure, install_executor
+    from engine.sandbox import install_executor
 
+    service = build_service(Settings())
     if get_executor() is None:
-        configure(size=int(os.environ.get("BENCH_SANDBOX_WORKERS", "2")),
-                  timeout_s=float(os.environ.get("BENCH_SANDBOX_TIMEOUT_S", "2")),
-                  memory_mb=int(os.environ.get("BENCH_SANDBOX_MEMORY_MB", "768")),
-                  max_array_mb=16)
         install_executor()
-    return build_service(Settings())
+    return service
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -152,7 +151,8 @@ class Server:
         self.base = f"http://{LOOPBACK}:{self.port}"
         environ = {**os.environ, "PYTHONPATH": str(ROOT), "EOX_CATALOG": str(db),
                    "EOX_DATA_DIR": str(workdir), "EOX_TILE_CACHE_MB": str(cache_mb),
-                   "EOX_ADDRESS": LOOPBACK, **env}
+                   "EOX_ADDRESS": LOOPBACK, "EOX_SANDBOX_WORKERS": "2",
+                   "EOX_SANDBOX_TIMEOUT_S": "2", "EOX_SANDBOX_MEMORY_MB": "768", **env}
         cmd = [sys.executable, "-m", "uvicorn", "bench.load:service_app", "--factory",
                "--host", LOOPBACK, "--port", str(self.port), "--no-access-log",
                "--log-level", "warning"]

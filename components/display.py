@@ -9,6 +9,7 @@ import matplotlib
 import panel as pn
 import param
 
+from components.functions import FunctionPanel
 from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, preset
 from components.state import AppState
 
@@ -16,11 +17,6 @@ from components.state import AppState
 COMMON_COLORMAPS = ["viridis", "RdYlGn", "RdBu", "Spectral", "magma", "inferno", "plasma",
                     "cividis", "YlGn", "Greens", "Blues", "BrBG", "PuOr", "coolwarm", "terrain",
                     "gray"]
-
-FUNCTION_TEMPLATE = '''def my_function(array):
-    """Called with the pixel array (bands, rows, cols); return an array."""
-    return array
-'''
 
 
 def colorbar_html(name: str, vmin: float, vmax: float, *, title: str = "") -> str:
@@ -40,6 +36,7 @@ class DisplayPanel(pn.viewable.Viewer):
     """The Display tab of a session."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
+    map = param.Parameter(default=None, doc="The MapView a user function's layer is drawn on.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -65,15 +62,7 @@ class DisplayPanel(pn.viewable.Viewer):
         self._error = pn.pane.Alert("", alert_type="danger", visible=False,
                                     sizing_mode="stretch_width")
         self._chain = pn.pane.Markdown("", styles={"font-size": "11px", "color": "#666"})
-        self._code = pn.widgets.CodeEditor(value=s.function_code or FUNCTION_TEMPLATE,
-                                           language="python", height=170,
-                                           sizing_mode="stretch_width")
-        self._code.param.watch(lambda e: setattr(self.state, "function_code", e.new), "value")
-        note = ("Server-side functions run in the sandbox." if s.backend.functions_enabled else
-                "Server-side functions are **not enabled** on this server: the editor is shown "
-                "so you can prepare code, but it cannot be tested or applied here.")
-        self._code_note = pn.pane.Alert(note, alert_type="info" if s.backend.functions_enabled
-                                        else "warning", sizing_mode="stretch_width")
+        self._functions = FunctionPanel(state=s, map=self.map)
         self._sync()
 
     def _preset_options(self) -> dict[str, str]:
@@ -165,7 +154,6 @@ class DisplayPanel(pn.viewable.Viewer):
             self._opacity,
             self._chain,
             pn.pane.Markdown("**User function**", margin=(10, 10, 0, 10)),
-            self._code_note,
-            self._code,
+            self._functions,
             sizing_mode="stretch_width",
         )

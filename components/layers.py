@@ -46,7 +46,13 @@ class LayerList(pn.viewable.Viewer):
             self.map.layers = layers
             self._build()
 
+    @param.depends("map.layers", watch=True)
+    def _layers_changed(self) -> None:
+        if [s.name for s in self.map.layers] != self._names:  # added/moved, not restyled
+            self._build()
+
     def _build(self) -> None:
+        self._names = [s.name for s in self.map.layers]
         rows = []
         for spec in reversed(self.map.layers):  # top layer first, as map apps list them
             vis = pn.widgets.Checkbox(name=LABELS.get(spec.name, spec.name), value=spec.visible,

@@ -30,35 +30,18 @@ from bokeh.models import (
     WheelZoomTool,
     WMTSTileSource,
 )
+from bokeh.core.property.descriptors import UnsetValueError
 from bokeh.plotting import figure
 
 from components.layers import LAYER_NAMES, LayerSpec
 from components.state import AppState
+from components.tilemath import GUESS_SIZE, R, fit, to_lonlat, to_mercator
 
-R = 6378137.0
 #: Up to this many footprints are drawn as vectors; more are rasterized with Datashader.
 VECTOR_MAX = 1000
 FOOTPRINT_COLOUR = "#ffd54f"
-WORLD = 2 * math.pi * R
-#: Margin around a box the map is asked to show (a zero-height box is shown exactly).
-PAD = 1.05
-#: Map size assumed until the browser reports the real one.
-GUESS_SIZE = (1000, 760)
 #: URL of a tile layer with nothing to show (the layer is hidden, so never requested).
 NO_TILES = "data:,"
-
-
-def to_mercator(lon: Any, lat: Any) -> tuple[Any, Any]:
-    """WGS84 degrees -> Web Mercator metres (numpy-friendly)."""
-    lat = np.clip(lat, -85.05, 85.05)
-    x = np.radians(lon) * R
-    y = np.log(np.tan(np.pi / 4 + np.radians(lat) / 2)) * R
-    return x, y
-
-
-def to_lonlat(x: Any, y: Any) -> tuple[Any, Any]:
-    """Web Mercator metres -> WGS84 degrees."""
-    return np.degrees(np.asarray(x) / R), np.degrees(np.arctan(np.sinh(np.asarray(y) / R)))
 
 
 def _rings(geometry: dict) -> list[list[list[float]]]:
@@ -131,16 +114,19 @@ class MapView(pn.viewable.Viewer):
     height = param.Integer(640, doc="Minimum map height in pixels.")
 
     def __init__(self, **params: Any) -> None:
+        if not params.get("layers"):
+            basemap = params["state"].backend.basemap
+            params["layers"] = [LayerSpec(name=n) for n in LAYER_NAMES
+                                if n != "basemap" or basemap]
         super().__init__(**params)
-        if not self.layers:
-            names = [n for n in LAYER_NAMES if n != "basemap" or self.state.backend.basemap]
-            self.layers = [LayerSpec(name=n) for n in names]
         self._size = GUESS_SIZE
         self._target: tuple | None = None  # the box last fitted, until the user moves away
         self._set_x: tuple[float, float] | None = None
         self._outline_data = outline_frame({})
         self._figure = self._build()
         self._tiles: dict[str, Any] = {}
+        self._extra_urls: dict[str, str] = {}  # add_tile_layer: name -> XYZ template
+        self._glyphs: dict[str, Any] = {}  # add_glyph_layer: name -> renderer (large rasters)
         for spec in self.layers:
             if spec.name == "footprints":
                 continue
@@ -220,29 +206,42 @@ class MapView(pn.viewable.Viewer):
         return fig
 
     def _fit(self, bbox: tuple) -> tuple[float, float, float, float]:
-        """Mercator ranges showing ``bbox`` with square pixels at the current plot size.
-
-        A box of zero height asks for exactly its width around its centre (a link's view).
-        """
-        (x0, x1), (y0, y1) = to_mercator(np.array([bbox[0], bbox[2]]),
-                                         np.array([bbox[1], bbox[3]]))
-        w, h = self._size
-        exact = bbox[1] == bbox[3]
-        dx, dy = max(x1 - x0, 1.0), max(y1 - y0, 0.0)
-        if not exact:
-            dx, dy = dx * PAD, max(dy, 1.0) * PAD
-        if dx / max(dy, 1e-9) < w / h:
-            dx = dy * w / h
-        else:
-            dy = dx * h / w
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        return cx - dx / 2, cy - dy / 2, cx + dx / 2, cy + dy / 2
+        """Mercator ranges showing ``bbox`` with square pixels at the current plot size."""
+        return fit(bbox, self._size)
 
     # -- layers -----------------------------------------------------------------------------
     def _layer_url(self, name: str) -> str:
         if name == "basemap":
             return self.state.backend.basemap or ""
+        if name in self._extra_urls:
+            return self._extra_urls[name]
         return self.state.tile_url
+
+    def add_tile_layer(self, name: str, url: str) -> None:
+        """Show an XYZ template ({X}/{Y}/{Z}) as a named layer on top, or re-point it."""
+        self._extra_urls[name] = url
+        if name in self._tiles:
+            self._apply_layers()
+            return
+        rend = self._figure.add_tile(WMTSTileSource(url=NO_TILES), level="image")
+        rend.name = f"eox-{name}"
+        rend.visible = False
+        self._tiles[name] = rend
+        self.layers = [*self.layers, LayerSpec(name=name)]
+
+    def add_glyph_layer(self, name: str, renderer: Any) -> None:
+        """List a renderer a component drew on the figure (a large raster) as a named layer
+        on top: the layer list then sets its visibility, opacity (``global_alpha``) and order."""
+        self._glyphs[name] = renderer
+        self.layers = [*[s for s in self.layers if s.name != name], LayerSpec(name=name)]
+
+    def remove_layer(self, name: str) -> None:
+        """Remove a layer added by ``add_glyph_layer`` or ``add_tile_layer``."""
+        rend = self._glyphs.pop(name, None) or self._tiles.pop(name, None)
+        self._extra_urls.pop(name, None)
+        if rend is not None:
+            self._figure.renderers = [r for r in self._figure.renderers if r is not rend]
+        self.layers = [s for s in self.layers if s.name != name]
 
     def _apply_layers(self) -> None:
         """Push URLs, visibility, opacity and order to the Bokeh tile renderers."""
@@ -254,6 +253,10 @@ class MapView(pn.viewable.Viewer):
                 self._outline.glyph.line_alpha = spec.opacity
                 self._raster.glyph.global_alpha = spec.opacity
                 continue
+            if spec.name in self._glyphs:
+                self._glyphs[spec.name].visible = spec.visible
+                self._glyphs[spec.name].glyph.global_alpha = spec.opacity
+                continue
             rend = self._tiles.get(spec.name)
             if rend is None:
                 continue
@@ -262,7 +265,8 @@ class MapView(pn.viewable.Viewer):
                 rend.tile_source.url = url
             rend.visible = bool(url) and spec.visible
             rend.alpha = spec.opacity * (self.state.opacity if spec.name == "scenes" else 1.0)
-        ours = [self._tiles[s.name] for s in self.layers if s.name in self._tiles]
+        ours = [self._tiles.get(s.name) or self._glyphs[s.name] for s in self.layers
+                if s.name in self._tiles or s.name in self._glyphs]
         order = ours + [r for r in fig.renderers if r not in ours]
         if list(fig.renderers) != order:
             fig.renderers = order
@@ -334,10 +338,14 @@ class MapView(pn.viewable.Viewer):
             self._rasterize()
 
     def _on_plot_size(self, attr: str, old: Any, new: Any) -> None:
-        w, h = self._figure.inner_width, self._figure.inner_height
+        try:
+            w, h = self._figure.inner_width, self._figure.inner_height
+        except UnsetValueError:  # the browser reports one before the other
+            return
         if not (w and h and w > 0 and h > 0) or (w, h) == self._size:
             return
         self._size = (int(w), int(h))
+        self.state.map_size = self._size
         fig = self._figure
         untouched = self._set_x is not None and np.allclose(
             self._set_x, (fig.x_range.start, fig.x_range.end), rtol=0, atol=1e-3)

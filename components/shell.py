@@ -12,13 +12,23 @@ from typing import Any
 
 import panel as pn
 import param
+from panel.io.resources import CDN_DIST
+from panel.theme.fast import Fast
 
 from components.display import DisplayPanel, colorbar_html
+from components.draw import DrawPanel
+from components.exports import ExportsPanel
+from components.extract import ExtractPanel
 from components.layers import LayerList
 from components.map import MapView
+from components.measure import MeasurePanel
+from components.overlay import OverlayPanel
+from components.profile import ProfilePanel
 from components.search import SearchPanel
+from components.split import SplitPanel
 from components.state import AppState
 from components.stretch import StretchPanel
+from components.time_tab import TimePanel
 from components.zoom import ZoomPanel
 
 TabFactory = Callable[..., pn.viewable.Viewer]
@@ -29,9 +39,26 @@ DEFAULT_TABS: tuple[tuple[str, TabFactory], ...] = (
     ("Display", DisplayPanel),
     ("Stretch", StretchPanel),
     ("Zoom", ZoomPanel),
+    ("Split", SplitPanel),
+    ("Draw", DrawPanel),
+    ("Measure", MeasurePanel),
+    ("Overlay", OverlayPanel),
+    ("Extract", ExtractPanel),
+    ("Time", TimePanel),
+    ("Profile", ProfilePanel),
+    ("Exports", ExportsPanel),
 )
 
 _DURATION = {"info": 3000, "success": 3000, "warning": 6000, "error": 9000}
+
+
+class OfflineFast(Fast):
+    """Panel's FAST design without its Google Fonts stylesheet: the page requests nothing
+    from the internet (the text falls back to the system sans-serif)."""
+
+    _resources = {**Fast._resources, "font": {}, "js_modules": {
+        **Fast._resources["js_modules"],
+        "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"}}  # served locally
 
 
 class Shell(pn.viewable.Viewer):
@@ -44,9 +71,15 @@ class Shell(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.map = MapView(state=self.state)
-        self.panels = {title: factory(state=self.state) for title, factory in self.tabs}
-        self._tabs = pn.Tabs(*[(t, p) for t, p in self.panels.items()], dynamic=False,
+        # Tabs are built when first shown (a page opens fast whatever the number of tabs).
+        self._built: dict[str, pn.viewable.Viewer] = {}
+        self._slots = {title: pn.Column(sizing_mode="stretch_width") for title, _ in self.tabs}
+        self._main: pn.Column | None = None
+        self._tabs = pn.Tabs(*self._slots.items(), dynamic=True,
                              sizing_mode="stretch_width", name="tabs")
+        # a tab with an ``active`` parameter is told when it is shown (Time follows the view)
+        self._tabs.param.watch(lambda e: self._tab_shown(), "active")
+        self._tab_shown()
         self._layers = LayerList(map=self.map)
         self._legend = pn.pane.HTML(self._legend_html, margin=(5, 10))
         self._inline = pn.pane.Alert("", alert_type="warning", visible=False,
@@ -65,10 +98,40 @@ class Shell(pn.viewable.Viewer):
             notifications.send(n.text, duration=_DURATION.get(n.level, 4000),
                                type=n.level if n.level in _DURATION else "info")
 
+    def panel(self, title: str) -> pn.viewable.Viewer:
+        """The panel of tab ``title``, built on first use.
+
+        A tab that declares a ``map`` parameter (Draw, Overlay) draws on the session's map;
+        one with a ``main_view()`` (Split) also shows that above the map.
+        """
+        if title not in self._built:
+            factory = dict(self.tabs)[title]
+            extra = {"map": self.map} if "map" in getattr(factory, "param", ()) else {}
+            panel = factory(state=self.state, **extra)
+            self._built[title] = panel
+            self._slots[title].objects = [panel]
+            if hasattr(panel, "main_view") and self._main is not None:
+                self._main.insert(0, panel.main_view())
+        return self._built[title]
+
+    @property
+    def panels(self) -> dict[str, pn.viewable.Viewer]:
+        """Every tab's panel by title (building those not shown yet)."""
+        return {title: self.panel(title) for title in self._slots}
+
+    def _tab_shown(self) -> None:
+        titles = list(self._slots)
+        self.panel(titles[self._tabs.active])
+        for i, title in enumerate(titles):
+            panel = self._built.get(title)
+            if panel is not None and "active" in getattr(panel, "param", ()):
+                panel.active = i == self._tabs.active
+
     def add_tab(self, title: str, panel: pn.viewable.Viewer) -> None:
         """Append a tab after the page is built."""
-        self.panels[title] = panel
-        self._tabs.append((title, panel))
+        self._built[title] = panel
+        self._slots[title] = pn.Column(panel, sizing_mode="stretch_width")
+        self._tabs.append((title, self._slots[title]))
 
     @param.depends("state.chain", "state.colormap", "state.vmin", "state.vmax")
     def _legend_html(self) -> str:
@@ -82,16 +145,25 @@ class Shell(pn.viewable.Viewer):
         return pn.Column(self._inline, self._tabs, sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:
-        """The map with its legend and layer list."""
-        footer = pn.Row(self._layers, pn.layout.HSpacer(), self._legend,
-                        sizing_mode="stretch_width")
-        return pn.Column(self.map, footer, sizing_mode="stretch_both")
+        """The map with its legend and layer list; above it what tabs show in the main area
+        (the Split tab's maps: a tab with a ``main_view()``)."""
+        if self._main is None:
+            footer = pn.Row(self._layers, pn.layout.HSpacer(), self._legend,
+                            sizing_mode="stretch_width")
+            extra = [p.main_view() for p in self._built.values() if hasattr(p, "main_view")]
+            self._main = pn.Column(*extra, self.map, footer, sizing_mode="stretch_both")
+        return self._main
+
+    def embed(self) -> pn.Column:
+        """Map and legend only, no sidebar (``?embed=true``, for an iframe)."""
+        legend = pn.Row(pn.layout.HSpacer(), self._legend, sizing_mode="stretch_width")
+        return pn.Column(self.map, legend, sizing_mode="stretch_both", name="eox-embed")
 
     def template(self) -> pn.template.BaseTemplate:
         """The served page."""
         template = pn.template.FastListTemplate(
             title=self.title, sidebar_width=470, accent="#0b6e99", header_background="#0b3954",
-            theme_toggle=False, main_layout=None,
+            theme_toggle=False, main_layout=None, design=OfflineFast,
         )
         template.sidebar.append(self.sidebar())
         template.main.append(self.main())

@@ -25,6 +25,7 @@ from components.presets import (
     preset,
     presets_for,
 )
+from components.tilemath import GUESS_SIZE, visible_tiles
 from engine.chain import Bands, Chain, Colormap, Expression, Scale, process
 from engine.collection import Collection
 from engine.errors import EOXError, InvalidInput
@@ -103,14 +104,21 @@ class AppState(param.Parameterized):
     # -- map --------------------------------------------------------------------------
     viewport = param.Tuple(default=None, length=4, allow_None=True,
                            doc="Visible W, S, E, N (WGS84), reported by the map.")
+    map_size = param.Tuple(default=GUESS_SIZE, length=2,
+                           doc="Inner width, height of the map in pixels, reported by the map.")
     view_request = param.Tuple(default=None, length=4, allow_None=True,
-                               doc="W, S, E, N the map should show next (zoom actions).")
+                               doc="W, S, E, N the map should show next (zoom actions); a box "
+                                   "of zero height asks for exactly its width at its centre.")
     pick = param.Selector(objects=["off", "point", "box"], default="off",
                           doc="What a click (point) or box-select drag (box) on the map sets.")
     notice = param.ClassSelector(class_=Notice, default=None, allow_None=True)
     status = param.String("", doc="One line about the results.")
+    drawings = param.List(default=[], item_type=dict,
+                          doc="Shapes drawn on the map: GeoJSON Features (WGS84), each with "
+                              "properties id, kind (polygon/box/line/point) and name.")
 
     def __init__(self, **params: Any) -> None:
+        self._preset_ids: tuple[Any, list[str]] = (None, [])
         super().__init__(**params)
         names = self.backend.collection_names()
         self.param.collection.objects = names
@@ -160,14 +168,7 @@ class AppState(param.Parameterized):
             n = 1 if single else 3
             self.param.update(preset=key, vmin=[lo] * n, vmax=[hi] * n)
             return
-        p = preset(key)
-        changes: dict[str, Any] = {"preset": key}
-        if p.single_band:
-            changes.update(expression=p.expression, colormap=p.colormap or "viridis",
-                           vmin=[p.vmin], vmax=[p.vmax])
-        else:
-            changes.update(rgb=list(p.bands), vmin=[p.vmin] * 3, vmax=[p.vmax] * 3)
-        self.param.update(**changes)
+        self.param.update(preset=key, **_preset_values(key))
 
     # -- search -------------------------------------------------------------------------
     def query(self) -> Collection:
@@ -189,12 +190,11 @@ class AppState(param.Parameterized):
     def search(self) -> int:
         """Run the search; fill results and footprints. Returns the number of scenes."""
         try:
-            coll = self.query()
-            items = coll.items()
-            frame = coll.to_dataframe()
+            found = self.backend.search(self.query())
         except EOXError as exc:
             self.fail(exc, "Search")
             return 0
+        items, frame = found.items, found.frame.copy()
         footprints = {it.id: it.geometry for it in items if it.geometry}
         bounds = {it.id: tuple(it.bbox) for it in items if it.bbox}
         self.param.update(results=frame, footprints=footprints, bounds=bounds)
@@ -218,26 +218,72 @@ class AppState(param.Parameterized):
         self.view_request = tuple(found.bbox)
 
     # -- display ------------------------------------------------------------------------
-    def analytic_chain(self) -> Chain:
-        """The chain before stretching (values the statistics describe)."""
+    def _display(self) -> dict[str, Any]:
+        return {"single": self.single_band, "rgb": self.rgb, "expression": self.expression,
+                "colormap": self.colormap, "vmin": self.vmin, "vmax": self.vmax}
+
+    def _analytic(self, *, single: bool, rgb: list, expression: str, **_: Any) -> Chain:
         if not self.selected:
             raise InvalidInput("select at least one scene in the results")
         coll = Collection(self.collection, catalog=self.backend.catalog).ids(self.selected)
         chain = process(coll, mosaic="latest")
-        if self.single_band:
-            if not self.expression.strip():
+        if single:
+            if not expression.strip():
                 raise InvalidInput("the band-math expression is empty")
-            return chain.expression(self.expression.strip())
-        if len(self.rgb) != 3 or not all(self.rgb):
+            return chain.expression(expression.strip())
+        if len(rgb) != 3 or not all(rgb):
             raise InvalidInput("pick three bands for red, green and blue")
-        return chain.bands(*self.rgb)
+        return chain.bands(*rgb)
+
+    def _displayed(self, **display: Any) -> Chain:
+        chain = self._analytic(**display).scale(list(display["vmin"]), list(display["vmax"]),
+                                                gamma=self.gamma)
+        return chain.colormap(display["colormap"]) if display["single"] else chain
+
+    def analytic_chain(self) -> Chain:
+        """The chain before stretching (values the statistics describe)."""
+        return self._analytic(**self._display())
 
     def display_chain(self) -> Chain:
         """The chain drawn on the map: analytic chain, stretch, colormap."""
-        chain = self.analytic_chain().scale(list(self.vmin), list(self.vmax), gamma=self.gamma)
-        if self.single_band:
-            chain = chain.colormap(self.colormap)
-        return chain
+        return self._displayed(**self._display())
+
+    def preset_chain(self, key: str) -> Chain:
+        """The display chain preset ``key`` would draw for the selected scenes (the state
+        is not changed): what a click on the preset shows."""
+        values = {**self._display(), **_preset_values(key)}
+        values["single"] = preset(key).single_band
+        return self._displayed(**values)
+
+    @param.depends("chain_id", "viewport", "map_size", watch=True)
+    def _view_changed(self) -> None:
+        self.prefetch_presets()
+
+    def prefetch_presets(self, *, include_current: bool = False, group: str = "") -> int:
+        """Ask the backend to render the visible tiles of the other presets ahead of a click,
+        so switching preset only swaps a URL to cached tiles. Returns the tiles asked for."""
+        if self.backend.prefetch is None or not self.chain_id or self.viewport is None:
+            return 0
+        key = (self.collection, tuple(self.selected), self.gamma, tuple(self.presets))
+        if self._preset_ids[0] != key:
+            ids = []
+            for name in self.presets:
+                try:
+                    chain = self.preset_chain(name)
+                    self.backend.register(chain)
+                except EOXError as exc:
+                    log.info("preset %s not prefetched: %s", name, exc)
+                    continue
+                ids.append(chain.id)
+            self._preset_ids = (key, ids)
+        chains = [c for c in self._preset_ids[1] if c != self.chain_id]
+        if include_current:
+            chains.insert(0, self.chain_id)
+        boxes = [self.bounds[i] for i in self.selected if i in self.bounds]
+        tiles = visible_tiles(self.viewport, self.map_size, within=boxes)
+        if chains and tiles:
+            self.backend.prefetch(chains, tiles, group or f"session-{id(self)}")
+        return len(chains) * len(tiles)
 
     @param.depends("selected", "preset", "rgb", "expression", "colormap", "vmin", "vmax",
                    "gamma", watch=True)
@@ -364,25 +410,16 @@ class AppState(param.Parameterized):
     # -- first open ---------------------------------------------------------------------
     def open_latest(self) -> bool:
         """Show the newest scene of the catalog in its first preset, zoomed to it."""
-        newest: tuple[datetime, str] | None = None
-        for name in self.param.collection.objects:
-            try:
-                item = Collection(name, catalog=self.backend.catalog).sort(
-                    "datetime", ascending=False).first()
-            except EOXError as exc:
-                log.warning("collection %s: %s", name, exc)
-                continue
-            when = item.datetime if item is not None else None
-            if when is not None and (newest is None or when > newest[0]):
-                newest = (when, name)
+        newest = self.backend.newest()
         if newest is None:
             return False
-        self.collection = newest[1]
+        collection, item_id = newest
+        self.collection = collection
         self.choose_preset(self.presets[0] if self.presets else CUSTOM_RGB)
         if not self.search():
             return False
-        first = str(self.results["id"].iloc[0])
-        self.selected = [first]
+        ids = [str(i) for i in self.results["id"]]
+        self.selected = [item_id if item_id in ids else ids[0]]
         self.zoom_to_selected()
         return True
 
@@ -391,6 +428,15 @@ def _day(value: date | datetime | None) -> date | None:
     if isinstance(value, datetime):
         return value.astimezone(UTC).date() if value.tzinfo else value.date()
     return value
+
+
+def _preset_values(key: str) -> dict[str, Any]:
+    """Bands or expression, colormap and stretch of a preset (what choosing it sets)."""
+    p = preset(key)
+    if p.single_band:
+        return {"expression": p.expression, "colormap": p.colormap or "viridis",
+                "vmin": [p.vmin], "vmax": [p.vmax]}
+    return {"rgb": list(p.bands), "vmin": [p.vmin] * 3, "vmax": [p.vmax] * 3}
 
 
 def _pkey(p: float) -> str:

@@ -250,13 +250,7 @@ class Collection:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per item: Date, Platform, Level, Orbit, Tile, Cloud %, Size MB, id."""
-        rows = [_row(item) for item in self.items()]
-        df = pd.DataFrame(rows, columns=list(DATAFRAME_COLUMNS))
-        df["Date"] = pd.to_datetime(df["Date"], utc=True)
-        df["Orbit"] = df["Orbit"].astype("Int64")
-        for col in ("Cloud %", "Size MB"):
-            df[col] = df[col].astype(float)
-        return df
+        return items_dataframe(self.items())
 
     # -- helpers ----------------------------------------------------------------------
     def _check_property(self, prop: Any) -> None:
@@ -341,3 +335,14 @@ def _row(item: pystac.Item) -> list[Any]:
         sum(sizes) / 1e6 if sizes else float("nan"),
         item.id,
     ]
+
+
+def items_dataframe(items: list[pystac.Item]) -> pd.DataFrame:
+    """The table ``Collection.to_dataframe`` gives, for items already fetched."""
+    rows = [_row(item) for item in items]
+    df = pd.DataFrame(rows, columns=list(DATAFRAME_COLUMNS))
+    df["Date"] = pd.to_datetime(df["Date"], utc=True)
+    df["Orbit"] = df["Orbit"].astype("Int64")
+    for col in ("Cloud %", "Size MB"):
+        df[col] = df[col].astype(float)
+    return df

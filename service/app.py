@@ -91,6 +91,7 @@ def create_service(
     app.state.catalog = catalog
     app.state.chain_store = chain_store
     app.state.renderer = renderer
+    app.state.chain_routes = chains  # ChainRoutes.warm: the dashboard prefetches tiles
     app.state.tile_cache = cache
     app.state.health_sections = health.sections
     app.state.access = access

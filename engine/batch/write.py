@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,18 @@ from engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
+#: True (a tqdm bar on stderr), False, or ``progress(done_blocks, total_blocks)``.
+Progress = bool | Callable[[int, int], None]
+
 
 def iter_blocks(p: Plan, *, client: Any = None, threads: int | None = None,
-                progress: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
+                progress: Progress = False) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(i, j, block)`` as blocks complete, keeping a bounded number in flight.
 
     With a distributed ``client`` blocks are Dask tasks (lost ones are recomputed when a
-    worker dies); without one they run on ``threads`` local threads.
+    worker dies); without one they run on ``threads`` local threads. ``progress`` is True
+    (a tqdm bar) or ``progress(done, total)``, called as blocks arrive; an error it raises
+    stops the run (nothing is written).
     """
     nrows, ncols = p.nblocks
     todo = [(i, j) for i in range(nrows) for j in range(ncols)]
@@ -53,9 +58,26 @@ def iter_blocks(p: Plan, *, client: Any = None, threads: int | None = None,
             bar.close()
 
 
-def _bar(total: int, progress: bool) -> Any:
+class _Callback:
+    """A progress bar that calls ``progress(done, total)`` (a UI's progress indicator)."""
+
+    def __init__(self, progress: Callable[[int, int], None], total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+        progress(0, total)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.progress(self.done, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, progress: Progress) -> Any:
     if not progress:
         return None
+    if callable(progress):
+        return _Callback(progress, total)
     from tqdm import tqdm
 
     return tqdm(total=total, unit="block", desc="blocks", dynamic_ncols=True)
@@ -140,7 +162,7 @@ def _remove(path: Path) -> None:
 
 
 def write_cog(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
-              threads: int | None = None, progress: bool = False, compress: str = "DEFLATE",
+              threads: int | None = None, progress: Progress = False, compress: str = "DEFLATE",
               blocksize: int = 512, overwrite: bool = False) -> Path:
     """Compute ``p`` and write it as a Cloud-Optimized GeoTIFF with overviews at ``path``."""
     out = p.output
@@ -193,7 +215,7 @@ def write_cog(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
 
 
 def write_zarr(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
-               threads: int | None = None, progress: bool = False,
+               threads: int | None = None, progress: Progress = False,
                overwrite: bool = False) -> Path:
     """Compute ``p`` and write it as a Zarr store at ``path`` (variable ``result``, a
     CF ``spatial_ref`` grid mapping, chunks = blocks)."""
@@ -238,7 +260,7 @@ def write_zarr(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
 
 
 def to_cog(chain: Chain, path: str | os.PathLike[str], *, client: Any = None,
-           threads: int | None = None, progress: bool = False, compress: str = "DEFLATE",
+           threads: int | None = None, progress: Progress = False, compress: str = "DEFLATE",
            overwrite: bool = False, **options: Any) -> Path:
     """Compute ``chain`` (``options`` as for :func:`engine.batch.compute`) into a COG.
 
@@ -252,7 +274,7 @@ def to_cog(chain: Chain, path: str | os.PathLike[str], *, client: Any = None,
 
 
 def to_zarr(chain: Chain, path: str | os.PathLike[str], *, client: Any = None,
-            threads: int | None = None, progress: bool = False, overwrite: bool = False,
+            threads: int | None = None, progress: Progress = False, overwrite: bool = False,
             **options: Any) -> Path:
     """Compute ``chain`` (``options`` as for :func:`engine.batch.compute`) into a Zarr
     store; keeps the time axis of time stacks. Atomic like :func:`to_cog`."""

@@ -388,3 +388,10 @@ class Chain(BaseModel):
         from engine.batch import to_zarr
 
         return to_zarr(self, path, **options)
+
+    def export_html(self, path: Any, *, service_url: str, **options: Any) -> Any:
+        """One self-contained HTML page (map, legend, description) showing this chain's
+        tiles from the service at ``service_url`` (engine.export_html.export_html)."""
+        from engine.export_html import export_html
+
+        return export_html(self, path, service_url=service_url, **options)

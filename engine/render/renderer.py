@@ -69,6 +69,9 @@ def configure_gdal(options: dict[str, Any] | None = None) -> None:
             rasterio.env.set_gdal_config(key, value)
         _gdal_configured = True
 PERCENTILES: tuple[int, ...] = (2, 5, 25, 50, 75, 95, 98)
+#: Histogram bins of ``statistics`` by default, and the most a caller may ask for.
+HISTOGRAM_BINS = 64
+MAX_HISTOGRAM_BINS = 1024
 
 
 class _EmptyRead(TileOutsideBounds):
@@ -497,13 +500,22 @@ class TileRenderer:
         return result
 
     # -- statistics -----------------------------------------------------------------------
-    def statistics(self, chain: Chain, geometry: dict) -> dict:
+    def statistics(self, chain: Chain, geometry: dict, *, bins: int = HISTOGRAM_BINS,
+                   percentiles: Sequence[float] = PERCENTILES) -> dict:
         """Per band min/max/mean/std/count, percentiles and histogram inside ``geometry``.
+
+        ``bins`` (1..MAX_HISTOGRAM_BINS) histogram bins between min and max; ``percentiles``
+        any values in 0..100, reported under keys like "2" or "99.5".
 
         Read on the first scene's grid at native resolution (capped at ``max_stat_size``
         pixels a side); pixels whose centre is inside count. For time stacks:
         ``{date: {band: stats}}``.
         """
+        if not 1 <= int(bins) <= MAX_HISTOGRAM_BINS:
+            raise InvalidInput(f"bins must be 1..{MAX_HISTOGRAM_BINS}, got {bins}")
+        pcts = tuple(float(p) for p in percentiles)
+        if not pcts or not all(0 <= p <= 100 for p in pcts):
+            raise InvalidInput(f"percentiles must be numbers in 0..100, got {list(percentiles)}")
         try:
             geom = shape(geometry)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -536,9 +548,11 @@ class TileRenderer:
                                                   transform=transform, all_touched=False)
         if isinstance(out, TimeStack):
             return {(d.isoformat() if d else str(i)): _band_stats(
-                        list(out.band_names), out.array[i], outside)
+                        list(out.band_names), out.array[i], outside, bins=int(bins),
+                        percentiles=pcts)
                     for i, d in enumerate(out.dates)}
-        return _band_stats(list(out.band_names), out.array, outside)
+        return _band_stats(list(out.band_names), out.array, outside, bins=int(bins),
+                           percentiles=pcts)
 
     # -- info -----------------------------------------------------------------------------
     def info(self, chain: Chain) -> dict:
@@ -582,7 +596,13 @@ def _value(v: Any) -> float | None:
     return None if v is np.ma.masked else float(v)
 
 
-def _band_stats(names: list[str], array: np.ma.MaskedArray, outside: np.ndarray) -> dict:
+def percentile_key(p: float) -> str:
+    """How a percentile is named in statistics: "2" for 2.0, "99.5" for 99.5."""
+    return str(int(p)) if float(p).is_integer() else repr(float(p))
+
+
+def _band_stats(names: list[str], array: np.ma.MaskedArray, outside: np.ndarray, *,
+                bins: int = HISTOGRAM_BINS, percentiles: Sequence[float] = PERCENTILES) -> dict:
     out = {}
     for i, name in enumerate(names):
         band = np.ma.MaskedArray(array.data[i], mask=np.ma.getmaskarray(array)[i] | outside)
@@ -590,15 +610,16 @@ def _band_stats(names: list[str], array: np.ma.MaskedArray, outside: np.ndarray)
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
             out[name] = {"min": None, "max": None, "mean": None, "std": None, "count": 0,
-                         "percentiles": {str(p): None for p in PERCENTILES},
+                         "percentiles": {percentile_key(p): None for p in percentiles},
                          "histogram": {"counts": [], "edges": []}}
             continue
-        counts, edges = np.histogram(vals, bins=10)
-        pct = np.percentile(vals, PERCENTILES)
+        counts, edges = np.histogram(vals, bins=bins)
+        pct = np.percentile(vals, percentiles)
         out[name] = {
             "min": float(vals.min()), "max": float(vals.max()), "mean": float(vals.mean()),
             "std": float(vals.std()), "count": int(vals.size),
-            "percentiles": {str(p): float(v) for p, v in zip(PERCENTILES, pct, strict=True)},
+            "percentiles": {percentile_key(p): float(v)
+                            for p, v in zip(percentiles, pct, strict=True)},
             "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
         }
     return out

@@ -19,8 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from engine.catalog.base import Catalog
 from engine.chain import Chain
 from engine.chain.bands import check_bands, collection_band_names
+from engine.chain.executor import get_executor
+from engine.chain.steps import Execute
 from engine.chain.store import ChainStore
-from engine.errors import ChainError, UnknownCollection
+from engine.errors import ChainError, InvalidInput, SandboxError, UnknownCollection
+from engine.render.renderer import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
 from service.cache import CachedTile, TileCache
 from service.models import (
     ChainCreated,
@@ -87,6 +90,10 @@ class ChainRoutes:
             check_bands(chain.read_bands(), known, collection=name)
         else:
             chain.read_bands()
+        if get_executor() is None and any(isinstance(s, Execute) for s in chain.steps):
+            raise SandboxError("server-side functions are disabled on this server "
+                               "(EOX_FUNCTIONS_ENABLED=false): a chain with an execute step "
+                               "cannot be registered")
 
     # -- the work, run in the thread pool ---------------------------------------------
     def render(
@@ -100,6 +107,14 @@ class ChainRoutes:
         entry = CachedTile(content=content, etag=etag)
         self.cache.put((chain_id, z, x, y, tilesize, fmt.value), entry)
         return entry
+
+    def warm(self, chain_id: str, z: int, x: int, y: int) -> bool:
+        """Render a 256 px PNG tile into the cache unless it is there (prefetching ahead of
+        the browser); True if it was rendered."""
+        if self.cache.get((chain_id, z, x, y, 256, ImageFormat.png.value)) is not None:
+            return False
+        self.render(chain_id, z, x, y, ImageFormat.png, 256)
+        return True
 
     def tile_response(self, entry: CachedTile, fmt: ImageFormat, request: Request) -> Response:
         """200 with the image, 204 when the tile has no data, 304 when the client has it."""
@@ -220,6 +235,26 @@ class ChainRoutes:
         def statistics(
             chain_id: str = ChainId,
             body: StatisticsBody = Body(..., description="GeoJSON Polygon/MultiPolygon or Feature"),
+            bins: int = Query(HISTOGRAM_BINS, ge=1, le=MAX_HISTOGRAM_BINS,
+                              description="Histogram bins between the band's min and max"),
+            p: str | None = Query(None, max_length=200, examples=["2,98"],
+                                  description="Comma-separated percentiles in 0..100 "
+                                  f"(default {','.join(map(str, PERCENTILES))})"),
         ) -> dict[str, Any]:
+            percentiles = _percentiles(p)
             chain = self.chain_store.get(chain_id)
-            return jsonable(self.renderer.statistics(chain, geometry_of(body)))
+            return jsonable(self.renderer.statistics(chain, geometry_of(body), bins=bins,
+                                                     percentiles=percentiles))
+
+
+def _percentiles(text: str | None) -> tuple[float, ...]:
+    """The ``p`` query parameter as numbers in 0..100 (InvalidInput otherwise)."""
+    if text is None or not text.strip():
+        return PERCENTILES
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInput(f"p: expected comma-separated numbers, got {text!r}") from None
+    if len(values) > 20 or not all(0 <= v <= 100 for v in values):
+        raise InvalidInput(f"p: at most 20 percentiles, each in 0..100, got {text!r}")
+    return values

@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 
 from app.cli import build_parser, main
 
-SUBCOMMANDS = ["collections", "search", "ingest", "demo", "place", "tiles", "serve"]
+SUBCOMMANDS = ["collections", "search", "ingest", "demo", "place", "tiles", "serve", "run"]
 
 
 @pytest.mark.parametrize("name", SUBCOMMANDS)

@@ -1,0 +1,197 @@
+"""Extract tab: download what the displayed chain computes inside a drawn box or polygon, at
+native resolution, as a GeoTIFF (COG) or PNG, or the original band values as a GeoTIFF.
+
+The size is checked first (a clear message over the limit); the file is computed block by
+block in a worker thread with a progress bar, into a private temporary folder, and offered
+by a download button once complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import panel as pn
+import param
+
+from components.state import AppState
+from engine import extract as ex
+from engine.errors import EOXError, InvalidInput
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"GeoTIFF (COG)": "cog", "PNG": "png"}
+CONTENTS = {"What the map shows": "rendered", "Original band values": "bands"}
+
+
+class ExtractPanel(pn.viewable.Viewer):
+    """The Extract tab of a session."""
+
+    state = param.ClassSelector(class_=AppState, doc="The session state.")
+    shape = param.Selector(objects=[], doc="Id of the drawn box/polygon extracted.")
+    fmt = param.Selector(objects=list(FORMATS), default="GeoTIFF (COG)", label="Format")
+    what = param.Selector(objects=list(CONTENTS), default="What the map shows",
+                          label="Content")
+    crs = param.String("", doc="Output CRS (empty: the scene's own).", label="CRS (optional)")
+    resolution = param.Number(None, allow_None=True, bounds=(0, None), inclusive_bounds=(
+        False, True), doc="Pixel size in CRS units (empty: native).",
+        label="Pixel size (optional)")
+    max_pixels = param.Integer(ex.MAX_PIXELS, bounds=(1, None), doc="Largest extract, pixels.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._folder: Path | None = None
+        self._shape = pn.widgets.Select(name="Area (drawn box or polygon)",
+                                        sizing_mode="stretch_width")
+        self._shape.param.watch(lambda e: setattr(self, "shape", e.new), "value")
+        self._fmt = pn.widgets.RadioButtonGroup.from_param(self.param.fmt, button_type="primary",
+                                                           button_style="outline")
+        self._what = pn.widgets.RadioButtonGroup.from_param(self.param.what,
+                                                            button_type="primary",
+                                                            button_style="outline")
+        self._crs = pn.widgets.TextInput.from_param(self.param.crs, placeholder="EPSG:32633",
+                                                    width=180)
+        self._res = pn.widgets.FloatInput.from_param(self.param.resolution, width=150,
+                                                     placeholder="native")
+        self._check = pn.widgets.Button(name="Check size", width=120)
+        self._check.on_click(lambda e: self.check())
+        self._go = pn.widgets.Button(name="Extract", button_type="primary", width=120)
+        self._go.on_click(self._on_extract)
+        self._progress = pn.indicators.Progress(value=0, max=100, visible=False,
+                                                sizing_mode="stretch_width", name="progress")
+        self._info = pn.pane.Markdown("", margin=(0, 10), name="extract-info")
+        self._download = pn.widgets.FileDownload(visible=False, button_type="success",
+                                                 sizing_mode="stretch_width", embed=False,
+                                                 name="extract-download")
+        self._shapes_changed()
+        if pn.state.curdoc is not None:
+            pn.state.on_session_destroyed(lambda ctx: self._cleanup())
+
+    # -- choices ------------------------------------------------------------------------------
+    @param.depends("state.drawings", watch=True)
+    def _shapes_changed(self) -> None:
+        options = {f["properties"]["name"]: f["id"] for f in self.state.drawings
+                   if f["properties"].get("kind") in ("polygon", "box")}
+        current = self.shape
+        self.param.shape.objects = list(options.values())
+        self._shape.options = options
+        if options:
+            self._shape.value = current if current in options.values() else list(
+                options.values())[-1]
+            self.shape = self._shape.value
+        else:
+            self.shape = None
+        self._info.object = ("" if options else
+                             "Draw a box or a polygon in the **Draw** tab: it is the area "
+                             "extracted, at the scenes' native resolution.")
+
+    def _geometry(self) -> dict:
+        for f in self.state.drawings:
+            if f["id"] == self.shape:
+                return f["geometry"]
+        raise InvalidInput("draw a box or a polygon first (Draw tab), then pick it here")
+
+    # -- work ---------------------------------------------------------------------------------
+    def prepare(self) -> ex.ExtractJob:
+        """The extract the form describes, checked (size, polygon, format); raises EOXError."""
+        if self.state.chain is None:
+            raise InvalidInput("nothing is displayed: select a scene first")
+        return ex.prepare(self.state.chain, self._geometry(), fmt=FORMATS[self.fmt],
+                          what=CONTENTS[self.what], crs=self.crs.strip() or None,
+                          resolution=self.resolution, catalog=self.state.backend.catalog,
+                          max_pixels=self.max_pixels)
+
+    def check(self) -> ex.ExtractJob | None:
+        """Show the extract's size (or why it cannot be made)."""
+        try:
+            job = self.prepare()
+        except EOXError as exc:
+            self._info.object = f"**Cannot extract:** {exc}"
+            self.state.fail(exc, "Extract")
+            return None
+        self._info.object = (f"{job.describe()}, about {ex.human_bytes(job.nbytes)} "
+                             f"uncompressed" + (f". Note: {job.note}" if job.note else ""))
+        return job
+
+    def _target(self, job: ex.ExtractJob) -> Path:
+        self._cleanup()
+        self._folder = Path(tempfile.mkdtemp(prefix="eox-extract-ui-"))
+        name = next((f["properties"]["name"] for f in self.state.drawings
+                     if f["id"] == self.shape), "area").replace(" ", "-").lower()
+        coll = self.state.chain.source.collection if self.state.chain is not None else "chain"
+        return self._folder / f"{coll}-{job.what}-{name}{ex.SUFFIXES[job.fmt]}"
+
+    def _finished(self, result: ex.ExtractResult) -> None:
+        self._progress.value = 100
+        self._download.param.update(file=str(result.path), filename=result.path.name,
+                                    label=f"Download {result.path.name}", visible=True)
+        text = (f"Ready: {result.width} x {result.height} px, {len(result.band_names)} "
+                f"band(s) ({', '.join(result.band_names)}), {result.crs}")
+        if result.note:
+            text += f". Note: {result.note}"
+        self._info.object = text
+        self.state.notify(f"Extract ready: {result.path.name}", "success")
+
+    def extract(self) -> ex.ExtractResult | None:
+        """Compute the extract here (blocking) and offer it for download; None on error."""
+        self._download.visible = False
+        job = self.check()
+        if job is None:
+            return None
+        self._progress.param.update(value=0, visible=True)
+        try:
+            result = ex.run(job, self._target(job), progress=self._set_progress)
+        except EOXError as exc:
+            self._progress.visible = False
+            self.state.fail(exc, "Extract")
+            return None
+        self._finished(result)
+        return result
+
+    def _set_progress(self, done: int, total: int) -> None:
+        self._progress.value = int(100 * done / max(total, 1))
+
+    async def _on_extract(self, event: Any) -> None:
+        """The button: the blocks run in a worker thread while the progress bar moves."""
+        self._download.visible = False
+        job = self.check()
+        if job is None:
+            return
+        self._go.disabled = True
+        self._progress.param.update(value=0, visible=True)
+        counts = [0, job.blocks]
+
+        def progress(done: int, total: int) -> None:  # worker thread: only record
+            counts[0], counts[1] = done, total
+
+        target = self._target(job)
+        task = asyncio.ensure_future(asyncio.to_thread(ex.run, job, target, progress=progress))
+        try:
+            while not task.done():
+                self._progress.value = int(100 * counts[0] / max(counts[1], 1))
+                await asyncio.sleep(0.2)
+            result = task.result()
+        except EOXError as exc:
+            self._progress.visible = False
+            self.state.fail(exc, "Extract")
+            return
+        finally:
+            self._go.disabled = False
+        self._finished(result)
+
+    def _cleanup(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            self._shape, pn.pane.Markdown("**Format**", margin=(0, 10)), self._fmt,
+            pn.pane.Markdown("**Content**", margin=(0, 10)), self._what,
+            pn.Row(self._crs, self._res), pn.Row(self._check, self._go), self._progress,
+            self._info, self._download, sizing_mode="stretch_width",
+        )

@@ -1,0 +1,274 @@
+"""Overlay tab: vector files (GeoJSON, GeoPackage, zipped Shapefile, KML) drawn over the
+imagery, reprojected to WGS84 by :func:`engine.vector.read_vector`, styled per layer, with
+the features' attributes on hover.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import panel as pn
+import param
+from bokeh.models import ColumnDataSource, HoverTool
+
+from components.map import MapView, to_mercator
+from components.state import AppState
+from engine.errors import EOXError
+from engine.vector import FORMATS, VectorLayer, read_vector
+
+log = logging.getLogger(__name__)
+
+PALETTE = ("#00e676", "#ffea00", "#2979ff", "#ff9100", "#d500f9", "#00e5ff")
+#: Most attributes listed in the hover tooltip.
+MAX_TOOLTIP = 15
+
+
+def _merc(coords: Any) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.asarray(coords, dtype=float).reshape(-1, len(coords[0]) if len(coords) else 2)
+    return to_mercator(arr[:, 0], arr[:, 1])
+
+
+def layer_sources(layer: VectorLayer) -> dict[str, dict[str, list]]:
+    """Bokeh source data (Mercator) per geometry kind: polygons (with holes), lines, points;
+    attribute ``i`` of the layer is column ``p{i}`` (hover tooltips)."""
+    names = layer.property_names()
+    out: dict[str, dict[str, list]] = {
+        "polygons": {"xs": [], "ys": []}, "lines": {"xs": [], "ys": []},
+        "points": {"x": [], "y": []}}
+    for d in out.values():
+        d.update({f"p{i}": [] for i in range(len(names))})
+
+    def add(kind: str, props: dict, **geo: Any) -> None:
+        for key, value in geo.items():
+            out[kind][key].append(value)
+        for i, n in enumerate(names):
+            v = props.get(n)
+            out[kind][f"p{i}"].append("" if v is None else str(v))
+
+    def add_geometry(geom: dict, props: dict) -> None:
+        t, c = geom.get("type"), geom.get("coordinates")
+        if t == "Polygon":
+            rings = [_merc(r) for r in c]
+            add("polygons", props, xs=[[r[0] for r in rings]], ys=[[r[1] for r in rings]])
+        elif t == "MultiPolygon":
+            polys = [[_merc(r) for r in poly] for poly in c]
+            add("polygons", props, xs=[[r[0] for r in p] for p in polys],
+                ys=[[r[1] for r in p] for p in polys])
+        elif t == "LineString":
+            x, y = _merc(c)
+            add("lines", props, xs=x, ys=y)
+        elif t == "MultiLineString":
+            for part in c:
+                x, y = _merc(part)
+                add("lines", props, xs=x, ys=y)
+        elif t == "Point":
+            x, y = _merc([c])
+            add("points", props, x=float(x[0]), y=float(y[0]))
+        elif t == "MultiPoint":
+            for p in c:
+                x, y = _merc([p])
+                add("points", props, x=float(x[0]), y=float(y[0]))
+        elif t == "GeometryCollection":
+            for g in geom.get("geometries", []):
+                add_geometry(g, props)
+
+    for f in layer.features["features"]:
+        add_geometry(f["geometry"], f.get("properties") or {})
+    return out
+
+
+@dataclass
+class Overlay:
+    """A loaded layer, its style and (once on a map) its renderers and hover tool."""
+
+    layer: VectorLayer
+    colour: str
+    line_width: float = 2.0
+    fill_alpha: float = 0.25
+    visible: bool = True
+    renderers: dict[str, Any] = field(default_factory=dict)
+    hover: Any = None
+
+
+class OverlayPanel(pn.viewable.Viewer):
+    """The Overlay tab: load vector files by upload or path, style them, remove them."""
+
+    state = param.ClassSelector(class_=AppState, doc="The session state.")
+    map = param.ClassSelector(class_=MapView, default=None, allow_None=True,
+                              doc="The map drawn on (None: no drawing, for tests).")
+    allow_paths = param.Boolean(True, doc="Whether files can be loaded by server path.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.overlays: dict[str, Overlay] = {}
+        self._styling = False
+        accept = ",".join(FORMATS)
+        self._upload = pn.widgets.FileInput(accept=accept, sizing_mode="stretch_width",
+                                            name="Upload a vector file")
+        self._upload.param.watch(self._on_upload, "value")
+        self._path = pn.widgets.TextInput(name="Or a file path on the server",
+                                          placeholder="/data/fields.gpkg",
+                                          sizing_mode="stretch_width",
+                                          visible=self.allow_paths)
+        self._load = pn.widgets.Button(name="Load file", width=100, visible=self.allow_paths)
+        self._load.on_click(lambda e: self.load_path(self._path.value))
+        self._crs = pn.widgets.TextInput(name="CRS, if the file declares none",
+                                         placeholder="e.g. EPSG:32633", width=200)
+        self._which = pn.widgets.Select(name="Layer", options=[], sizing_mode="stretch_width")
+        self._colour = pn.widgets.ColorPicker(name="Colour", value=PALETTE[0], width=80)
+        self._width = pn.widgets.FloatSlider(name="Line width", start=0.5, end=8, step=0.5,
+                                             value=2.0, width=150)
+        self._alpha = pn.widgets.FloatSlider(name="Fill opacity", start=0, end=1, step=0.05,
+                                             value=0.25, width=150)
+        self._visible = pn.widgets.Checkbox(name="Visible", value=True)
+        for w in (self._colour, self._width, self._alpha, self._visible):
+            w.param.watch(lambda e: self._restyle(), "value")
+        self._which.param.watch(lambda e: self._show_style(), "value")
+        self._zoom = pn.widgets.Button(name="Zoom to layer", width=120)
+        self._zoom.on_click(lambda e: self.zoom_to(self._which.value))
+        self._remove = pn.widgets.Button(name="Remove layer", width=120, button_type="light")
+        self._remove.on_click(lambda e: self.remove(self._which.value))
+        self._info = pn.pane.Markdown("", margin=(0, 10), name="overlay-info")
+
+    # -- loading ------------------------------------------------------------------------------
+    def _on_upload(self, event: Any) -> None:
+        if event.new:
+            self.load_bytes(event.new, self._upload.filename or "upload.geojson")
+
+    def load_bytes(self, data: bytes, filename: str) -> Overlay | None:
+        """Load an uploaded file; None (and a message) when it cannot be read."""
+        return self._add(lambda: read_vector(data, filename=filename,
+                                             crs=self._crs.value.strip() or None))
+
+    def load_path(self, path: str) -> Overlay | None:
+        """Load a file from the server's disk; None (and a message) when it cannot be read."""
+        if not self.allow_paths:
+            self.state.notify("Overlay: loading server paths is disabled here", "error")
+            return None
+        if not (path or "").strip():
+            self.state.notify("Overlay: type a file path first", "warning")
+            return None
+        return self._add(lambda: read_vector(Path(path.strip()),
+                                             crs=self._crs.value.strip() or None))
+
+    def _add(self, read: Any) -> Overlay | None:
+        try:
+            layer = read()
+        except EOXError as exc:
+            self.state.fail(exc, "Overlay")
+            return None
+        name, n = layer.name, 2
+        while name in self.overlays:
+            name, n = f"{layer.name} ({n})", n + 1
+        ov = Overlay(layer=layer, colour=PALETTE[len(self.overlays) % len(PALETTE)],
+                     line_width=float(self._width.value), fill_alpha=float(self._alpha.value))
+        self.overlays[name] = ov
+        if self.map is not None:
+            self._draw(name, ov)
+        self._which.options = list(self.overlays)
+        self._which.value = name
+        self._show_style()
+        text = (f"Loaded {layer.count} feature(s) from {name} ({layer.source_crs} -> "
+                "WGS84)")
+        if layer.notes:
+            text += ": " + "; ".join(layer.notes[:3])
+        self.state.notify(text, "warning" if layer.notes else "success")
+        self._info.object = self._describe()
+        self.zoom_to(name)
+        return ov
+
+    # -- drawing ------------------------------------------------------------------------------
+    def _draw(self, name: str, ov: Overlay) -> None:
+        fig = self.map.figure
+        data = layer_sources(ov.layer)
+        c = ov.colour
+        r = {}
+        if data["polygons"]["xs"]:
+            r["polygons"] = fig.multi_polygons(
+                "xs", "ys", source=ColumnDataSource(data["polygons"]), fill_color=c,
+                fill_alpha=ov.fill_alpha, line_color=c, line_width=ov.line_width,
+                name=f"eox-overlay-{name}-polygons")
+        if data["lines"]["xs"]:
+            r["lines"] = fig.multi_line("xs", "ys", source=ColumnDataSource(data["lines"]),
+                                        line_color=c, line_width=ov.line_width,
+                                        name=f"eox-overlay-{name}-lines")
+        if data["points"]["x"]:
+            r["points"] = fig.scatter("x", "y", source=ColumnDataSource(data["points"]),
+                                      size=8, fill_color=c, line_color="#000000",
+                                      name=f"eox-overlay-{name}-points")
+        names = ov.layer.property_names()[:MAX_TOOLTIP]
+        tips = [("layer", name)] + [(n, f"@p{i}") for i, n in enumerate(names)]
+        ov.hover = HoverTool(renderers=list(r.values()), tooltips=tips,
+                             name=f"eox-overlay-hover-{name}",
+                             description=f"Attributes of {name}")
+        fig.add_tools(ov.hover)
+        ov.renderers = r
+
+    def _restyle(self) -> None:
+        ov = self.overlays.get(self._which.value)
+        if ov is None or self._styling:
+            return
+        ov.colour, ov.line_width = self._colour.value, float(self._width.value)
+        ov.fill_alpha, ov.visible = float(self._alpha.value), bool(self._visible.value)
+        for kind, rend in ov.renderers.items():
+            g = rend.glyph
+            if kind == "polygons":
+                g.update(fill_color=ov.colour, fill_alpha=ov.fill_alpha, line_color=ov.colour,
+                         line_width=ov.line_width)
+            elif kind == "lines":
+                g.update(line_color=ov.colour, line_width=ov.line_width)
+            else:
+                g.update(fill_color=ov.colour)
+            rend.visible = ov.visible
+
+    def _show_style(self) -> None:
+        ov = self.overlays.get(self._which.value)
+        if ov is None:
+            return
+        self._styling = True  # never restyle the layer from half-updated widgets
+        try:
+            self._colour.value, self._width.value = ov.colour, ov.line_width
+            self._alpha.value, self._visible.value = ov.fill_alpha, ov.visible
+        finally:
+            self._styling = False
+
+    def zoom_to(self, name: str | None) -> None:
+        """Show the whole layer ``name``."""
+        ov = self.overlays.get(name or "")
+        if ov is None:
+            return
+        w, s, e, n = ov.layer.bounds
+        pad = max(e - w, n - s, 0.002) * 0.05
+        self.state.view_request = (w - pad, s - pad, e + pad, n + pad)
+
+    def remove(self, name: str | None) -> None:
+        """Remove the layer ``name`` from the map and the list."""
+        ov = self.overlays.pop(name or "", None)
+        if ov is None:
+            return
+        if self.map is not None:
+            fig = self.map.figure
+            fig.renderers = [r for r in fig.renderers if r not in ov.renderers.values()]
+            fig.tools = [t for t in fig.tools if t is not ov.hover]
+        self._which.options = list(self.overlays)
+        self._info.object = self._describe()
+
+    def _describe(self) -> str:
+        if not self.overlays:
+            return "No layer loaded. Formats: GeoJSON, GeoPackage, zipped Shapefile, KML."
+        return "\n".join(f"* **{n}**: {ov.layer.count} feature(s), from {ov.layer.source_crs}"
+                         for n, ov in self.overlays.items())
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        if not self._info.object:
+            self._info.object = self._describe()
+        return pn.Column(
+            self._upload, pn.Row(self._path, self._load, sizing_mode="stretch_width"),
+            self._crs, self._info, self._which,
+            pn.Row(self._colour, self._width, self._alpha), self._visible,
+            pn.Row(self._zoom, self._remove), sizing_mode="stretch_width",
+        )

@@ -1,0 +1,298 @@
+"""Profile tab: click the map, get the time series of an index (NDVI by default) at that point
+over every scene of the query, clouds masked per pixel and cloudy dates marked.
+
+Values come from ``Collection.profile`` (one pixel read per scene, no tiles), drawn as a
+Bokeh chart (hover: date, value, cloud) and a table, downloadable as CSV. Every empty answer
+says why: no scene at the point, only cloudy scenes, a band the collection lacks.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from bokeh.events import Tap
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.plotting import figure
+
+from components.state import AppState
+from components.timeslider import utc_day
+from engine.chain.bands import cloud_asset
+from engine.collection import Collection
+from engine.errors import EOXError
+from engine.timeseries import DEFAULT_EXPRESSION, clear_count
+
+log = logging.getLogger(__name__)
+
+#: Columns of the table and of the CSV file.
+TABLE_COLUMNS = ["date", "value", "cloud", "scene_cloud", "id"]
+
+_EMPTY = {"x": [], "value": [], "date": [], "cloud": [], "scene_cloud": [], "id": []}
+
+
+def profile_query(state: AppState) -> Collection:
+    """The search form's collection, dates and cloud limit (the point replaces its area)."""
+    coll = Collection(state.collection, catalog=state.backend.catalog)
+    if state.start is not None or state.end is not None:
+        coll = coll.filter_date(utc_day(state.start), utc_day(state.end))
+    if state.max_cloud < 100:
+        coll = coll.filter("eo:cloud_cover", "<=", float(state.max_cloud))
+    return coll
+
+
+def has_cloud_mask(coll: Collection) -> bool:
+    """True when the collection's newest scene has a cloud-mask band (SCL, Fmask...)."""
+    item = coll.sort("datetime", ascending=False).first()
+    return item is not None and cloud_asset(item) is not None
+
+
+def _sources(df: pd.DataFrame) -> tuple[dict, dict, dict]:
+    """Chart data: clear values, cloudy dates (drawn on the bottom line), dates without data."""
+    def cols(rows: pd.DataFrame, y: Any) -> dict:
+        return {"x": rows["date"].dt.tz_localize(None).to_numpy(),
+                "value": rows["value"].to_numpy(),
+                "y": np.full(len(rows), y, dtype=float) if np.isscalar(y) else y,
+                "date": rows["date"].dt.strftime("%Y-%m-%d %H:%M").tolist(),
+                "cloud": ["yes" if c else "no" for c in rows["cloud"]],
+                "scene_cloud": rows["scene_cloud"].to_numpy(),
+                "id": rows["id"].tolist()}
+
+    clear = df[df["value"].notna() & ~df["cloud"]]
+    cloudy = df[df["cloud"]]
+    nodata = df[df["value"].isna() & ~df["cloud"]]
+    low = float(clear["value"].min()) if len(clear) else 0.0
+    span = float(clear["value"].max()) - low if len(clear) else 1.0
+    floor = low - 0.08 * (span or 1.0)
+    return cols(clear, clear["value"].to_numpy()), cols(cloudy, floor), cols(nodata, floor)
+
+
+class ProfilePanel(pn.viewable.Viewer):
+    """Click-the-map index profile: chart, table, CSV download and a message."""
+
+    state = param.ClassSelector(class_=AppState, doc="The session state.")
+    map = param.Parameter(default=None, doc="The MapView clicked on (optional).")
+    active = param.Boolean(False, doc="True while the tab is shown.")
+    picking = param.Boolean(False, doc="A click on the map makes a profile.")
+    expression = param.String(DEFAULT_EXPRESSION, doc="Band math giving one value per date.")
+    mask_clouds = param.Boolean(True, doc="Cloudy pixels give no value (they stay marked).")
+    point = param.Tuple(default=None, length=2, allow_None=True, doc="Profiled lon, lat.")
+    table = param.DataFrame(default=pd.DataFrame(columns=TABLE_COLUMNS),
+                            doc="The profile, one row per scene.")
+    message = param.String("", doc="Why the chart is empty, or what it shows.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._pick = pn.widgets.Toggle.from_param(
+            self.param.picking, name="Click the map for a profile", button_type="primary")
+        self._expr = pn.widgets.TextInput.from_param(
+            self.param.expression, name="Index (band math)", placeholder=DEFAULT_EXPRESSION,
+            sizing_mode="stretch_width")
+        self._use_display = pn.widgets.Button(name="Use the displayed band math", width=210)
+        self._use_display.on_click(lambda e: self._from_display())
+        self._mask = pn.widgets.Checkbox.from_param(self.param.mask_clouds,
+                                                    name="Mask cloudy pixels")
+        self._alert = pn.pane.Alert("", alert_type="info", visible=False,
+                                    sizing_mode="stretch_width", name="profile-message")
+        self._summary = pn.pane.Markdown("", margin=(0, 10), name="profile-summary")
+        self._clear_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-clear")
+        self._cloud_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-cloudy")
+        self._nodata_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-nodata")
+        self._chart = self._build_chart()
+        self._chart_pane = pn.pane.Bokeh(self._chart, sizing_mode="stretch_width", height=300,
+                                         visible=False)
+        self._table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=TABLE_COLUMNS), disabled=True, show_index=False,
+            pagination="local", page_size=10, sizing_mode="stretch_width", visible=False,
+            name="profile-table")
+        self._csv = pn.widgets.FileDownload(callback=self._csv_file, filename="profile.csv",
+                                            label="Download CSV", button_type="success",
+                                            visible=False, sizing_mode="stretch_width")
+        self._marker = ColumnDataSource({"x": [], "y": []}, name="eox-profile-point")
+        if self.map is not None:
+            fig = self.map.figure
+            fig.scatter("x", "y", source=self._marker, marker="diamond", size=14,
+                        color="#76ff03", line_color="#000000", name="eox-profile-point")
+            fig.on_event(Tap, self._on_map_tap)
+        self._collection_changed()
+
+    def _build_chart(self) -> Any:
+        fig = figure(x_axis_type="datetime", height=300, sizing_mode="stretch_width",
+                     tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above",
+                     name="eox-profile-chart")
+        fig.toolbar.logo = None
+        line = fig.line("x", "y", source=self._clear_src, color="#1b7837", line_width=1.5)
+        clear = fig.scatter("x", "y", source=self._clear_src, size=7, color="#1b7837",
+                            legend_label="clear", name="eox-profile-clear")
+        cloudy = fig.scatter("x", "y", source=self._cloud_src, size=9, marker="x",
+                             color="#d6604d", line_width=2, legend_label="cloudy (masked)",
+                             name="eox-profile-cloudy")
+        nodata = fig.scatter("x", "y", source=self._nodata_src, size=7, marker="square",
+                             color="#999999", legend_label="no data",
+                             name="eox-profile-nodata")
+        fig.add_tools(HoverTool(renderers=[clear, cloudy, nodata], tooltips=[
+            ("date", "@date"), ("value", "@value{0.0000}"), ("cloudy pixel", "@cloud"),
+            ("scene cloud %", "@scene_cloud{0.0}"), ("scene", "@id")]))
+        line.level = "underlay"
+        fig.legend.location = "top_left"
+        fig.legend.click_policy = "hide"
+        fig.legend.label_text_font_size = "9pt"
+        fig.yaxis.axis_label = "value"
+        return fig
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _from_display(self) -> None:
+        expr = self.state.expression.strip()
+        if not (self.state.single_band and expr):
+            self.state.notify("Profile: the display shows no band math (pick an index "
+                              "preset or Band math in the Display tab)", "warning")
+            return
+        self.expression = expr
+
+    @param.depends("state.collection", watch=True)
+    def _collection_changed(self) -> None:
+        if self.state.collection is None:
+            return
+        try:
+            masked = has_cloud_mask(Collection(self.state.collection,
+                                               catalog=self.state.backend.catalog))
+        except EOXError as exc:
+            self.state.fail(exc, "Profile")
+            return
+        self._mask.disabled = not masked
+        self._mask.name = ("Mask cloudy pixels" if masked else
+                           "Mask cloudy pixels (this collection has no cloud-mask band)")
+        self.mask_clouds = masked
+
+    @param.depends("picking", watch=True)
+    def _picking_changed(self) -> None:
+        if self.picking and self.state.pick != "off":
+            self.state.pick = "off"  # one thing per click: the search point mode stops
+
+    @param.depends("state.pick", watch=True)
+    def _pick_changed(self) -> None:
+        if self.state.pick != "off" and self.picking:
+            self.picking = False
+
+    @param.depends("expression", "mask_clouds", watch=True)
+    def _inputs_changed(self) -> None:
+        if self.point is not None:
+            self.run(*self.point)
+
+    def _on_map_tap(self, event: Any) -> None:
+        if not self.picking or event.x is None or event.y is None:
+            return
+        from components.map import to_lonlat
+
+        lon, lat = to_lonlat(event.x, event.y)
+        self.run(round(float(lon), 6), round(float(lat), 6))
+
+    # -- the profile -----------------------------------------------------------------------
+    def run(self, lon: float, lat: float) -> pd.DataFrame | None:
+        """Profile the point; fill chart, table and message. None (with a message) on failure."""
+        self.point = (lon, lat)
+        self._mark(lon, lat)
+        where = f"{lon:.5f}, {lat:.5f}"
+        try:
+            df = profile_query(self.state).profile(lon, lat, self.expression.strip() or
+                                                   DEFAULT_EXPRESSION,
+                                                   mask_clouds=self.mask_clouds)
+        except EOXError as exc:
+            self._show(None, f"No profile at {where}: {exc}", "danger")
+            self.state.fail(exc, "Profile")
+            return None
+        if clear_count(df) == 0:
+            n_cloud = int(df["cloud"].sum())
+            n_fill = int((df["value"].isna() & ~df["cloud"]).sum())
+            why = ", ".join(p for p in (f"{n_cloud} cloudy" if n_cloud else "",
+                                        f"{n_fill} without data here" if n_fill else "") if p)
+            self._show(df, f"No clear value at {where} of {len(df)} scene(s): {why}. Widen "
+                       "the dates, raise the cloud limit of the search or pick another point.",
+                       "warning")
+            return df
+        self._show(df, "", "info")
+        return df
+
+    def _show(self, df: pd.DataFrame | None, text: str, level: str) -> None:
+        self._alert.param.update(object=text, alert_type=level, visible=bool(text))
+        if df is None or df.empty:
+            for src in (self._clear_src, self._cloud_src, self._nodata_src):
+                src.data = dict(_EMPTY, y=[])
+            self.table = pd.DataFrame(columns=TABLE_COLUMNS)
+            self._summary.object = ""
+            for part in (self._chart_pane, self._table, self._csv):
+                part.visible = False
+            return
+        clear, cloudy, nodata = _sources(df)
+        self._clear_src.data, self._cloud_src.data, self._nodata_src.data = clear, cloudy, nodata
+        lon, lat = self.point  # type: ignore[misc]
+        self._chart.title.text = f"{df.attrs.get('expression', self.expression)} at " \
+                                 f"{lon:.5f}, {lat:.5f}"
+        self.table = df[TABLE_COLUMNS].copy()
+        self._table.value = self._table_view(df)
+        n_clear = len(clear["x"])
+        self._summary.object = (f"At {lon:.5f}, {lat:.5f}: "
+                                f"**{n_clear} clear value(s)** of {len(df)} scene(s); "
+                                f"{len(cloudy['x'])} cloudy, {len(nodata['x'])} without data"
+                                + ("" if df.attrs.get("mask_clouds") else
+                                   " (clouds not masked)"))
+        self._csv.filename = _csv_name(self.state.collection, lon, lat)
+        self._chart_pane.visible = n_clear > 0
+        for part in (self._table, self._csv):
+            part.visible = True
+
+    @staticmethod
+    def _table_view(df: pd.DataFrame) -> pd.DataFrame:
+        out = df[TABLE_COLUMNS].copy()
+        out["date"] = out["date"].dt.strftime("%Y-%m-%d %H:%M")
+        out["value"] = out["value"].round(4)
+        return out
+
+    def _mark(self, lon: float, lat: float) -> None:
+        from components.map import to_mercator
+
+        x, y = to_mercator(np.array([lon]), np.array([lat]))
+        self._marker.data = {"x": x, "y": y}
+
+    def csv_text(self) -> str:
+        """The profile as CSV (date ISO 8601 UTC, empty value where there is none)."""
+        df = self.table.copy()
+        if not df.empty:
+            df["date"] = df["date"].map(lambda d: d.isoformat())
+        return df.to_csv(index=False, lineterminator="\n", na_rep="")
+
+    def _csv_file(self) -> io.StringIO:
+        return io.StringIO(self.csv_text())
+
+    @property
+    def chart_points(self) -> int:
+        """Clear values drawn on the chart."""
+        return len(self._clear_src.data["x"])
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            pn.pane.Markdown("**Index profile** — the value at a point over every scene of "
+                             "the search's collection and dates", margin=(0, 10)),
+            self._pick,
+            pn.Row(self._expr, sizing_mode="stretch_width"),
+            pn.Row(self._use_display, self._mask),
+            self._alert,
+            self._summary,
+            self._chart_pane,
+            self._csv,
+            self._table,
+            sizing_mode="stretch_width",
+        )
+
+
+def _csv_name(collection: str | None, lon: float, lat: float) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", collection or "profile")
+    return f"profile_{safe}_{lon:.5f}_{lat:.5f}.csv"
+
+
+__all__ = ["ProfilePanel", "TABLE_COLUMNS", "has_cloud_mask", "profile_query"]
