@@ -37,6 +37,18 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"], description="Origins allowed to GET tiles."
     )
     tile_cache_mb: int = Field(256, ge=0, description="Bound of the in-memory tile cache.")
+    tile_disk_cache_mb: int = Field(
+        1024, ge=0, description="Bound of the tile cache on disk (data_dir/tile-cache), "
+        "shared by every worker and replica on the host; 0 = off."
+    )
+    render_concurrency: int | None = Field(
+        None, ge=1, le=256, description="Tiles rendered at once per process; None = CPU "
+        "count + 1. More requests wait without holding a thread; cache hits never wait."
+    )
+    gdal_cache_mb: int = Field(
+        256, ge=16, description="GDAL block cache per process, MiB (GDAL's default is 5 % "
+        "of RAM per process, which adds up over workers)."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
     basemap: str | None = Field(
         None, description="Optional XYZ basemap URL; offline the map works without one."

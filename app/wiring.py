@@ -25,10 +25,15 @@ def build_service(settings: Settings):
     """The tile service (FastAPI app) over the configured catalog."""
     from app.auth import access_policy
     from engine.chain.store import ChainStore
+    from engine.render.renderer import configure_gdal
     from service import create_service
+    from service.diskcache import DiskTileCache
 
     settings.chain_db.parent.mkdir(parents=True, exist_ok=True)
+    configure_gdal(cache_mb=settings.gdal_cache_mb)
     sandbox = configure_sandbox(settings)
+    disk = (DiskTileCache(settings.data_dir / "tile-cache", settings.tile_disk_cache_mb * 2**20)
+            if settings.tile_disk_cache_mb else None)
     service = create_service(
         catalog_from(settings),
         chain_store=ChainStore(settings.chain_db),
@@ -37,6 +42,8 @@ def build_service(settings: Settings):
         max_body_bytes=settings.max_body_bytes,
         root_path=settings.prefix,
         access=access_policy(settings),
+        disk_cache=disk,
+        render_concurrency=settings.render_concurrency,
     )
     service.state.health_sections["sandbox"] = sandbox
     return service

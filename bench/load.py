@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -149,8 +150,10 @@ class Server:
     def __init__(self, db: Path, workdir: Path, *, cache_mb: int, env: dict[str, str]) -> None:
         self.port = free_port()
         self.base = f"http://{LOOPBACK}:{self.port}"
+        shutil.rmtree(workdir / "tile-cache", ignore_errors=True)  # every run starts cold
         environ = {**os.environ, "PYTHONPATH": str(ROOT), "EOX_CATALOG": str(db),
                    "EOX_DATA_DIR": str(workdir), "EOX_TILE_CACHE_MB": str(cache_mb),
+                   "EOX_TILE_DISK_CACHE_MB": str(cache_mb and 1024),
                    "EOX_ADDRESS": LOOPBACK, "EOX_SANDBOX_WORKERS": "2",
                    "EOX_SANDBOX_TIMEOUT_S": "2", "EOX_SANDBOX_MEMORY_MB": "768", **env}
         cmd = [sys.executable, "-m", "uvicorn", "bench.load:service_app", "--factory",
@@ -410,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="mean pause between a client's requests, s (0: closed loop)")
     parser.add_argument("--sample", type=float, default=30, help="soak RSS sampling period")
     parser.add_argument("--no-cache", dest="cache_mb", action="store_const", const=0,
-                        default=256, help="disable the tile cache (every tile renders)")
+                        default=256, help="disable the tile caches, memory and disk "
+                        "(every tile renders)")
     parser.add_argument("--tiles", type=int, default=3000, help="size of the tile pool")
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "eox-bench-load")

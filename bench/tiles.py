@@ -340,7 +340,8 @@ def one_round(args, db: Path, datasets: list[Dataset], tiles, *, titiler_first: 
               check_pixels: bool) -> dict[str, Run]:
     """Fresh processes for both servers; cold then warm pass on each."""
     env_ours = {"EOX_CATALOG": str(db), "EOX_DATA_DIR": str(args.workdir),
-                "EOX_TILE_CACHE_MB": str(args.cache_mb)}
+                "EOX_TILE_CACHE_MB": str(args.cache_mb),
+                "EOX_TILE_DISK_CACHE_MB": str(args.disk_cache_mb)}
     ours = Server("ours", "app.asgi:service_app", workers=args.workers, env=env_ours,
                   app_dir=ROOT)
     theirs = Server("titiler", "tiles:titiler_app", workers=args.workers, env={},
@@ -375,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiles", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="fresh-process rounds (median)")
     parser.add_argument("--cache-mb", type=int, default=256, help="our tile cache per worker")
+    parser.add_argument("--disk-cache-mb", type=int, default=1024,
+                        help="our tile cache on disk, shared by the workers (0: off)")
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "eox-bench-tiles")
     args = parser.parse_args(argv)

@@ -47,6 +47,11 @@ HELP = {
     "edit": "Double-click a polygon or line to show its vertices, then drag them; "
             "click a vertex and press Backspace to remove it.",
 }
+_ACTIVATE_JS = """
+const key = modes[cb_obj.labels[cb_obj.active]];
+for (let i = 0; i < tools.length; i++) { tools[i].active = keys[i] === key; }
+if (key === "pan" && pan) { pan.active = true; }
+"""
 KIND_LABEL = {"polygon": "Polygon", "box": "Box", "line": "Line", "point": "Point"}
 
 
@@ -176,6 +181,11 @@ class DrawPanel(pn.viewable.Viewer):
             self.param.mode, button_type="primary", button_style="outline",
             sizing_mode="stretch_width", name="")
         self._help = pn.pane.Markdown(HELP["pan"], margin=(0, 10))
+        if self._tools:  # activate the tool in the browser at once (BokehJS ``tool.active``)
+            pan = next((t for t in self._fig.tools if isinstance(t, PanTool)), None)
+            self._mode.jscallback(value=_ACTIVATE_JS, args={
+                "tools": list(self._tools.values()), "keys": list(self._tools),
+                "modes": MODES, "pan": pan})
         self._table = pn.widgets.Tabulator(
             self._frame(), show_index=False, disabled=True, selectable="checkbox",
             height=220, sizing_mode="stretch_width", name="drawings")

@@ -49,7 +49,7 @@ def embed_url(link: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe=",.-:")))
 
 
-def iframe_snippet(link: str, *, width: int = 800, height: int = 600) -> str:
+def iframe_snippet(link: str, *, width: int = 900, height: int = 720) -> str:
     """An ``<iframe>`` showing the embed view of ``link``."""
     src = html.escape(embed_url(link), quote=True)
     return (f'<iframe src="{src}" width="{width}" height="{height}" style="border:0" '

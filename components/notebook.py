@@ -191,13 +191,13 @@ class Map(pn.viewable.Viewer):
         return template
 
     def __panel__(self) -> pn.viewable.Viewable:
-        main = self.main()
-        main.sizing_mode = "stretch_width"
+        main = self.main()  # stretches both ways, down to min_height in a notebook cell
+        main.min_height = self.height
         if not self.sidebar:
             return main
         side = self.shell.sidebar()
         side.width, side.sizing_mode = 440, "fixed"
-        return pn.Row(side, main, sizing_mode="stretch_width", min_height=self.height)
+        return pn.Row(side, main, sizing_mode="stretch_both", min_height=self.height)
 
 
 __all__ = ["Map", "legend_html", "view_box"]

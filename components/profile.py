@@ -100,9 +100,9 @@ class ProfilePanel(pn.viewable.Viewer):
         self._alert = pn.pane.Alert("", alert_type="info", visible=False,
                                     sizing_mode="stretch_width", name="profile-message")
         self._summary = pn.pane.Markdown("", margin=(0, 10), name="profile-summary")
-        self._clear_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-clear")
-        self._cloud_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-cloudy")
-        self._nodata_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-nodata")
+        self._clear_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-clear-data")
+        self._cloud_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-cloudy-data")
+        self._nodata_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-nodata-data")
         self._chart = self._build_chart()
         self._chart_pane = pn.pane.Bokeh(self._chart, sizing_mode="stretch_width", height=300,
                                          visible=False)
@@ -113,7 +113,7 @@ class ProfilePanel(pn.viewable.Viewer):
         self._csv = pn.widgets.FileDownload(callback=self._csv_file, filename="profile.csv",
                                             label="Download CSV", button_type="success",
                                             visible=False, sizing_mode="stretch_width")
-        self._marker = ColumnDataSource({"x": [], "y": []}, name="eox-profile-point")
+        self._marker = ColumnDataSource({"x": [], "y": []}, name="eox-profile-point-data")
         if self.map is not None:
             fig = self.map.figure
             fig.scatter("x", "y", source=self._marker, marker="diamond", size=14,

@@ -197,7 +197,7 @@ class RasterSource:
                 var = var.isel(time=-1)
             data = var.isel(y=slice(r0, r1, step), x=slice(c0, c1, step)).values
         data = data.astype(np.float32, copy=False)
-        transform = t * Affine.translation(c0, r0) * Affine.scale(step)
+        transform = t @ Affine.translation(c0, r0) @ Affine.scale(step)
         return xr.DataArray(data, dims=("band", "y", "x"),
                             attrs={"crs": self.crs.to_string(),
                                    "transform": tuple(transform)[:6],
@@ -248,10 +248,14 @@ def to_screen(arr: xr.DataArray, bounds: tuple[float, float, float, float], widt
         t = Affine(*arr.attrs["transform"])
         ny, nx = arr.sizes["y"], arr.sizes["x"]
         coords = {"y": t.f + (np.arange(ny) + 0.5) * t.e, "x": t.c + (np.arange(nx) + 0.5) * t.a}
-        bands = [canvas.raster(xr.DataArray(arr.values[b], dims=("y", "x"), coords=coords),
-                               interpolate="nearest", agg="first", nan_value=np.nan).values
-                 for b in range(arr.sizes["band"])]
-        return np.stack(bands)[:, ::-1].astype(np.float32, copy=False)  # datashader: y up
+        bands = []
+        for b in range(arr.sizes["band"]):
+            out = canvas.raster(xr.DataArray(arr.values[b], dims=("y", "x"), coords=coords),
+                                upsample_method="nearest", downsample_method="first",
+                                nan_value=np.nan)
+            up = out["y"].values[0] < out["y"].values[-1]  # keeps the source's orientation
+            bands.append(out.values[::-1] if up else out.values)
+        return np.stack(bands).astype(np.float32, copy=False)
     dst = np.full((arr.sizes["band"], height, width), np.nan, np.float32)
     rasterio.warp.reproject(
         arr.values, dst, src_transform=Affine(*arr.attrs["transform"]), src_crs=crs,
@@ -396,16 +400,25 @@ class RasterLayers(pn.viewable.Viewer):
 
     # -- adding ---------------------------------------------------------------------------------
     def add(self, path: str | Path, *, name: str | None = None, zoom: bool = True,
-            band: int | None = None, colormap: str | None = None, vmin: float | None = None,
-            vmax: float | None = None, trusted: bool = False) -> RasterLayer | None:
+            band: int | None = None, rgb: bool = False, colormap: str | None = None,
+            vmin: float | None = None, vmax: float | None = None,
+            trusted: bool = False) -> RasterLayer | None:
         """Add the raster at ``path`` (checked against ``backend.raster_dirs`` unless
-        ``trusted``: a file this process wrote); None, and a message, when refused."""
+        ``trusted``: a file this process wrote); None, and a message, when refused.
+
+        Shows ``band`` (default 1) through ``colormap``, or with ``rgb`` (default for
+        rendered RGBA products) bands 1-3 as colours; vmin/vmax default to the 2nd-98th
+        percentiles of the coarsest overview."""
         try:
             real = (Path(path).resolve() if trusted else
                     check_raster_path(str(path), allowed=self.state.backend.raster_dirs))
             source = RasterSource.open(real)
-            if band is None and not source.display:
+            if rgb or source.display:
+                band = None
+            elif band is None:
                 band = 1
+            elif not 1 <= band <= source.count:
+                raise InvalidInput(f"band {band} is not in 1..{source.count}")
             if colormap is not None:
                 palette(colormap)
             lo, hi = default_stretch(source, band) if vmin is None or vmax is None else (0, 0)

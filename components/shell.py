@@ -15,6 +15,7 @@ import param
 from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
 
+from components.batch import BatchPanel
 from components.display import DisplayPanel, colorbar_html
 from components.draw import DrawPanel
 from components.exports import ExportsPanel
@@ -47,6 +48,7 @@ DEFAULT_TABS: tuple[tuple[str, TabFactory], ...] = (
     ("Time", TimePanel),
     ("Profile", ProfilePanel),
     ("Exports", ExportsPanel),
+    ("Batch", BatchPanel),
 )
 
 _DURATION = {"info": 3000, "success": 3000, "warning": 6000, "error": 9000}

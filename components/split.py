@@ -206,11 +206,9 @@ class SplitPanel(pn.viewable.Viewer):
         displays = {"Same as the main map": CURRENT}
         displays.update({preset(k).label: k for k in self.state.presets})
         with param.parameterized.batch_call_watchers(self):
-            for side in ("left", "right"):
-                self.param[f"{side}_scene"].objects = list(scenes.values())
-                self.param[f"{side}_display"].objects = list(displays.values())
-                self._widgets[f"{side}_scene"].options = scenes
-                self._widgets[f"{side}_display"].options = displays
+            for side in ("left", "right"):  # dict objects: the widgets show the names
+                self.param[f"{side}_scene"].objects = scenes
+                self.param[f"{side}_display"].objects = displays
             ids = list(scenes.values())
             sel = self.state.selected[0] if self.state.selected else (ids[0] if ids else None)
             other = next((i for i in ids if i != sel), sel)
@@ -231,7 +229,7 @@ class SplitPanel(pn.viewable.Viewer):
         self._main.visible = self.show
         if not self.show:
             return
-        labels = {v: k for k, v in self._widgets["left_display"].options.items()}
+        labels = {v: k for k, v in self.param.left_display.names.items()}
         changes: dict[str, Any] = {}
         for side in ("left", "right"):
             scene, key = getattr(self, f"{side}_scene"), getattr(self, f"{side}_display")

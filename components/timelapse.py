@@ -93,7 +93,7 @@ class TimelapsePanel(pn.viewable.Viewer):
         self._show = pn.widgets.Checkbox.from_param(
             self.param.on_map, name="Show the GIF on the map over its bounds", disabled=True)
         self._gif = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []},
-                                     name="eox-timelapse-gif")
+                                     name="eox-timelapse-gif-data")
         self._gif_renderer = None
         if self.map is not None:
             rend = self.map.figure.image_url(url="url", x="x", y="y", w="w", h="h",

@@ -157,7 +157,7 @@ class TimeSlider(pn.viewable.Viewer):
         self._info = pn.pane.Markdown(self.param.message, margin=(0, 10))
         self._syncing = False
         # The URLs travel to the browser in a data source of an invisible glyph on the map.
-        self._src = ColumnDataSource({"url": [], "x": [], "y": []}, name="eox-prefetch")
+        self._src = ColumnDataSource({"url": [], "x": [], "y": []}, name="eox-prefetch-data")
         if self.map is not None:
             fig = self.map.figure
             fig.scatter("x", "y", source=self._src, size=0, visible=False,

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from engine.catalog.base import Catalog
 from engine.chain.store import ChainStore
 from service.cache import TileCache
+from service.diskcache import DiskTileCache
 from service.errors import add_exception_handlers
 from service.middleware import GuardMiddleware
 from service.routes import CatalogRoutes, ChainRoutes, ExtractRoutes, HealthRoutes
@@ -32,6 +33,8 @@ def create_service(
     max_body_bytes: int = 1_000_000,
     root_path: str = "",
     access: AccessPolicy | None = None,
+    disk_cache: DiskTileCache | None = None,
+    render_concurrency: int | None = None,
 ) -> FastAPI:
     """Build the tile service.
 
@@ -45,6 +48,10 @@ def create_service(
         root_path: URL prefix when served behind a proxy.
         access: API keys for writes and per-client rate limits (``service.security``);
             None: open, as on a loopback address.
+        disk_cache: a tile cache on disk shared by the host's workers (behind the memory
+            one); None: memory only.
+        render_concurrency: most tiles rendered at once by this process; None: CPU count
+            + 1 (requests beyond wait without holding a thread; cache hits never wait).
 
     Returns:
         The FastAPI application; ``app.state`` holds ``catalog``, ``chain_store``,
@@ -83,7 +90,11 @@ def create_service(
     health = HealthRoutes(catalog=catalog, cache=cache)
     app.include_router(health.router)
     app.include_router(CatalogRoutes(catalog=catalog).router)
-    chains = ChainRoutes(catalog=catalog, chain_store=chain_store, renderer=renderer, cache=cache)
+    chains = ChainRoutes(catalog=catalog, chain_store=chain_store, renderer=renderer, cache=cache,
+                         disk=disk_cache, render_concurrency=render_concurrency)
+    health.sections["render"] = chains.render_stats
+    if disk_cache is not None:
+        health.sections["disk_cache"] = disk_cache.stats
     app.include_router(chains.router)
     app.include_router(ExtractRoutes(catalog=catalog, chain_store=chain_store).router)
     app.include_router(TimeRoutes(catalog=catalog, renderer=renderer).router)

@@ -2,13 +2,18 @@
 
 All-or-nothing: items are written to the catalog in one transaction at the end; any error
 or interrupt before or during it removes the COGs this run wrote and restores the
-collection, so the catalog and the data folder are as they were.
+collection, so the catalog and the data folder are as they were. A run killed outright
+(SIGKILL, power cut) cannot clean up: the next run removes its partial files first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,7 +66,8 @@ def ingest_paths(
         paths = [paths]
     # One GDAL environment for the whole run: per-open environment set-up was a third of
     # the time of ingesting many small files.
-    with rasterio.Env():
+    with _ingest_lock(Path(data_dir).expanduser().resolve(), started=time.time()), \
+            rasterio.Env():
         return _ingest(
             catalog,
             list(paths),
@@ -73,6 +79,68 @@ def ingest_paths(
             dict(properties or {}),
             progress=progress,
         )
+
+
+def _is_partial(name: str) -> bool:
+    """A file a killed writer leaves: ``<band>.tif.part``, or GDAL's overviews being built
+    for it, ``<band>.tif.part.ovr.tmp``."""
+    return name.endswith(".part") or (".part." in name and name.endswith(".tmp"))
+
+
+def clean_partial_files(data_dir: str | Path, *, older_than: float) -> list[Path]:
+    """Delete the partial COGs that killed ingests left under ``data_dir/cogs`` (files last
+    modified before ``older_than``, a POSIX time) and the folders they leave empty.
+
+    Only safe while no other ingest writes to the same data dir: ``ingest_paths`` calls it
+    only when it holds the data dir's ingest lock alone.
+
+    Returns:
+        The files removed.
+    """
+    cogs = Path(data_dir) / "cogs"
+    removed: list[Path] = []
+    if not cogs.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(cogs, topdown=False):
+        for name in filenames:
+            if not _is_partial(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                if path.lstat().st_mtime < older_than:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue
+        if removed and Path(dirpath) != cogs and not os.listdir(dirpath):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+    if removed:
+        log.warning("removed %d partial file(s) left by an interrupted ingest under %s",
+                    len(removed), cogs)
+    return removed
+
+
+@contextlib.contextmanager
+def _ingest_lock(data_dir: Path, *, started: float):
+    """Hold the data dir's ingest lock (shared: ingests may run side by side) for a run;
+    when no other ingest holds it, first clean what killed runs left. The lock is a
+    ``flock`` on the data dir itself (no lock file to leave behind); the kernel releases
+    it when the process dies, even by SIGKILL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another ingest is writing to %s: its partial files are left alone",
+                     data_dir)
+        else:
+            clean_partial_files(data_dir, older_than=started)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _ingest(

@@ -8,6 +8,7 @@ with rio-tiler pixel-selection methods (or stacked by date), and the chain's ste
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 WGS84 = CRS.from_epsg(4326)
 #: GDAL options for reading local COGs fast. Set ONCE per process (not per request: a
 #: per-request ``rasterio.Env(GDAL_CACHEMAX=...)`` resizes and so flushes the block cache).
-#: GDAL's default block cache (5% of RAM) is kept.
+#: GDAL's default block cache (5% of RAM) is kept unless ``configure_gdal(cache_mb=...)``.
 GDAL_OPTIONS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
 }
@@ -59,10 +60,17 @@ _gdal_configured = False
 _gdal_lock = threading.Lock()
 
 
-def configure_gdal(options: dict[str, Any] | None = None) -> None:
-    """Apply :data:`GDAL_OPTIONS` process-wide (idempotent)."""
+def configure_gdal(options: dict[str, Any] | None = None, *,
+                   cache_mb: int | None = None) -> None:
+    """Apply :data:`GDAL_OPTIONS` process-wide (idempotent), and size GDAL's block cache to
+    ``cache_mb`` MiB when given (its default, 5 % of RAM per process, adds up when
+    several workers share a host)."""
     global _gdal_configured
+    if cache_mb is not None and cache_mb < 1:
+        raise InvalidInput(f"GDAL cache must be at least 1 MiB, got {cache_mb}")
     with _gdal_lock:
+        if cache_mb is not None:  # an int is bytes to rasterio (GDALSetCacheMax64)
+            rasterio.env.set_gdal_config("GDAL_CACHEMAX", int(cache_mb) * 2**20)
         if _gdal_configured and options is None:
             return
         for key, value in (options or GDAL_OPTIONS).items():
@@ -100,10 +108,15 @@ class SceneSet:
     band_names: tuple[str, ...]
     bboxes: np.ndarray = field(init=False)
     created: float = field(default_factory=time.monotonic)
+    fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.bboxes = (np.array([s.bbox for s in self.scenes], dtype=float)
                        if self.scenes else np.zeros((0, 4)))
+        h = hashlib.sha256(repr(self.band_names).encode())
+        for s in self.scenes:  # what an ingest changes: ids, dates, files, in mosaic order
+            h.update(repr((s.id, s.datetime, s.hrefs, s.nodata, s.cloud_href)).encode())
+        self.fingerprint = h.hexdigest()[:16]
 
     def intersecting(self, bbox: Sequence[float]) -> list[Scene]:
         """Scenes whose bbox overlaps ``bbox`` (WGS84), in order."""
@@ -192,6 +205,14 @@ class TileRenderer:
             while len(self._scenes) > self.scene_cache_size:
                 self._scenes.popitem(last=False)
         return sset
+
+    def fingerprint(self, chain: Chain) -> str:
+        """A short hash of the scenes the chain reads (ids, dates, files) and of the read
+        options: it changes when an ingest changes what a tile shows, so caches of
+        rendered tiles key on it (valid as long as the scene cache: ``scene_ttl``)."""
+        options = f"{self.max_items}|{self.resampling}|{self.reproject}|{self.png_level}"
+        return hashlib.sha256(f"{self.scenes(chain).fingerprint}|{options}".encode()
+                              ).hexdigest()[:16]
 
     def _read_names(self, chain: Chain) -> tuple[str, ...]:
         names = list(chain.read_bands())

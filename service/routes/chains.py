@@ -1,17 +1,28 @@
 """Chain endpoints: register a chain, then its XYZ tiles, TileJSON, point values, statistics.
 
-A chain id is the hash of the chain's canonical JSON, so its tiles never change meaning:
+A chain id is the hash of the chain's canonical JSON, so its tiles never change meaning
+(as long as its scenes do not: cache keys also carry the renderer's fingerprint of them):
 they are served with a strong ETag and ``Cache-Control: immutable``, and kept in an
-in-memory LRU cache bounded in bytes. Rendering is synchronous (GDAL, numpy), so it runs
-in the thread pool; a cache hit is answered on the event loop without a thread hop.
+in-memory LRU cache bounded in bytes, in front of an optional disk cache shared by the
+processes of the host. A hit in either is answered on the event loop without a thread hop.
+Rendering is synchronous (GDAL, numpy): misses run in threads, at most
+``render_concurrency`` at once (more only queue for the CPU and stretch every request's
+latency), and concurrent requests for the same tile share one render.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +36,7 @@ from engine.chain.store import ChainStore
 from engine.errors import ChainError, InvalidInput, SandboxError, UnknownCollection
 from engine.render.renderer import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
 from service.cache import CachedTile, TileCache
+from service.diskcache import DiskKey, DiskTileCache, etag_of
 from service.models import (
     ChainCreated,
     ImageFormat,
@@ -37,6 +49,18 @@ from service.models import (
 
 #: Tiles of a chain never change: browsers and proxies may keep them for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+#: (chain id, scenes fingerprint, z, x, y, tilesize, format): a tile in both caches.
+TileKey = tuple[str, str, int, int, int, int, str]
+#: Fingerprint of renderers that have no ``fingerprint(chain)`` (test doubles).
+NO_FINGERPRINT = "any"
+#: Chains whose fingerprint is remembered per process.
+FINGERPRINTS_KEPT = 4096
+
+
+class _RenderAbandoned(Exception):
+    """The request rendering a tile went away before rendering it: a waiter renders it."""
+
 
 ChainId = Path(description="Chain id returned by POST /api/chains", min_length=1, max_length=64)
 
@@ -63,16 +87,39 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 @dataclass
 class ChainRoutes:
-    """Routes under ``/api/chains`` over a catalog, a chain store, a renderer and a cache."""
+    """Routes under ``/api/chains`` over a catalog, a chain store, a renderer and caches.
+
+    ``disk``: the second-level tile cache (None: memory only); ``render_concurrency``:
+    most tiles rendered at once in this process (None: CPU count + 1); a scenes
+    fingerprint is trusted for ``fingerprint_ttl`` seconds before it is recomputed.
+    """
 
     catalog: Catalog
     chain_store: ChainStore
     renderer: Any  # engine.render.TileRenderer or anything with the same methods
     cache: TileCache
+    disk: DiskTileCache | None = None
+    render_concurrency: int | None = None
+    fingerprint_ttl: float = 60.0
     router: APIRouter = field(init=False)
 
     def __post_init__(self) -> None:
         self.router = APIRouter(prefix="/api/chains", tags=["chains"])
+        if self.render_concurrency is None:
+            self.render_concurrency = (os.cpu_count() or 1) + 1
+        if self.render_concurrency < 1:
+            raise ValueError(f"render_concurrency must be >= 1, got {self.render_concurrency}")
+        # Threads of HTTP requests wait for a token BEFORE starting (the limiter), so
+        # queued misses hold no thread; the semaphore also bounds the prefetch thread.
+        self._limiter = anyio.CapacityLimiter(self.render_concurrency)
+        self._slots = threading.BoundedSemaphore(self.render_concurrency)
+        self._lock = threading.Lock()
+        self._inflight: dict[TileKey, Future] = {}
+        self._fingerprints: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.renders = 0
+        self.rendering = 0
+        self.max_rendering = 0
+        self.shared_renders = 0
         self._register()
 
     def check_chain(self, chain: Chain) -> None:
@@ -95,26 +142,145 @@ class ChainRoutes:
                                "(EOX_FUNCTIONS_ENABLED=false): a chain with an execute step "
                                "cannot be registered")
 
-    # -- the work, run in the thread pool ---------------------------------------------
+    # -- caches ---------------------------------------------------------------------------
+    def cached_fingerprint(self, chain_id: str) -> str | None:
+        """The chain's scenes fingerprint if known and fresh (no I/O: for the event loop)."""
+        with self._lock:
+            hit = self._fingerprints.get(chain_id)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def fingerprint(self, chain_id: str) -> str:
+        """The fingerprint of the scenes the chain reads (NotFound for an unknown chain);
+        it may query the catalog, so call it in a thread."""
+        known = self.cached_fingerprint(chain_id)
+        if known is not None:
+            return known
+        chain = self.chain_store.get(chain_id)
+        of = getattr(self.renderer, "fingerprint", None)
+        value = of(chain) if of is not None else NO_FINGERPRINT
+        with self._lock:
+            self._fingerprints[chain_id] = (value, time.monotonic() + self.fingerprint_ttl)
+            self._fingerprints.move_to_end(chain_id)
+            while len(self._fingerprints) > FINGERPRINTS_KEPT:
+                self._fingerprints.popitem(last=False)
+        return value
+
+    def lookup(self, key: TileKey) -> CachedTile | None:
+        """The tile from memory, else from disk (then kept in memory too), else None."""
+        entry = self.cache.get(key)
+        if entry is None and self.disk is not None:
+            entry = self.disk.get(DiskKey(*key))
+            if entry is not None:
+                self.cache.put(key, entry)
+        return entry
+
+    # -- rendering ------------------------------------------------------------------------
+    def _render_key(self, key: TileKey) -> CachedTile:
+        """Render and encode one tile (empty content: no data) in a render slot, then store
+        it in both caches. Runs in a thread."""
+        chain_id, _, z, x, y, tilesize, fmt = key
+        chain = self.chain_store.get(chain_id)
+        with self._slots:
+            with self._lock:
+                self.rendering += 1
+                self.max_rendering = max(self.max_rendering, self.rendering)
+            try:
+                img = self.renderer.tile(chain, z, x, y, tilesize=tilesize)
+                content = b"" if img is None else self.renderer.encode(img, fmt)
+            finally:
+                with self._lock:
+                    self.rendering -= 1
+                    self.renders += 1
+        entry = CachedTile(content=content, etag=etag_of(content))
+        self.cache.put(key, entry)
+        if self.disk is not None:
+            self.disk.put(DiskKey(*key), entry)
+        return entry
+
+    def _claim(self, key: TileKey) -> tuple[Future, bool]:
+        """The future of the render of ``key`` and whether the caller must produce it."""
+        with self._lock:
+            fut = self._inflight.get(key)
+            if fut is not None:
+                self.shared_renders += 1
+                return fut, False
+            fut = self._inflight[key] = Future()
+            return fut, True
+
+    def _produce(self, key: TileKey, fut: Future) -> CachedTile:
+        """Render ``key`` and resolve its future (for the requests waiting on it)."""
+        try:
+            entry = self._render_key(key)
+        except Exception as exc:
+            fut.set_exception(exc)
+            raise
+        fut.set_result(entry)
+        return entry
+
+    def _release(self, key: TileKey, fut: Future) -> None:
+        if not fut.done():
+            fut.set_exception(_RenderAbandoned())
+        with self._lock:
+            if self._inflight.get(key) is fut:
+                del self._inflight[key]
+
+    async def fetch(self, key: TileKey) -> CachedTile:
+        """The tile of a cache miss: rendered in a thread once a render slot is free, or
+        the result of the render of the same tile already under way."""
+        while True:
+            fut, mine = self._claim(key)
+            if not mine:
+                try:  # shield: a waiter going away must not cancel the shared render
+                    return await asyncio.shield(asyncio.wrap_future(fut))
+                except _RenderAbandoned:
+                    continue
+            try:
+                return await anyio.to_thread.run_sync(self._produce, key, fut,
+                                                      limiter=self._limiter)
+            finally:
+                self._release(key, fut)
+
     def render(
         self, chain_id: str, z: int, x: int, y: int, fmt: ImageFormat, tilesize: int
     ) -> CachedTile:
-        """Render and encode one tile (empty content: no data), then cache it."""
-        chain = self.chain_store.get(chain_id)
-        img = self.renderer.tile(chain, z, x, y, tilesize=tilesize)
-        content = b"" if img is None else self.renderer.encode(img, fmt.value)
-        etag = '"' + hashlib.blake2b(content, digest_size=16).hexdigest() + '"'
-        entry = CachedTile(content=content, etag=etag)
-        self.cache.put((chain_id, z, x, y, tilesize, fmt.value), entry)
-        return entry
+        """One tile through both caches, rendered if neither has it (blocking: threads)."""
+        key = (chain_id, self.fingerprint(chain_id), z, x, y, tilesize, fmt.value)
+        while True:
+            entry = self.lookup(key)
+            if entry is not None:
+                return entry
+            fut, mine = self._claim(key)
+            if not mine:
+                try:
+                    return fut.result()
+                except _RenderAbandoned:
+                    continue
+            try:
+                return self._produce(key, fut)
+            finally:
+                self._release(key, fut)
 
     def warm(self, chain_id: str, z: int, x: int, y: int) -> bool:
-        """Render a 256 px PNG tile into the cache unless it is there (prefetching ahead of
-        the browser); True if it was rendered."""
-        if self.cache.get((chain_id, z, x, y, 256, ImageFormat.png.value)) is not None:
+        """Render a 256 px PNG tile into the caches unless they have it or it is being
+        rendered (prefetching ahead of the browser); True if it was rendered."""
+        key = (chain_id, self.fingerprint(chain_id), z, x, y, 256, ImageFormat.png.value)
+        if self.lookup(key) is not None:
             return False
-        self.render(chain_id, z, x, y, ImageFormat.png, 256)
+        fut, mine = self._claim(key)
+        if not mine:
+            return False
+        try:
+            self._produce(key, fut)
+        finally:
+            self._release(key, fut)
         return True
+
+    def render_stats(self) -> dict[str, int | None]:
+        """Render counters for /healthz."""
+        with self._lock:
+            return {"concurrency": self.render_concurrency, "rendering": self.rendering,
+                    "max_rendering": self.max_rendering, "renders": self.renders,
+                    "shared": self.shared_renders}
 
     def tile_response(self, entry: CachedTile, fmt: ImageFormat, request: Request) -> Response:
         """200 with the image, 204 when the tile has no data, 304 when the client has it."""
@@ -181,12 +347,13 @@ class ChainRoutes:
             tilesize: TileSize = Query(TileSize.s256, description="Tile edge in pixels"),
         ) -> Response:
             check_tile(z, x, y)
-            key = (chain_id, z, x, y, int(tilesize), fmt.value)
-            entry = self.cache.get(key)
+            fingerprint = self.cached_fingerprint(chain_id)
+            if fingerprint is None:
+                fingerprint = await run_in_threadpool(self.fingerprint, chain_id)
+            key = (chain_id, fingerprint, z, x, y, int(tilesize), fmt.value)
+            entry = self.lookup(key)  # disk reads of small files are fast enough here
             if entry is None:
-                entry = await run_in_threadpool(
-                    self.render, chain_id, z, x, y, fmt, int(tilesize)
-                )
+                entry = await self.fetch(key)
             return self.tile_response(entry, fmt, request)
 
         @router.get("/{chain_id}/tilejson.json", summary="TileJSON 3.0 document of the chain")

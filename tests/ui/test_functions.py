@@ -18,6 +18,18 @@ def test_stubble_example_test_then_apply(server, browser, artifacts):
         page.goto(server + "/")
         # the newest demo scene (Sentinel-2 L3A: B04, B06, B08, B11) opens with data
         assert watch.wait(page, lambda: len(watch.with_data()) >= 1, 30), watch.tiles[:5]
+        # select it again through the search form (as a user does after browsing)
+        collections = page.locator("select").first
+        collections.select_option("sentinel-2-l1c")
+        page.wait_for_timeout(500)
+        collections.select_option("sentinel-2-l3a")
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Search", exact=True).click()
+        row = page.locator(".tabulator-row").first
+        row.wait_for(timeout=15_000)
+        assert "2018-11-15" in row.inner_text()
+        row.locator("input[type=checkbox]").click()
+        page.wait_for_timeout(1000)
         before = set(watch.chains())
         page.locator(".bk-tab", has_text="Display").first.click()
         examples = page.locator("select", has=page.locator("option", has_text="stubble"))
