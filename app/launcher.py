@@ -22,7 +22,7 @@ import time
 import webbrowser
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from app.config import Campaign, View, campaign_from
 from app.settings import Settings
@@ -93,7 +93,7 @@ class Server:
             self._thread.join(timeout)
         self._sock.close()
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -239,8 +239,8 @@ class Map(_Map):
 
     def __init__(self, catalog: str | Path | None = None, *, service_url: str | None = None,
                  settings: Settings | None = None, **params: Any) -> None:
-        from app.create import load_extensions
         from app.config import settings_from
+        from app.create import load_extensions
 
         if settings is None:
             settings = settings_from({"catalog": str(catalog)} if catalog else {},

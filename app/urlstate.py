@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import panel as pn
 
-from components.tilemath import WORLD, to_lonlat, to_mercator
 from components.state import SORTS, AppState
+from components.tilemath import WORLD, to_lonlat, to_mercator
 from engine.errors import EOXError
 
 log = logging.getLogger(__name__)

@@ -164,10 +164,10 @@ class Backend:
 
     # -- chains -------------------------------------------------------------------------------
     def register(self, chain: Chain) -> str:
-        """Check and store ``chain``; return its XYZ tile URL template ({X} {Y} {Z})."""
+        """Check and store ``chain``; return its map tile URL template (``map_tile_url``)."""
         cid = chain.id
         if cid in self._memo.registered:
-            return self.tile_url(cid)
+            return self.map_tile_url(cid)
         name = chain.source.collection
         try:
             coll = self.catalog.collection(name)
@@ -180,12 +180,20 @@ class Backend:
             chain.read_bands()
         chain_id = self.chain_store.put(chain)
         self._memo.registered.add(chain_id)
-        return self.tile_url(chain_id)
+        return self.map_tile_url(chain_id)
 
     def tile_url(self, chain_id: str) -> str:
         """The XYZ template of a registered chain, in Bokeh's {X}/{Y}/{Z} form."""
         return f"{self.api_base}/chains/{chain_id}/tiles/{{Z}}/{{X}}/{{Y}}.png"
 
-    def statistics(self, chain: Chain, geometry: dict) -> dict:
-        """Per-band statistics of ``chain`` inside ``geometry`` (see TileRenderer.statistics)."""
-        return self.renderer.statistics(chain, geometry)
+    def map_tile_url(self, chain_id: str) -> str:
+        """``tile_url`` for a Bokeh tile layer: tiles without data come as transparent
+        images, since Bokeh takes a 204 for a failed image, loads it again and never
+        reports the map as drawn (so the page's onload callbacks would never run)."""
+        return self.tile_url(chain_id) + "?empty=transparent"
+
+    def statistics(self, chain: Chain, geometry: dict, *, bins: int = 64,
+                   percentiles: Sequence[float] = (2, 98)) -> dict:
+        """Per-band statistics of ``chain`` inside ``geometry``: histogram in ``bins`` bins,
+        the given ``percentiles`` (see TileRenderer.statistics)."""
+        return self.renderer.statistics(chain, geometry, bins=bins, percentiles=percentiles)

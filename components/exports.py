@@ -21,8 +21,8 @@ import panel as pn
 import param
 from panel.io.location import Location
 
-from components.tilemath import WORLD, to_lonlat, to_mercator
 from components.state import AppState
+from components.tilemath import WORLD, to_lonlat, to_mercator
 from engine.codegen import chain_code
 from engine.errors import EOXError, InvalidInput
 from engine.export_html import render_html

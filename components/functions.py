@@ -320,13 +320,17 @@ class FunctionPanel(pn.viewable.Viewer):
         return chain.colormap(self.colormap)
 
     def register(self) -> str:
-        """Register the chain and draw it on the map; returns its tile URL template."""
+        """Register the chain (not drawn yet); returns its tile URL template."""
         chain = self.build_chain()
         url = self.state.backend.register(chain)
         self.param.update(chain_id=chain.id, layer_url=url)
-        if self.map is not None:
-            self.map.add_tile_layer(LAYER, url)
         return url
+
+    def draw(self) -> None:
+        """Show the applied chain on the map as the layer ``LAYER`` (edits Bokeh models:
+        call it with the document lock, i.e. not after an ``await``)."""
+        if self.map is not None and self.layer_url:
+            self.map.add_tile_layer(LAYER, self.layer_url)
 
     def check_tile(self) -> TestResult:
         """Render one visible tile of the applied chain (blocking): the function on real
@@ -357,13 +361,18 @@ class FunctionPanel(pn.viewable.Viewer):
         except EOXError as exc:
             return self._show(TestResult(False, str(exc), getattr(exc, "lineno", None)),
                               "Apply")
-        return self._show(self.check_tile(), "Apply")
+        result = self.check_tile()
+        if result.ok:
+            self.draw()
+        return self._show(result, "Apply")
 
     async def _on_apply(self, event: Any = None) -> None:
         self._begin("Testing, then applying…")
+        action = "Test"
         try:
             result = await asyncio.to_thread(self.run_test)
             if result.ok:
+                action = "Apply"
                 try:
                     self.register()
                 except EOXError as exc:
@@ -372,7 +381,10 @@ class FunctionPanel(pn.viewable.Viewer):
                     result = await asyncio.to_thread(self.check_tile)
         finally:
             self._end()
-        self._show(result, "Apply" if self.chain_id else "Test")
+        if result.ok and action == "Apply":
+            # Bokeh models may only change under the document lock: on the next tick.
+            pn.state.execute(self.draw, schedule=True)
+        self._show(result, action)
 
     # -- outcome ---------------------------------------------------------------------------
     def _begin(self, text: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from bokeh.core.property.descriptors import UnsetValueError
 from bokeh.events import RangesUpdate, SelectionGeometry, Tap
 from bokeh.models import (
     BoxSelectTool,
@@ -30,7 +31,6 @@ from bokeh.models import (
     WheelZoomTool,
     WMTSTileSource,
 )
-from bokeh.core.property.descriptors import UnsetValueError
 from bokeh.plotting import figure
 
 from components.layers import LAYER_NAMES, LayerSpec
@@ -127,13 +127,6 @@ class MapView(pn.viewable.Viewer):
         self._tiles: dict[str, Any] = {}
         self._extra_urls: dict[str, str] = {}  # add_tile_layer: name -> XYZ template
         self._glyphs: dict[str, Any] = {}  # add_glyph_layer: name -> renderer (large rasters)
-        for spec in self.layers:
-            if spec.name == "footprints":
-                continue
-            rend = self._figure.add_tile(WMTSTileSource(url=NO_TILES), level="image")
-            rend.name = f"eox-{spec.name}"
-            rend.visible = False
-            self._tiles[spec.name] = rend
         self._footprints_changed()
         self._selection_changed()
         self._marks_changed()
@@ -206,8 +199,17 @@ class MapView(pn.viewable.Viewer):
         return fig
 
     def _fit(self, bbox: tuple) -> tuple[float, float, float, float]:
-        """Mercator ranges showing ``bbox`` with square pixels at the current plot size."""
-        return fit(bbox, self._size)
+        """Mercator ranges showing ``bbox`` with square pixels at the current plot size.
+
+        While that size is a guess, a link's view (a zero-height box) gets half the height:
+        the browser then grows the height to its aspect and keeps the width (the zoom),
+        whereas a too tall guess would make it widen the view instead.
+        """
+        x0, y0, x1, y1 = fit(bbox, self._size)
+        if bbox[1] == bbox[3] and self._size is GUESS_SIZE:
+            cy, dy = (y0 + y1) / 2, (y1 - y0) / 4
+            y0, y1 = cy - dy, cy + dy
+        return x0, y0, x1, y1
 
     # -- layers -----------------------------------------------------------------------------
     def _layer_url(self, name: str) -> str:
@@ -257,10 +259,14 @@ class MapView(pn.viewable.Viewer):
                 self._glyphs[spec.name].visible = spec.visible
                 self._glyphs[spec.name].glyph.global_alpha = spec.opacity
                 continue
+            url = self._layer_url(spec.name)
             rend = self._tiles.get(spec.name)
             if rend is None:
-                continue
-            url = self._layer_url(spec.name)
+                if not url:  # no tile layer until it has tiles: Bokeh never reports a map
+                    continue  # with an empty one as drawn, so onload would never run
+                rend = self._figure.add_tile(WMTSTileSource(url=url), level="image")
+                rend.name = f"eox-{spec.name}"
+                self._tiles[spec.name] = rend
             if url and rend.tile_source.url != url:
                 rend.tile_source.url = url
             rend.visible = bool(url) and spec.visible

@@ -23,10 +23,10 @@ import panel as pn
 import param
 
 from components.backend import Backend
-from components.tilemath import WORLD, to_lonlat, to_mercator
 from components.shell import Shell
 from components.split import SplitView
 from components.state import AppState
+from components.tilemath import WORLD, to_lonlat, to_mercator
 from engine.chain import Chain
 from engine.errors import InvalidInput
 from engine.export_html import legend_of

@@ -104,8 +104,9 @@ class ProfilePanel(pn.viewable.Viewer):
         self._cloud_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-cloudy-data")
         self._nodata_src = ColumnDataSource(dict(_EMPTY, y=[]), name="eox-profile-nodata-data")
         self._chart = self._build_chart()
-        self._chart_pane = pn.pane.Bokeh(self._chart, sizing_mode="stretch_width", height=300,
-                                         visible=False)
+        self._chart_pane = pn.pane.Bokeh(self._chart, sizing_mode="stretch_width", height=300)
+        # the chart is in the page only with a value to show (never an unexplained empty plot)
+        self._chart_slot = pn.Column(sizing_mode="stretch_width")
         self._table = pn.widgets.Tabulator(
             pd.DataFrame(columns=TABLE_COLUMNS), disabled=True, show_index=False,
             pagination="local", page_size=10, sizing_mode="stretch_width", visible=False,
@@ -225,7 +226,8 @@ class ProfilePanel(pn.viewable.Viewer):
                 src.data = dict(_EMPTY, y=[])
             self.table = pd.DataFrame(columns=TABLE_COLUMNS)
             self._summary.object = ""
-            for part in (self._chart_pane, self._table, self._csv):
+            self._chart_slot.objects = []
+            for part in (self._table, self._csv):
                 part.visible = False
             return
         clear, cloudy, nodata = _sources(df)
@@ -242,7 +244,7 @@ class ProfilePanel(pn.viewable.Viewer):
                                 + ("" if df.attrs.get("mask_clouds") else
                                    " (clouds not masked)"))
         self._csv.filename = _csv_name(self.state.collection, lon, lat)
-        self._chart_pane.visible = n_clear > 0
+        self._chart_slot.objects = [self._chart_pane] if n_clear > 0 else []
         for part in (self._table, self._csv):
             part.visible = True
 
@@ -270,6 +272,11 @@ class ProfilePanel(pn.viewable.Viewer):
         return io.StringIO(self.csv_text())
 
     @property
+    def chart_shown(self) -> bool:
+        """True when the chart is on the page."""
+        return bool(self._chart_slot.objects)
+
+    @property
     def chart_points(self) -> int:
         """Clear values drawn on the chart."""
         return len(self._clear_src.data["x"])
@@ -283,7 +290,7 @@ class ProfilePanel(pn.viewable.Viewer):
             pn.Row(self._use_display, self._mask),
             self._alert,
             self._summary,
-            self._chart_pane,
+            self._chart_slot,
             self._csv,
             self._table,
             sizing_mode="stretch_width",
@@ -295,4 +302,4 @@ def _csv_name(collection: str | None, lon: float, lat: float) -> str:
     return f"profile_{safe}_{lon:.5f}_{lat:.5f}.csv"
 
 
-__all__ = ["ProfilePanel", "TABLE_COLUMNS", "has_cloud_mask", "profile_query"]
+__all__ = ["TABLE_COLUMNS", "ProfilePanel", "has_cloud_mask", "profile_query"]

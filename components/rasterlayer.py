@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -30,6 +31,7 @@ import rasterio.windows
 import xarray as xr
 from affine import Affine
 from bokeh.models import ColumnDataSource, HoverTool
+from panel.io.state import set_curdoc
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import from_bounds
@@ -377,9 +379,10 @@ class RasterLayers(pn.viewable.Viewer):
         self._path = pn.widgets.TextInput(
             name="Raster path (GeoTIFF/COG or Zarr)", sizing_mode="stretch_width",
             placeholder="dem.tif, or a path inside the raster folders")
-        self._path.param.watch(lambda e: self.add(e.new), "enter_pressed")
+        self._path.param.watch(lambda e: self._locked(lambda: self.add(self._path.value)),
+                               "enter_pressed")
         self._add = pn.widgets.Button(name="Add layer", button_type="primary", width=110)
-        self._add.on_click(lambda e: self.add(self._path.value))
+        self._add.on_click(lambda e: self._locked(lambda: self.add(self._path.value)))
         self._message = pn.pane.Alert("", alert_type="danger", visible=False,
                                       sizing_mode="stretch_width", name="raster-message")
         self._which = pn.widgets.Select(name="Layer", options=[], sizing_mode="stretch_width")
@@ -393,9 +396,9 @@ class RasterLayers(pn.viewable.Viewer):
         for w in (self._band, self._colormap, self._vmin, self._vmax):
             w.param.watch(lambda e: self._restyle(), "value")
         self._zoom = pn.widgets.Button(name="Zoom to layer", width=120)
-        self._zoom.on_click(lambda e: self.zoom_to(self._which.value))
+        self._zoom.on_click(lambda e: self._locked(lambda: self.zoom_to(self._which.value)))
         self._remove = pn.widgets.Button(name="Remove layer", width=120, button_type="light")
-        self._remove.on_click(lambda e: self.remove(self._which.value))
+        self._remove.on_click(lambda e: self._locked(lambda: self.remove(self._which.value)))
         self._info = pn.pane.Markdown("", margin=(0, 10), name="raster-info")
 
     # -- adding ---------------------------------------------------------------------------------
@@ -528,15 +531,34 @@ class RasterLayers(pn.viewable.Viewer):
     def _listed(self, name: str) -> bool:
         return self.map is None or any(s.name == name for s in self.map.layers)
 
+    def _document(self) -> Any:
+        """The served Bokeh document of the map, or None (tests, notebooks)."""
+        doc = self.map.figure.document if self.map is not None else None
+        return doc if doc is not None and doc.session_context is not None else None
+
+    def _locked(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` (which edits Bokeh models) at once without a served session, else on
+        the session's next tick, which holds the document lock: Panel runs widget callbacks
+        without it under bokeh-fastapi, and Bokeh refuses model changes there."""
+        doc = self._document()
+        if doc is None:
+            fn()
+            return
+
+        def locked() -> None:
+            with set_curdoc(doc):
+                fn()
+
+        doc.add_next_tick_callback(locked)
+
     def _schedule(self) -> None:
         """Redraw once per browser message: a zoom moves x and y ranges in several events."""
-        doc = self.map.figure.document if self.map is not None else None
-        if doc is None or doc.session_context is None:
+        if self._document() is None:
             self.refresh()
             return
         if not self._pending:
             self._pending = True
-            doc.add_next_tick_callback(self._tick)
+            self._locked(self._tick)
 
     def _tick(self) -> None:
         self._pending = False
@@ -562,9 +584,10 @@ class RasterLayers(pn.viewable.Viewer):
                 or self._vmax.value is None:
             return
         band = self._band.value
-        self.restyle(layer.name, band=None if band == 0 else band,
-                     colormap=self._colormap.value, vmin=float(self._vmin.value),
-                     vmax=float(self._vmax.value))
+        self._locked(lambda: self.restyle(layer.name, band=None if band == 0 else band,
+                                          colormap=self._colormap.value,
+                                          vmin=float(self._vmin.value),
+                                          vmax=float(self._vmax.value)))
 
     def _show_style(self) -> None:
         layer = self.layers.get(self._which.value)

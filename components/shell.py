@@ -8,7 +8,7 @@ Engine errors reach the user here: every ``state.notice`` becomes a notification
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import panel as pn
 import param
@@ -58,7 +58,7 @@ class OfflineFast(Fast):
     """Panel's FAST design without its Google Fonts stylesheet: the page requests nothing
     from the internet (the text falls back to the system sans-serif)."""
 
-    _resources = {**Fast._resources, "font": {}, "js_modules": {
+    _resources: ClassVar[dict] = {**Fast._resources, "font": {}, "js_modules": {
         **Fast._resources["js_modules"],
         "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"}}  # served locally
 

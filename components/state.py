@@ -29,6 +29,7 @@ from components.tilemath import GUESS_SIZE, visible_tiles
 from engine.chain import Bands, Chain, Colormap, Expression, Scale, process
 from engine.collection import Collection
 from engine.errors import EOXError, InvalidInput
+from engine.render.renderer import percentile_key
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,10 @@ class AppState(param.Parameterized):
     chain_id = param.String("", doc="Id of the displayed chain.")
     tile_url = param.String("", doc="XYZ template of the displayed chain ({X}/{Y}/{Z}).")
     statistics = param.Dict(default={}, doc="Statistics of the visible pixels, per band.")
+    stretch_low = param.Number(2.0, bounds=(0.0, 100.0), doc="Percentile auto stretch maps to min.")
+    stretch_high = param.Number(98.0, bounds=(0.0, 100.0),
+                                doc="Percentile auto stretch maps to max.")
+    histogram_bins = param.Integer(64, bounds=(8, 512), doc="Bins of the histogram of the view.")
 
     # -- map --------------------------------------------------------------------------
     viewport = param.Tuple(default=None, length=4, allow_None=True,
@@ -352,21 +357,32 @@ class AppState(param.Parameterized):
         return bbox_polygon(view)  # type: ignore[arg-type]
 
     def compute_statistics(self) -> dict:
-        """Statistics of the visible pixels of the analytic chain (histogram, percentiles)."""
+        """Statistics of the visible pixels of the analytic chain: histogram in
+        ``histogram_bins`` bins, percentiles ``stretch_low`` and ``stretch_high``."""
         try:
-            stats = self.backend.statistics(self.analytic_chain(), self.visible_geometry())
+            stats = self.backend.statistics(
+                self.analytic_chain(), self.visible_geometry(), bins=self.histogram_bins,
+                percentiles=(self.stretch_low, self.stretch_high))
         except EOXError as exc:
             self.fail(exc, "Statistics")
             return {}
         self.statistics = stats
         return stats
 
-    def auto_stretch(self, low: float = 2, high: float = 98) -> bool:
-        """Stretch each band between percentiles of the visible pixels."""
+    def auto_stretch(self, low: float | None = None, high: float | None = None) -> bool:
+        """Stretch each band between two percentiles of the visible pixels (by default
+        ``stretch_low`` and ``stretch_high``; given values become those)."""
+        low = self.stretch_low if low is None else float(low)
+        high = self.stretch_high if high is None else float(high)
+        if not 0 <= low < high <= 100:
+            self.notify(f"Auto stretch: the low percentile ({low:g}) must be below the high "
+                        f"one ({high:g}), both within 0..100", "warning")
+            return False
+        self.param.update(stretch_low=low, stretch_high=high)
         stats = self.compute_statistics()
         if not stats:
             return False
-        pl, ph = _pkey(low), _pkey(high)
+        pl, ph = percentile_key(low), percentile_key(high)
         lo, hi = [], []
         for name, band in stats.items():
             p = band.get("percentiles") or {}
@@ -437,10 +453,6 @@ def _preset_values(key: str) -> dict[str, Any]:
         return {"expression": p.expression, "colormap": p.colormap or "viridis",
                 "vmin": [p.vmin], "vmax": [p.vmax]}
     return {"rgb": list(p.bands), "vmin": [p.vmin] * 3, "vmax": [p.vmax] * 3}
-
-
-def _pkey(p: float) -> str:
-    return str(int(p)) if float(p).is_integer() else str(p)
 
 
 def _round(v: float) -> float:

@@ -1,5 +1,5 @@
-"""Stretch tab: min/max per band, automatic stretch from percentiles of the visible pixels,
-gamma, and the histogram of the visible pixels with min/max drawn."""
+"""Stretch tab: min/max per band, automatic stretch between any two percentiles of the
+visible pixels, gamma, and the histogram of the visible pixels with min/max drawn."""
 
 from __future__ import annotations
 
@@ -12,27 +12,30 @@ import param
 
 from components.state import AppState
 
-#: Percentiles the statistics report (see TileRenderer.statistics).
-LOW_PERCENTILES = [2, 5, 25]
-HIGH_PERCENTILES = [98, 95, 75]
 BAND_COLOURS = ["#e53935", "#43a047", "#1e88e5"]
+#: Histogram bin counts offered.
+BINS = [32, 64, 128, 256]
 
 
 class StretchPanel(pn.viewable.Viewer):
     """The Stretch tab of a session."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
+    active = param.Boolean(False, doc="True while the tab is shown (the shell sets it).")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.state
-        self._low = pn.widgets.Select(name="Low percentile", options=LOW_PERCENTILES, value=2,
-                                      width=120)
-        self._high = pn.widgets.Select(name="High percentile", options=HIGH_PERCENTILES,
-                                       value=98, width=120)
+        self._low = pn.widgets.FloatInput.from_param(s.param.stretch_low, name="Low percentile",
+                                                     step=0.5, width=120)
+        self._high = pn.widgets.FloatInput.from_param(s.param.stretch_high,
+                                                      name="High percentile", step=0.5,
+                                                      width=120)
+        self._bins = pn.widgets.Select.from_param(s.param.histogram_bins, name="Bins",
+                                                  options=BINS, width=90)
         self._auto = pn.widgets.Button(name="Auto stretch (visible pixels)",
                                        button_type="primary", sizing_mode="stretch_width")
-        self._auto.on_click(lambda e: self.state.auto_stretch(self._low.value, self._high.value))
+        self._auto.on_click(lambda e: self.state.auto_stretch())
         self._refresh = pn.widgets.Button(name="Histogram of the view",
                                           sizing_mode="stretch_width")
         self._refresh.on_click(lambda e: self.state.compute_statistics())
@@ -85,6 +88,17 @@ class StretchPanel(pn.viewable.Viewer):
             return
         self.state.param.update(vmin=vmin, vmax=vmax)
 
+    @param.depends("active", watch=True)
+    def _shown(self) -> None:
+        """Opening the tab shows the histogram of the view (once per chain and view)."""
+        s = self.state
+        key = (s.chain_id, s.viewport, s.histogram_bins)
+        if self.active and s.chain is not None and key != self._stats_for:
+            self._stats_for = key
+            s.compute_statistics()
+
+    _stats_for: tuple | None = None
+
     @param.depends("state.statistics", watch=True)
     def _draw_histogram(self) -> None:
         stats = self.state.statistics or {}
@@ -117,7 +131,7 @@ class StretchPanel(pn.viewable.Viewer):
             pn.pane.Markdown("**Minimum / maximum per band**", margin=(0, 10)),
             self._rows,
             self._gamma,
-            pn.Row(self._low, self._high),
+            pn.Row(self._low, self._high, self._bins),
             self._auto,
             self._refresh,
             self._hist,

@@ -126,11 +126,11 @@ class TimelapsePanel(pn.viewable.Viewer):
         frames = list(self.slider.frames)
         out = Path(self._folder) / f"timelapse_{s.collection}_{frames[0].label}_" \
                                    f"{frames[-1].label}.{self.format}"
-        job = dict(coll=self.slider.query(), chain_fn=per_date(template), out=out,
-                   bbox=tuple(s.viewport), width=int(self.width), fps=float(self.fps),
-                   dates=[f.day for f in frames], label=self.label,
-                   max_cloud=self.slider.max_cloud if self.slider.max_cloud < 100 else None,
-                   renderer=s.backend.renderer)
+        job = {"coll": self.slider.query(), "chain_fn": per_date(template), "out": out,
+               "bbox": tuple(s.viewport), "width": int(self.width), "fps": float(self.fps),
+               "dates": [f.day for f in frames], "label": self.label,
+               "max_cloud": self.slider.max_cloud if self.slider.max_cloud < 100 else None,
+               "renderer": s.backend.renderer}
         self.param.update(running=True, done=0, total=len(frames),
                           message=f"Rendering {len(frames)} frame(s)…")
         self._go.disabled = True

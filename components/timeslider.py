@@ -155,6 +155,7 @@ class TimeSlider(pn.viewable.Viewer):
         self._refresh = pn.widgets.Button(name="Dates in this view", width=150)
         self._refresh.on_click(lambda e: self.refresh())
         self._info = pn.pane.Markdown(self.param.message, margin=(0, 10))
+        self._shown = pn.pane.Markdown(self._shown_text, margin=(0, 10), name="time-shown")
         self._syncing = False
         # The URLs travel to the browser in a data source of an invisible glyph on the map.
         self._src = ColumnDataSource({"url": [], "x": [], "y": []}, name="eox-prefetch-data")
@@ -201,6 +202,17 @@ class TimeSlider(pn.viewable.Viewer):
                 msg += f" Only the newest {MAX_SCENES} scenes are used: zoom in for all."
         self.param.update(frames=frames, message=msg)
         return frames
+
+    @param.depends("date", "frames")
+    def _shown_text(self) -> str:
+        labels = [f.label for f in self.frames]
+        if self.date not in labels:
+            return ("Map shows: the search's selection. Move the slider or press play to show "
+                    "a date." if labels else "")
+        frame = self.frames[labels.index(self.date)]
+        cloud = "" if frame.cloud is None else f", {frame.cloud:.0f}% cloud"
+        return (f"Map shows: **{self.date}** ({labels.index(self.date) + 1} of {len(labels)}, "
+                f"{len(frame.ids)} scene(s){cloud})")
 
     def frame(self, label: str) -> Frame | None:
         """The frame of a date label, if the view has it."""
@@ -325,7 +337,7 @@ class TimeSlider(pn.viewable.Viewer):
 
     # -- speed ----------------------------------------------------------------------------
     def _interval(self) -> int:
-        return int(round(1000 / SPEEDS[self.speed]))
+        return round(1000 / SPEEDS[self.speed])
 
     @param.depends("speed", watch=True)
     def _speed_changed(self) -> None:
@@ -342,6 +354,7 @@ class TimeSlider(pn.viewable.Viewer):
             pn.Row(self._refresh, self._follow),
             self._cloud,
             self._player,
+            self._shown,
             pn.Row(pn.pane.Markdown("Speed", margin=(8, 10)), self._speed),
             self._info,
         ]

@@ -15,7 +15,7 @@ from engine.chain import Chain
 from engine.chain.model import Source
 from engine.timeutil import format_datetime
 
-#: Steps written as fluent calls: step name -> method name (the rest use ``.then({...})``).
+#: Steps written as fluent calls of the same name (the others as ``.then({...})``).
 _FLUENT = ("bands", "band", "expression", "scale", "mask", "colormap", "color_custom",
            "opacity", "reduce")
 

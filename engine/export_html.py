@@ -227,8 +227,7 @@ def export_html(
     base = service_url.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise InvalidInput(f"export_html: service_url must be an http(s) URL, got {service_url!r}")
-    if base.endswith("/api"):
-        base = base[: -len("/api")]
+    base = base.removesuffix("/api")
     info = _service_info(chain, base, register=register, api_key=api_key, timeout=timeout)
     page = render_html(
         chain,

@@ -50,6 +50,24 @@ from service.models import (
 #: Tiles of a chain never change: browsers and proxies may keep them for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
 
+
+def _empty_png() -> bytes:
+    """A 1x1 fully transparent RGBA PNG (the map stretches it over the tile)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00\x00")) + chunk(b"IEND", b""))
+
+
+#: Answer to ``?empty=transparent`` for a tile without data.
+EMPTY_PNG = _empty_png()
+
 #: (chain id, scenes fingerprint, z, x, y, tilesize, format): a tile in both caches.
 TileKey = tuple[str, str, int, int, int, int, str]
 #: Fingerprint of renderers that have no ``fingerprint(chain)`` (test doubles).
@@ -164,6 +182,15 @@ class ChainRoutes:
             while len(self._fingerprints) > FINGERPRINTS_KEPT:
                 self._fingerprints.popitem(last=False)
         return value
+
+    def invalidate(self) -> None:
+        """Forget the scenes fingerprints and the renderer's scene cache: after an ingest in
+        this process, its tiles show the new scenes at once rather than within the TTLs."""
+        with self._lock:
+            self._fingerprints.clear()
+        forget = getattr(self.renderer, "invalidate", None)
+        if forget is not None:
+            forget()
 
     def lookup(self, key: TileKey) -> CachedTile | None:
         """The tile from memory, else from disk (then kept in memory too), else None."""
@@ -282,11 +309,15 @@ class ChainRoutes:
                     "max_rendering": self.max_rendering, "renders": self.renders,
                     "shared": self.shared_renders}
 
-    def tile_response(self, entry: CachedTile, fmt: ImageFormat, request: Request) -> Response:
-        """200 with the image, 204 when the tile has no data, 304 when the client has it."""
+    def tile_response(self, entry: CachedTile, fmt: ImageFormat, request: Request, *,
+                      transparent: bool = False) -> Response:
+        """200 with the image, 204 when the tile has no data (or, with ``transparent``, a
+        1 px transparent PNG), 304 when the client has it."""
         headers = {"ETag": entry.etag, "Cache-Control": IMMUTABLE}
         if _etag_matches(request.headers.get("if-none-match"), entry.etag):
             return Response(status_code=304, headers=headers)
+        if not entry.content and transparent and fmt == ImageFormat.png:
+            return Response(EMPTY_PNG, media_type=fmt.media_type, headers=headers)
         if not entry.content:
             return Response(status_code=204, headers=headers)
         return Response(entry.content, media_type=fmt.media_type, headers=headers)
@@ -345,6 +376,10 @@ class ChainRoutes:
             y: int = Path(description="Row"),
             fmt: ImageFormat = Path(description="Image format"),
             tilesize: TileSize = Query(TileSize.s256, description="Tile edge in pixels"),
+            empty: str = Query("204", pattern="^(204|transparent)$",
+                               description="A tile without data: 204 No Content, or (png "
+                               "only) a transparent image, for clients that take a 204 "
+                               "for a failed image and retry it"),
         ) -> Response:
             check_tile(z, x, y)
             fingerprint = self.cached_fingerprint(chain_id)
@@ -354,7 +389,7 @@ class ChainRoutes:
             entry = self.lookup(key)  # disk reads of small files are fast enough here
             if entry is None:
                 entry = await self.fetch(key)
-            return self.tile_response(entry, fmt, request)
+            return self.tile_response(entry, fmt, request, transparent=empty == "transparent")
 
         @router.get("/{chain_id}/tilejson.json", summary="TileJSON 3.0 document of the chain")
         def tilejson(

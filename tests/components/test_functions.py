@@ -128,8 +128,17 @@ def test_test_runs_in_the_sandbox_off_the_ui_thread(state):
         return run()
 
     panel.run_test = spy
-    asyncio.run(panel._on_test())
-    assert threads and threads[0] is not threading.main_thread()
+    loop_thread = []
+
+    async def click():
+        loop_thread.append(threading.current_thread())
+        await panel._on_test()
+
+    # a thread of its own: the loop must not clash with one already running (Playwright)
+    runner = threading.Thread(target=asyncio.run, args=(click(),))
+    runner.start()
+    runner.join(60)
+    assert threads and loop_thread and threads[0] is not loop_thread[0]
     assert panel.result.ok and "(4, 256, 256)" in panel.result.message
     assert "uint8" in panel.result.message and "values 0..1" in panel.result.message
     assert panel._status.alert_type == "success" and panel._status.visible
@@ -188,7 +197,7 @@ def test_apply_registers_the_chain_and_draws_a_layer_with_data(state, backend):
     assert list(chain.source.ids) == state.selected and not chain.source.times
     assert [s.name for s in chain.steps] == ["execute", "band", "scale", "color_custom"]
     assert chain.steps[0].function == "stubble" and chain.steps[3].colors == ["Lime"]
-    assert panel.layer_url == backend.tile_url(panel.chain_id)
+    assert panel.layer_url == backend.map_tile_url(panel.chain_id)
     assert LAYER in [s.name for s in view.layers]
     assert view._tiles[LAYER].tile_source.url == panel.layer_url
     assert "pixels with data" in panel.result.message

@@ -125,3 +125,35 @@ def test_url_state_bad_values_are_reported(backend):
         assert word in s.notice.text
     with pytest.raises(ValueError):
         view_of("1000,0", "3")
+
+
+def test_stretch_any_percentile_pair_bins_and_lines(state):
+    import numpy as np
+    from component_data import band_array
+
+    state.open_latest()
+    panel = StretchPanel(state=state)
+    state.viewport = (13.0, 52.0, 14.0, 53.0)
+    panel._low.value, panel._high.value, panel._bins.value = 10.0, 90.0, 32
+    panel._auto.clicks += 1
+    for i, (name, asset) in enumerate([("red", "B04"), ("green", "B03"), ("blue", "B02")]):
+        band = state.statistics[name]
+        pixels = band_array(asset, 500).astype(float)
+        valid = pixels[band_array(asset) > 0]  # nodata corner left out
+        assert len(band["histogram"]["counts"]) == 32
+        assert state.vmin[i] == pytest.approx(np.percentile(valid, 10), rel=0.02)
+        assert state.vmax[i] == pytest.approx(np.percentile(valid, 90), rel=0.02)
+    lines = sorted(el.data for el in panel._hist.object if isinstance(el, hv.VLine))
+    assert lines == sorted([*state.vmin, *state.vmax])
+    panel._low.value = 95.0  # above the high one: refused with a message
+    assert not state.auto_stretch() and state.notice.level == "warning"
+
+
+def test_stretch_tab_shows_the_histogram_when_opened(state):
+    state.open_latest()
+    state.viewport = (13.0, 52.0, 14.0, 53.0)
+    panel = StretchPanel(state=state)
+    assert panel._hist.object is None
+    panel.active = True
+    assert set(state.statistics) == {"red", "green", "blue"}
+    assert isinstance(panel._hist.object, hv.Overlay)

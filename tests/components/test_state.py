@@ -15,7 +15,7 @@ def test_first_open_shows_newest_scene_in_true_colour(state, backend):
     assert state.preset == "true-colour" and state.rgb == ["red", "green", "blue"]
     chain = backend.chain_store.get(state.chain_id)
     assert chain.source.ids == (NEW,)
-    assert state.tile_url == f"api/chains/{state.chain_id}/tiles/{{Z}}/{{X}}/{{Y}}.png"
+    assert state.tile_url == f"api/chains/{state.chain_id}/tiles/{{Z}}/{{X}}/{{Y}}.png?empty=transparent"
     w, s, e, n = state.view_request
     assert 13.1 < w < e < 13.5 and 52.0 < s < n < 52.6  # the fixture scene near Berlin
 

@@ -278,7 +278,7 @@ def test_profile_values_match_the_engine_and_numpy(state, backend):
     assert df["value"].iloc[:4].tolist() == pytest.approx(want, rel=1e-6)  # the engine evaluates in float32
     assert df["cloud"].tolist() == [False] * 4 + [True]
     assert np.isnan(df["value"].iloc[4])  # the cloudy date is masked ...
-    assert panel.chart_points == 4  # ... and not drawn as a value
+    assert panel.chart_points == 4 and panel.chart_shown  # ... and not drawn as a value
     assert len(panel._cloud_src.data["x"]) == 1
     assert panel._cloud_src.data["date"] == ["2021-06-01 10:00"]
     assert "4 clear value(s)** of 5 scene(s); 1 cloudy" in panel._summary.object
@@ -308,13 +308,13 @@ def test_profile_bad_inputs_say_why(state):
     # a point with no scene
     assert panel.run(0.5, 0.5) is None
     assert panel._alert.visible and "no scene" in panel._alert.object
-    assert not panel._chart_pane.visible and panel.chart_points == 0
+    assert not panel.chart_shown and panel.chart_points == 0
     # only cloudy scenes in the dates
     state.start, state.end = datetime(2021, 6, 1), datetime(2021, 6, 30)
     df = panel.run(*_lonlat(20, 30))
     assert len(df) == 1 and panel._alert.visible
     assert "No clear value" in panel._alert.object and "cloudy" in panel._alert.object
-    assert not panel._chart_pane.visible and panel._table.visible  # the row stays listed
+    assert not panel.chart_shown and panel._table.visible  # the row stays listed
     # a fill pixel (nodata rows 0-3): no data, not cloud
     state.start = state.end = None
     panel.run(*_lonlat(20, 1))

@@ -69,7 +69,7 @@ def service_url(catalog):
 
 
 def _config(page: str) -> dict:
-    m = re.search(r'<script id="eox-config" type="application/json">(.*?)</script>', page, re.S)
+    m = re.search(r'<script id="eox-config" type="application/json">(.*?)</script>', page, re.DOTALL)
     assert m, "no config block"
     return json.loads(m.group(1))
 

@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import morecantile
 import pytest
 from rasterio.warp import transform
+from service_data import (
+    COLLECTION,
+    CRS_UTM,
+    ITEM_JULY,
+    ITEM_JUNE,
+    ORIGIN,
+    RES,
+    SIZE,
+    build_catalog,
+    true_colour,
+    write_item,
+)
 from starlette.testclient import TestClient
 
 from engine.catalog import SQLiteCatalog
@@ -21,18 +33,6 @@ from engine.render import TileRenderer
 from service import create_service
 from service.cache import CachedTile
 from service.diskcache import DiskKey, DiskTileCache, etag_of
-from service_data import (
-    COLLECTION,
-    CRS_UTM,
-    ORIGIN,
-    RES,
-    SIZE,
-    ITEM_JULY,
-    ITEM_JUNE,
-    build_catalog,
-    true_colour,
-    write_item,
-)
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 
@@ -220,12 +220,18 @@ def test_new_scenes_after_an_ingest_are_rendered_not_served_stale(tmp_path):
         cid = a.post("/api/chains", json=chain).json()["id"]
         url = f"/api/chains/{cid}/tiles/{t.z}/{t.x}/{t.y}.png"
         before = a.get(url).content
-    july = write_item(scene.folder, ITEM_JULY, datetime(2020, 7, 1, 10, tzinfo=UTC), 60.0, 500)
-    with SQLiteCatalog(scene.db) as catalog:
-        catalog.add_items([july], collection=COLLECTION)
-    two, r2 = service(scene.db, tmp_path / "tile-cache")  # e.g. after a restart
+        assert a.get(url).content == before and r1.tiles == 1
+        july = write_item(scene.folder, ITEM_JULY, datetime(2020, 7, 1, 10, tzinfo=UTC),
+                          60.0, 500)
+        with SQLiteCatalog(scene.db) as catalog:
+            catalog.add_items([july], collection=COLLECTION)
+        # Once the scene and fingerprint caches expire (here: invalidated), the running
+        # service renders the newer scene instead of serving its memory or disk copy.
+        one.state.chain_routes.invalidate()
+        assert a.get(url).content != before and r1.tiles == 2
+    two, r2 = service(scene.db, tmp_path / "tile-cache")  # e.g. another worker
     with TestClient(two) as b:
         after = b.get(url).content
-    assert r2.tiles == 1 and after != before
+    assert r2.tiles == 0 and after != before  # the new tile, from disk
     chain_dir = tmp_path / "tile-cache" / cid
     assert len(list(chain_dir.iterdir())) == 2  # one folder per scenes fingerprint

@@ -14,7 +14,7 @@ import morecantile
 import pytest
 import rasterio.env
 from rasterio.warp import transform
-from service_data import CRS_UTM, ORIGIN, RES, SIZE, build_catalog, true_colour, make_app
+from service_data import CRS_UTM, ORIGIN, RES, SIZE, build_catalog, make_app, true_colour
 
 from engine.chain.raster import Raster
 from engine.chain.steps import STEPS, Step
@@ -42,6 +42,7 @@ class SlowStep(Step):
 
     name: Literal["test_slow"] = "test_slow"
     fail: bool = False
+    seconds: float = DELAY
 
     def __call__(self, img: Raster) -> Raster:
         with PROBE.lock:
@@ -49,7 +50,7 @@ class SlowStep(Step):
             PROBE.calls += 1
             PROBE.peak = max(PROBE.peak, PROBE.running)
         try:
-            time.sleep(DELAY)
+            time.sleep(self.seconds)
         finally:
             with PROBE.lock:
                 PROBE.running -= 1
@@ -84,9 +85,9 @@ def tiles(z: int, n: int) -> list[morecantile.Tile]:
             for dx in (-1, 0, 1, 2)][:n]
 
 
-def slow_chain() -> dict:
+def slow_chain(seconds: float = DELAY) -> dict:
     chain = true_colour()
-    chain["steps"] = [*chain["steps"], {"name": "test_slow"}]
+    chain["steps"] = [*chain["steps"], {"name": "test_slow", "seconds": seconds}]
     return chain
 
 
@@ -127,22 +128,23 @@ def test_renders_are_bounded_by_render_concurrency(scene, slow_step):
 def test_cache_hits_do_not_wait_for_a_render_slot(scene, slow_step):
     app = make_app(scene.db, render_concurrency=1)
     cached, *misses = tiles(17, 5)
+    slow_s = 0.8  # the queued renders take 4 x 0.8 s; a hit must not wait for them
 
     async def scenario(client):
-        cid = (await client.post("/api/chains", json=slow_chain())).json()["id"]
+        cid = (await client.post("/api/chains", json=slow_chain(slow_s))).json()["id"]
         url = "/api/chains/{}/tiles/{}/{}/{}.png"
         assert (await client.get(url.format(cid, cached.z, cached.x, cached.y))
                 ).status_code == 200
         slow = [asyncio.create_task(_timed_get(client, url.format(cid, t.z, t.x, t.y)))
-                for t in misses]  # 4 x DELAY one after the other: ~1 s
-        await asyncio.sleep(DELAY / 2)  # the renders are queued now
+                for t in misses]
+        await asyncio.sleep(slow_s / 2)  # the renders are queued now
         hit = await _timed_get(client, url.format(cid, cached.z, cached.x, cached.y))
         return hit, await asyncio.gather(*slow)
 
     (status, start, end), slow = run(app, scenario)
     assert status == 200 and [s for s, _, _ in slow] == [200] * 4
-    assert end - start < DELAY  # it did not queue behind the renders...
-    assert end < max(e for _, _, e in slow) - DELAY  # ...which were still going on
+    assert end - start < slow_s  # it did not queue behind the renders...
+    assert end < max(e for _, _, e in slow) - 2 * slow_s  # ...which went on for long
     assert PROBE.peak == 1
 
 

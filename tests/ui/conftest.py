@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -51,14 +52,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(demo_catalog, tmp_path_factory):
-    """Base URL of a real `eoexplorer serve` over the demo catalog."""
+@contextmanager
+def _serve(demo_catalog: Path, folder: Path, *extra: str):
+    """Run `eoexplorer serve` over the demo catalog; yield its base URL (no prefix)."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = folder / "serve.log"
     exe = Path(sys.executable).parent / "eoexplorer"
     cmd = [str(exe), "serve", "--port", str(port), "--catalog", str(demo_catalog),
-           "--data-dir", str(demo_catalog.parent / "data")]
+           "--data-dir", str(demo_catalog.parent / "data"), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -82,6 +83,21 @@ def server(demo_catalog, tmp_path_factory):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(demo_catalog, tmp_path_factory):
+    """Base URL of a real `eoexplorer serve` over the demo catalog."""
+    with _serve(demo_catalog, tmp_path_factory.mktemp("serve")) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def prefixed_server(demo_catalog, tmp_path_factory):
+    """URL of `eoexplorer serve --prefix /eox` (as behind a proxy that keeps the prefix)."""
+    with _serve(demo_catalog, tmp_path_factory.mktemp("serve-prefix"), "--prefix",
+                "/eox") as base:
+        yield base + "/eox"
 
 
 @pytest.fixture(scope="session")

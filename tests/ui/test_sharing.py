@@ -66,7 +66,7 @@ def test_link_reproduces_the_view_and_embed_hides_the_sidebar(server, context, b
     assert link == page.url
     query = parse_qs(urlparse(link).query)
     assert query["chain"] == [chain.id]  # bands and stretch are in the chain's JSON
-    embed = page.locator("textarea").filter(has_text="<iframe").first.input_value()
+    embed = page.get_by_label("Embed in a web page (iframe)").input_value()
     assert "embed=true" in embed and f"chain={chain.id}" in embed
     page.screenshot(path=str(artifacts / "ui-sharing-2-exports-tab.png"))
 
