@@ -7,6 +7,7 @@ from typing import Any
 
 import holoviews as hv
 import panel as pn
+from panel.io.resources import LOCAL_DIST
 
 from app.settings import Settings
 from app.state import resources
@@ -25,6 +26,9 @@ def load_extensions() -> None:
     if not _extension_loaded:
         pn.extension("tabulator", "codeeditor", notifications=True)
         hv.extension("bokeh", logo=False)
+        # Panel's Divider keeps its stylesheet's CDN address when it is built after the page
+        # loaded (a tab shown later): point it at the copy this server serves (offline).
+        pn.layout.Divider._stylesheets = [f"{LOCAL_DIST}css/divider.css"]
         _extension_loaded = True
 
 

@@ -22,6 +22,34 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def serialize_websocket_writes() -> None:
+    """Send each Bokeh message's websocket frames together (once per process).
+
+    bokeh-fastapi's ``WSHandler.send_message`` writes a message as 3+ frames with no lock
+    (Bokeh's tornado handler has one); Panel writes patches from its own tasks while the
+    receive loop writes replies, so frames of two messages interleave, the browser drops
+    them, and later patches refer to models it never got ("reference pXXXX isn't known":
+    tabs opened on a fresh page stayed empty).
+    """
+    import asyncio
+
+    from bokeh_fastapi.handler import WSHandler
+
+    if getattr(WSHandler, "_eox_serialized", False):
+        return
+    send = WSHandler.send_message
+
+    async def send_message(self: Any, message: Any) -> int:
+        lock = self.__dict__.get("_eox_send_lock")
+        if lock is None:  # not named write_lock: Panel reads tornado internals of that
+            lock = self.__dict__["_eox_send_lock"] = asyncio.Lock()
+        async with lock:
+            return await send(self, message)
+
+    WSHandler.send_message = send_message
+    WSHandler._eox_serialized = True
+
+
 def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     """The FastAPI app serving the tile service under /api and the dashboard at /.
 
@@ -34,6 +62,7 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     from app.state import resources, warm_first_view
 
     load_extensions()
+    serialize_websocket_writes()
     res = resources(settings)
     service = res.service
     threading.Thread(target=warm_first_view, args=(res,), name="eox-first-view",

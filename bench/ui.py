@@ -9,6 +9,7 @@ Usage: python bench/ui.py [--catalog .cache/demo/catalog.sqlite] [--runs 5]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=5199)
     args = ap.parse_args()
     base = f"http://127.0.0.1:{args.port}"
+    load_before = os.getloadavg()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "eoexplorer"), "serve", "--port",
                              str(args.port), "--catalog", args.catalog],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,6 +83,9 @@ def main() -> int:
     show("first map tiles after navigation (1st run = cold server)", first, 3.0)
     show("first map tiles, warm server", first[1:] or first, 3.0)
     show("preset change -> new tiles", change, 0.5)
+    load = ", ".join(f"{a:.1f}" for a in load_before)
+    sys.stdout.write(f"machine: {os.cpu_count()} CPUs, load average before (1/5/15 min) {load}, "
+                     f"after {os.getloadavg()[0]:.1f}\n")
     return 0
 
 

@@ -25,6 +25,7 @@ import panel as pn
 import param
 from panel.io.state import set_curdoc
 
+from components.icons import icon
 from components.map import MapView
 from components.rasterlayer import RasterLayer, RasterLayers
 from components.state import AppState
@@ -130,7 +131,7 @@ class BatchPanel(pn.viewable.Viewer):
         self._values = pn.widgets.Checkbox.from_param(
             self.param.analytic, name="Values (before stretch/colormap)")
         self._run = pn.widgets.Button(name="Run over this area", button_type="primary",
-                                      icon="player-play", sizing_mode="stretch_width")
+                                      icon=icon("player-play"), sizing_mode="stretch_width")
         self._run.on_click(lambda e: self.start())
         self._stop = pn.widgets.Button(name="Cancel", button_type="light", width=90,
                                        disabled=True)
@@ -143,7 +144,7 @@ class BatchPanel(pn.viewable.Viewer):
                                     sizing_mode="stretch_width", name="batch-error")
         self._download = pn.widgets.FileDownload(
             callback=self._download_file, filename="result.tif", embed=False,
-            button_type="success", label="Download the result", icon="download",
+            button_type="success", label="Download the result", icon=icon("download"),
             sizing_mode="stretch_width", visible=False)
         self._areas_changed()
 

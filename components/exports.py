@@ -21,6 +21,7 @@ import panel as pn
 import param
 from panel.io.location import Location
 
+from components.icons import icon
 from components.state import AppState
 from components.tilemath import WORLD, to_lonlat, to_mercator
 from engine.codegen import chain_code
@@ -79,20 +80,20 @@ class ExportsPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self._link = pn.widgets.TextInput(name="Link to this view", disabled=True,
                                           sizing_mode="stretch_width")
-        self._copy = pn.widgets.Button(name="Copy link", button_type="primary", icon="link",
+        self._copy = pn.widgets.Button(name="Copy link", button_type="primary", icon=icon("link"),
                                        description="Copy the URL of this view")
         self._copy.js_on_click(args={"src": self._link}, code=_COPY_JS)
         self._embed = pn.widgets.TextAreaInput(name="Embed in a web page (iframe)", height=90,
                                                disabled=True, sizing_mode="stretch_width")
         self._copy_embed = pn.widgets.Button(name="Copy embed code", button_type="light",
-                                             icon="code")
+                                             icon=icon("code"))
         self._copy_embed.js_on_click(args={"src": self._embed}, code=_COPY_JS)
         self._download = pn.widgets.FileDownload(
             callback=self._html_file, filename="eoexplorer.html", button_type="primary",
-            label="Export standalone HTML", icon="download", sizing_mode="stretch_width",
+            label="Export standalone HTML", icon=icon("download"), sizing_mode="stretch_width",
             description="One HTML file (map, legend, description) that opens from disk and "
                         "fetches tiles from this server")
-        self._show = pn.widgets.Toggle(name="Show code", icon="brand-python",
+        self._show = pn.widgets.Toggle(name="Show code", icon=icon("brand-python"),
                                        button_type="light")
         self._code = pn.widgets.CodeEditor(value="", language="python", readonly=True,
                                            height=260, sizing_mode="stretch_width",

@@ -108,7 +108,10 @@ class Shell(pn.viewable.Viewer):
         """
         if title not in self._built:
             factory = dict(self.tabs)[title]
-            extra = {"map": self.map} if "map" in getattr(factory, "param", ()) else {}
+            params = getattr(factory, "param", ())
+            extra: dict[str, Any] = {"map": self.map} if "map" in params else {}
+            if "active" in params:  # built because it is being shown, or not
+                extra["active"] = list(self._slots).index(title) == self._tabs.active
             panel = factory(state=self.state, **extra)
             self._built[title] = panel
             self._slots[title].objects = [panel]

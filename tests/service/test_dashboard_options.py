@@ -8,9 +8,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from test_tiles import _square
-
 from service_data import band_array
+from test_tiles import _square
 
 
 def _window(name: str) -> np.ndarray:

@@ -55,8 +55,13 @@ def test_first_open_link_reproduces_the_view_offline(server, browser):
     q = _query(link)
     assert {"center", "zoom", "collection", "items", "chain"} <= set(q)
     view = _view(page)
-    page.locator(".bk-tab", has_text="Stretch").first.click()  # one more tab's resources
+    tabs = page.locator(".bk-tab")
+    for i in range(tabs.count()):  # every tab is built when shown: its resources too
+        tabs.nth(i).click()
+        page.wait_for_timeout(250)
+    page.locator(".bk-tab", has_text="Stretch").first.click()
     page.get_by_text("Auto stretch (visible pixels)").wait_for(timeout=15000)
+    page.wait_for_timeout(500)
     assert requests.foreign(server) == [], requests.foreign(server)
     assert requests.failed == [], requests.failed
 
@@ -73,8 +78,9 @@ def test_first_open_link_reproduces_the_view_offline(server, browser):
     assert abs(c1[0] - c2[0]) < 1e-4 and abs(c1[1] - c2[1]) < 1e-4
     assert abs(float(q["zoom"]) - float(q2["zoom"])) < 0.01
     view2 = _view(other)
-    width = view[1] - view[0]
-    assert all(abs(a - b) < width * 1e-3 for a, b in zip(view, view2, strict=True)), (view, view2, link, other.url)
+    pixel = (view[1] - view[0]) / VIEWPORT["width"] * 1.5  # about one screen pixel
+    diff = [a - b for a, b in zip(view, view2, strict=True)]
+    assert all(abs(d) < 2 * pixel for d in diff), (diff, pixel)
     assert requests2.foreign(server) == [] and requests2.failed == []
     fresh.close()
     ctx.close()

@@ -30,14 +30,19 @@ STATS_JS = """(name) => {
   const img = d.image[0], v = d.v0[0];
   const [h, w] = img.shape;
   const steps = [];
+  let detail = Infinity;  // smallest non-zero step: the read overview's factor
   for (let row = 0; row < h; row += 7) for (let c = 0; c + 1 < w; c += 5) {
     const a = v[row * w + c], b = v[row * w + c + 1];
-    if (Number.isFinite(a) && Number.isFinite(b)) steps.push(Math.abs(b - a));
+    if (Number.isFinite(a) && Number.isFinite(b)) {
+      steps.push(Math.abs(b - a));
+      if (a !== b) detail = Math.min(detail, Math.abs(b - a));
+    }
   }
   steps.sort((p, q) => p - q);
   let opaque = 0;
   for (let i = 0; i < img.length; i++) if ((img[i] >>> 24) > 0) opaque++;
-  return {w, h, x: d.x[0], dw: d.dw[0], step: steps[Math.floor(steps.length / 2)], opaque};
+  return {w, h, x: d.x[0], dw: d.dw[0], step: steps[Math.floor(steps.length / 2)],
+          detail: Number.isFinite(detail) ? detail : null, opaque};
 }"""
 
 
@@ -122,7 +127,7 @@ def test_large_raster_is_drawn_and_rerendered_on_zoom(raster_server, browser, ar
         page.wait_for_timeout(800)
         first = page.evaluate(STATS_JS, "big.tif")
         # screen-sized, from an overview: several source pixels per screen pixel
-        assert first["w"] <= 1500 and first["step"] >= 4, first
+        assert first["w"] <= 1500 and first["step"] >= 4 and first["detail"] >= 4, first
         assert first["opaque"] > 0.9 * first["w"] * first["h"]
 
         canvas = max((c for c in page.locator("canvas").all() if c.bounding_box()),
@@ -140,12 +145,18 @@ def test_large_raster_is_drawn_and_rerendered_on_zoom(raster_server, browser, ar
             page.mouse.wheel(0, -300)
             page.wait_for_timeout(150)
 
+        # Zoomed past full resolution (a source pixel spans several screen pixels), most
+        # neighbouring screen pixels show the same source pixel: the median step is then 0,
+        # and the finer detail shows in the smallest non-zero step, the overview factor.
         def finer():
             s = page.evaluate(STATS_JS, "big.tif")
-            return s if s and s.get("step") and s["step"] < first["step"] else None
+            return s if s and s.get("detail") and s["detail"] < first["detail"] else None
 
         zoomed = _wait(page, finer, 20)
         assert zoomed, (first, page.evaluate(STATS_JS, "big.tif"))
+        assert zoomed["step"] < first["step"]
+        # about 1 m per screen pixel over 10 m source pixels: read from full resolution
+        assert zoomed["dw"] / zoomed["w"] < 10 and zoomed["detail"] == 1, zoomed
         assert zoomed["dw"] < first["dw"]  # a smaller area ...
         assert zoomed["w"] * zoomed["h"] > 0.5 * first["w"] * first["h"]  # ... as many pixels
         page.wait_for_timeout(500)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
 
 TILE = re.compile(r"/api/chains/([0-9a-f]+)/tiles/(\d+)/(\d+)/(\d+)\.png")
 
@@ -45,7 +46,11 @@ class TileWatch:
             return
         pixels = None
         if response.status == 200:
-            img = Image.open(io.BytesIO(response.body())).convert("RGBA")
+            try:
+                body = response.body()
+            except PlaywrightError:  # the page closed while the tile arrived
+                return
+            img = Image.open(io.BytesIO(body)).convert("RGBA")
             pixels = np.asarray(img)
         self.tiles.append(Tile(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)),
                                response.status, time.monotonic(), pixels))

@@ -1,4 +1,8 @@
-"""Suite-wide fixtures: keep process-global engine hooks from leaking between tests."""
+"""Suite-wide fixtures: keep process-global engine hooks from leaking between tests.
+
+At the repo root (not in tests/) so pytest puts the root on sys.path: tests/service
+must not shadow the `service` package.
+"""
 
 from __future__ import annotations
 

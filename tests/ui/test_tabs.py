@@ -1,0 +1,55 @@
+"""Every sidebar tab on a freshly loaded page shows its own widgets when clicked (tabs are
+built when first shown; their content must reach the browser without changing the
+collection first)."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.shell import DEFAULT_TABS
+
+pytestmark = pytest.mark.ui
+
+# tag and label/placeholder/text of every visible control (Playwright's CSS pierces the
+# shadow roots Bokeh renders into)
+SIGNATURES_JS = """(els) => els.map(e => e.tagName + ':' + (e.getAttribute('placeholder')
+  || e.getAttribute('aria-label') || e.getAttribute('title') || e.textContent || '')
+  .trim().slice(0, 40))"""
+CONTROLS = "input:visible, select:visible, button:visible, textarea:visible, label:visible"
+
+
+def test_fresh_page_every_tab_shows_its_widgets(server, browser):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if "isn't known" in m.text else None)
+    def controls() -> set[str]:
+        return set(page.locator(CONTROLS).evaluate_all(SIGNATURES_JS))
+
+    try:
+        page.goto(server + "/")
+        # loaded: the document is idle (its document_ready event went to the server)
+        page.wait_for_function(
+            "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle",
+            timeout=30_000)
+        shown: dict[str, set[str]] = {}
+        before = controls()
+        for title, _ in DEFAULT_TABS[1:] + DEFAULT_TABS[:1]:
+            page.locator(".bk-tab", has_text=title).first.click()
+            for _ in range(40):  # until the tab's content arrives (at most 10 s)
+                page.wait_for_timeout(250)
+                if controls() != before:
+                    break
+            page.wait_for_timeout(300)  # the rest of the tab (e.g. Time's dates)
+            shown[title] = before = controls()
+        common = set.intersection(*shown.values())  # map, layer list, header: on every tab
+        own = {title: sorted(sig - common) for title, sig in shown.items()}
+        empty = [title for title, controls in own.items() if not controls]
+        assert not empty, own
+        # each tab shows different controls from the tab before it
+        titles = list(shown)
+        same = [b for a, b in zip(titles, titles[1:]) if own[a] == own[b]]
+        assert not same, own
+        assert not errors, errors
+    finally:
+        ctx.close()
