@@ -155,8 +155,10 @@ def test_large_raster_is_drawn_and_rerendered_on_zoom(raster_server, browser, ar
         zoomed = _wait(page, finer, 20)
         assert zoomed, (first, page.evaluate(STATS_JS, "big.tif"))
         assert zoomed["step"] < first["step"]
-        # about 1 m per screen pixel over 10 m source pixels: read from full resolution
-        assert zoomed["dw"] / zoomed["w"] < 10 and zoomed["detail"] == 1, zoomed
+        # the overview read matches the screen: less than one overview level (2x) coarser
+        # than its source pixels per screen pixel (GDAL may take a slightly coarser one)
+        for s in (first, zoomed):
+            assert s["detail"] < 2 * max(1.0, s["dw"] / s["w"] / 10), s
         assert zoomed["dw"] < first["dw"]  # a smaller area ...
         assert zoomed["w"] * zoomed["h"] > 0.5 * first["w"] * first["h"]  # ... as many pixels
         page.wait_for_timeout(500)

@@ -4,6 +4,8 @@ collection first)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from components.shell import DEFAULT_TABS
@@ -23,6 +25,7 @@ def test_fresh_page_every_tab_shows_its_widgets(server, browser):
     page = ctx.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if "isn't known" in m.text else None)
+
     def controls() -> set[str]:
         return set(page.locator(CONTROLS).evaluate_all(SIGNATURES_JS))
 
@@ -36,9 +39,9 @@ def test_fresh_page_every_tab_shows_its_widgets(server, browser):
         before = controls()
         for title, _ in DEFAULT_TABS[1:] + DEFAULT_TABS[:1]:
             page.locator(".bk-tab", has_text=title).first.click()
-            for _ in range(40):  # until the tab's content arrives (at most 10 s)
-                page.wait_for_timeout(250)
-                if controls() != before:
+            for _ in range(40):  # until the tab's content arrives (at most 10 s): a control
+                page.wait_for_timeout(250)  # not shown before (hiding the last tab's comes first)
+                if controls() - before:
                     break
             page.wait_for_timeout(300)  # the rest of the tab (e.g. Time's dates)
             shown[title] = before = controls()
@@ -47,8 +50,7 @@ def test_fresh_page_every_tab_shows_its_widgets(server, browser):
         empty = [title for title, controls in own.items() if not controls]
         assert not empty, own
         # each tab shows different controls from the tab before it
-        titles = list(shown)
-        same = [b for a, b in zip(titles, titles[1:]) if own[a] == own[b]]
+        same = [b for a, b in pairwise(shown) if own[a] == own[b]]
         assert not same, own
         assert not errors, errors
     finally:
