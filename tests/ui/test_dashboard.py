@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-from tiles import TileWatch
+from tiles import TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
 
@@ -21,7 +21,7 @@ def _new_chain(watch, known: set) -> bool:
 
 
 def _tab(page, name: str) -> None:
-    page.locator(".bk-tab", has_text=name).first.click()
+    click_tab(page, name)
     page.wait_for_timeout(300)
 
 

@@ -5,7 +5,7 @@ tests/artifacts/."""
 from __future__ import annotations
 
 import pytest
-from tiles import TileWatch
+from tiles import TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
 
@@ -30,7 +30,7 @@ def test_stubble_example_test_then_apply(server, browser, artifacts):
         page.wait_for_timeout(1000)
         assert "tabulator-selected" in (row.get_attribute("class") or "")
         before = set(watch.chains())
-        page.locator(".bk-tab", has_text="Display").first.click()
+        click_tab(page, "Display")
         examples = page.locator("select", has=page.locator("option", has_text="stubble"))
         examples.first.select_option("stubble")
         page.wait_for_timeout(500)

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import rasterio
-from tiles import TileWatch
+from tiles import TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
 
@@ -16,7 +16,7 @@ MODEL = "(name) => Bokeh.documents[0].get_model_by_name(name)"
 
 
 def _tab(page, name: str) -> None:
-    page.locator(".bk-tab", has_text=name).first.click()
+    click_tab(page, name)
     page.wait_for_timeout(400)
 
 

@@ -17,6 +17,7 @@ import pytest
 import rasterio
 from PIL import Image
 from rasterio.transform import from_origin
+from tiles import click_tab
 
 pytestmark = pytest.mark.ui
 
@@ -111,7 +112,7 @@ def test_large_raster_is_drawn_and_rerendered_on_zoom(raster_server, browser, ar
     page = ctx.new_page()
     try:
         page.goto(raster_server + "/")
-        page.locator(".bk-tab", has_text="Batch").first.click()
+        click_tab(page, "Batch")
         path = page.get_by_placeholder("dem.tif, or a path inside the raster folders")
         path.wait_for(timeout=20000)
         path.fill("big.tif")

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from tiles import TileWatch
+from tiles import TileWatch, click_tab
 
 from engine.chain import Chain
 
@@ -58,7 +58,7 @@ def test_link_reproduces_the_view_and_embed_hides_the_sidebar(server, context, b
     shown = TileWatch().attach(page)
     page.goto(f"{server}/?chain={chain.id}&center=12.61,52.49&zoom=12.5")
     assert shown.wait(page, lambda: len(shown.with_data(chain.id)) >= 1, 30), shown.chains()
-    page.locator(".bk-tab", has_text="Exports").first.click()
+    click_tab(page, "Exports")
     link_box = page.get_by_label("Link to this view")
     link_box.wait_for(timeout=20000)
     page.wait_for_function("() => new URLSearchParams(location.search).get('chain')", timeout=20000)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import numpy as np
 import pytest
-from tiles import TileWatch
+from tiles import TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
 
@@ -20,7 +20,7 @@ L3A_DATES = 7
 
 
 def _tab(page, name: str) -> None:
-    page.locator(".bk-tab", has_text=name).first.click()
+    click_tab(page, name)
     page.wait_for_timeout(400)
 
 

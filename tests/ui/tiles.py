@@ -69,3 +69,16 @@ class TileWatch:
                 return True
             page.wait_for_timeout(100)
         return predicate()
+
+
+LOADED_JS = "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle"
+
+
+def click_tab(page, name: str, *, timeout: int = 30_000) -> None:
+    """Click a sidebar tab once the page has finished loading.
+
+    Known bug (issue 5 note): a tab clicked before the document is ready can stay empty,
+    because Panel drops the lazily built content sent before document_ready.
+    """
+    page.wait_for_function(LOADED_JS, timeout=timeout)
+    page.locator(".bk-tab", has_text=name).first.click()
