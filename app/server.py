@@ -108,7 +108,7 @@ def serve(settings: Settings, *, demo: bool = False, view: Any = None) -> int:
     app = build_asgi(settings, view=view)
     base = f"http://{settings.address}:{settings.port}{settings.prefix}"
     _write(f"EO Explorer is serving on {base}/")
-    _write(f"  API: {base}/api/collections   OpenAPI: {base}/docs   health: {base}/healthz")
+    _write(f"  API: {base}/api/collections   OpenAPI: {base}/openapi.json   health: {base}/healthz")
     # The prefix is the FastAPI app's root_path: paths under it route with it stripped (a
     # proxy that keeps /eox) and paths without it route as they are (one that strips it).
     # Not uvicorn's root_path, which would prepend it to every path.
