@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -41,7 +41,8 @@ from components.map import MapView
 from components.state import AppState
 from components.tilemath import to_lonlat, to_mercator
 from engine.batch import open_for_screen
-from engine.errors import DataUnavailable, EOXError, InvalidInput, NotFound
+from engine.errors import DataUnavailable, EOXError, InvalidInput
+from engine.paths import user_path
 
 log = logging.getLogger(__name__)
 
@@ -57,38 +58,10 @@ _EMPTY = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
 
 # -- paths ------------------------------------------------------------------------------------
 def check_raster_path(text: str, *, allowed: tuple[Path, ...] | list[Path]) -> Path:
-    """The real path of a raster the user may open, or InvalidInput/NotFound saying why not.
-
-    Only files inside ``allowed`` folders (symlinks resolved) are accepted, relative paths
-    are looked up in each folder in turn, and ``..`` is refused outright, so a path typed in
-    the browser cannot read arbitrary server files.
-    """
-    text = (text or "").strip()
-    if not text:
+    """The real path of a raster the user may open (see ``engine.paths.user_path``)."""
+    if not (text or "").strip():
         raise InvalidInput("type the path of a GeoTIFF/COG or a Zarr store")
-    if "\x00" in text:
-        raise InvalidInput("a raster path cannot contain NUL characters")
-    if ".." in PurePath(text).parts:
-        raise InvalidInput(f"{text!r}: '..' is not allowed in a raster path")
-    roots = [Path(d).resolve() for d in allowed]
-    if not roots:
-        raise InvalidInput("opening rasters by path is disabled here (no raster folders are "
-                           "configured: EOX_RASTER_DIRS)")
-    path = Path(text)
-    candidates = [path] if path.is_absolute() else [root / path for root in roots]
-    inside = False
-    for cand in candidates:
-        real = cand.resolve()
-        if not any(real.is_relative_to(root) for root in roots):
-            continue
-        inside = True
-        if real.exists():
-            return real
-    where = [str(r) for r in roots]
-    if not inside:
-        raise InvalidInput(f"{text} is outside the folders rasters may be read from",
-                           choices=where)
-    raise NotFound(f"no file or Zarr store {text} in the raster folders", choices=where)
+    return user_path(text, allowed=allowed, what="raster")
 
 
 # -- sources ----------------------------------------------------------------------------------

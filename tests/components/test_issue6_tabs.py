@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import json
 import zipfile
 
 import numpy as np
+import param
 import pytest
 import rasterio
 from component_data import NEW, OLD, S2
@@ -159,19 +163,40 @@ def test_overlay_geojson_upload_and_shapefile_zip(shown, tmp_path):
         for f in tmp_path.glob("wells.*"):
             if f.suffix != ".zip":
                 zf.write(f, f.name)
-    ov2 = overlay.load_path(str(zpath))
+    with _folders(shown, tmp_path):
+        ov2 = overlay.load_path(str(zpath))
     lon, lat = transform("EPSG:32633", "EPSG:4326", [386000], [5821000])
     x, y = to_mercator(np.array(lon), np.array(lat))
     pts = ov2.renderers["points"].data_source.data
     assert np.isclose(pts["x"][0], x[0]) and np.isclose(pts["y"][0], y[0], atol=1e-3)
 
 
-def test_overlay_bad_files_give_messages(shown):
+@contextlib.contextmanager
+def _folders(state, *folders):
+    """Allow server paths inside ``folders`` for the duration (the backend is shared)."""
+    before = state.backend
+    with param.edit_constant(state):
+        state.backend = dataclasses.replace(before, raster_dirs=tuple(folders))
+    try:
+        yield
+    finally:
+        with param.edit_constant(state):
+            state.backend = before
+
+
+def test_overlay_bad_files_give_messages(shown, tmp_path):
     overlay = OverlayPanel(state=shown)
     assert overlay.load_bytes(b"garbage", "x.gpkg") is None
     assert shown.notice.level == "error" and "cannot read" in shown.notice.text
     assert overlay.load_bytes(b"x", "x.csv") is None and "unknown vector" in shown.notice.text
     assert overlay.load_path("/nonexistent/file.gpkg") is None
+    assert "disabled" in shown.notice.text  # no folders configured: no server paths at all
+    # server paths only inside the configured folders, never arbitrary files
+    with _folders(shown, tmp_path):
+        assert overlay.load_path("/etc/passwd") is None
+        assert shown.notice.level == "error" and "outside the folders" in shown.notice.text
+        assert overlay.load_path("../../etc/passwd") is None and "'..'" in shown.notice.text
+        assert overlay.load_path("absent.gpkg") is None and "no vector file" in shown.notice.text
     overlay.allow_paths = False
     assert overlay.load_path("/etc/passwd") is None and "disabled" in shown.notice.text
 

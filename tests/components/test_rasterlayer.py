@@ -164,7 +164,7 @@ def test_paths_outside_the_raster_folders_are_refused(rstate, ramp, folder, tmp_
         str(outside): "outside the folders",
         "/etc/passwd": "outside the folders",
         "link.tif": "outside the folders",  # a symlink out of the folder
-        "missing.tif": "no file or Zarr store",
+        "missing.tif": "no raster missing.tif in the allowed folders",
         "notes.txt": "not a raster GDAL can read",
         "sub": "is a folder",
     }

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
+from tiles import serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -46,57 +41,19 @@ def demo_catalog() -> Path:
     return db
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _serve(demo_catalog: Path, folder: Path, *extra: str):
-    """Run `eoexplorer serve` over the demo catalog; yield its base URL (no prefix)."""
-    port = _free_port()
-    log = folder / "serve.log"
-    exe = Path(sys.executable).parent / "eoexplorer"
-    cmd = [str(exe), "serve", "--port", str(port), "--catalog", str(demo_catalog),
-           "--data-dir", str(demo_catalog.parent / "data"), *extra]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"eoexplorer serve exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("eoexplorer serve did not answer /healthz within 60 s")
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture(scope="session")
 def server(demo_catalog, tmp_path_factory):
     """Base URL of a real `eoexplorer serve` over the demo catalog."""
-    with _serve(demo_catalog, tmp_path_factory.mktemp("serve")) as base:
+    with serve_app(demo_catalog, demo_catalog.parent / "data",
+                   tmp_path_factory.mktemp("serve")) as base:
         yield base
 
 
 @pytest.fixture(scope="session")
 def prefixed_server(demo_catalog, tmp_path_factory):
     """URL of `eoexplorer serve --prefix /eox` (as behind a proxy that keeps the prefix)."""
-    with _serve(demo_catalog, tmp_path_factory.mktemp("serve-prefix"), "--prefix",
-                "/eox") as base:
+    with serve_app(demo_catalog, demo_catalog.parent / "data",
+                   tmp_path_factory.mktemp("serve-prefix"), "--prefix", "/eox") as base:
         yield base + "/eox"
 
 

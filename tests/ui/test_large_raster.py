@@ -5,19 +5,14 @@ holding the fixture COG (raster paths are allowed in the data dir by default).""
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import rasterio
 from PIL import Image
 from rasterio.transform import from_origin
-from tiles import click_tab
+from tiles import click_tab, serve_app
 
 pytestmark = pytest.mark.ui
 
@@ -47,14 +42,6 @@ STATS_JS = """(name) => {
 }"""
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def raster_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("large-raster")
@@ -67,34 +54,8 @@ def raster_server(tmp_path_factory):
                        predictor=3, blocksize=512, overviews="AUTO",
                        overview_resampling="nearest") as dst:
         dst.write((rows * N + cols).astype(np.float32), 1)
-    port = _free_port()
-    log = root / "serve.log"
-    exe = Path(sys.executable).parent / "eoexplorer"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
-    cmd = [str(exe), "serve", "--port", str(port), "--catalog", str(root / "catalog.sqlite"),
-           "--data-dir", str(data)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"eoexplorer serve exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("eoexplorer serve did not answer /healthz within 60 s")
+    with serve_app(root / "catalog.sqlite", data, root, cwd=root) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _wait(page, check, seconds: float):

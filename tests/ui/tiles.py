@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import dataclass, field
 
+import httpx
 import numpy as np
+import pytest
 from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 
@@ -82,3 +90,43 @@ def click_tab(page, name: str, *, timeout: int = 30_000) -> None:
     """
     page.wait_for_function(LOADED_JS, timeout=timeout)
     page.locator(".bk-tab", has_text=name).first.click()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_app(catalog: Path, data_dir: Path, folder: Path, *extra: str,
+              cwd: Path | None = None):
+    """Run a real `eoexplorer serve` over ``catalog``; yield its base URL (no prefix)."""
+    port = free_port()
+    log = folder / "serve.log"
+    exe = Path(sys.executable).parent / "eoexplorer"
+    cmd = [str(exe), "serve", "--port", str(port), "--catalog", str(catalog),
+           "--data-dir", str(data_dir), *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"eoexplorer serve exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("eoexplorer serve did not answer /healthz within 60 s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
