@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs: Chromium (driven by Playwright in tests/ui)
-# and its driver. Idempotent: does nothing when they are already there.
+# and its driver; nginx for tests/deploy (the compose topology run as local processes).
+# Idempotent: does nothing when they are already there.
 set -euo pipefail
-packages=(chromium chromium-driver)
+packages=(chromium chromium-driver nginx-light)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,191 @@
+"""Static checks of deploy/Dockerfile and deploy/compose.yaml against the project (no Docker
+engine on the test machines, so the image is never built here): what the image installs
+and runs must be what pyproject.toml, the CLI and the Settings define."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from app.cli import build_parser
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PROJECT = PYPROJECT["project"]
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out, pending = [], ""
+    for raw in (DEPLOY / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for instr in dockerfile():
+        if instr[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(instr)
+    return result
+
+
+def commands(run_args: str) -> list[list[str]]:
+    """The shell commands of a RUN line (split on &&)."""
+    return [shlex.split(part) for part in run_args.split("&&")]
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+
+
+def test_the_build_copies_every_package_pyproject_installs():
+    build = stages()[0]
+    copied = set()
+    for word, args in build:
+        if word == "COPY" and "--from" not in args:
+            *sources, _dest = args.split()
+            copied.update(s.rstrip("/") for s in sources)
+    for src in copied:
+        assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
+    # setuptools' package discovery over the repository, as `pip install .` runs it
+    includes = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()
+                and any(re.fullmatch(pat.replace("*", ".*"), p.name) for pat in includes)}
+    assert packages == {"engine", "service", "components", "app"}
+    assert packages <= copied, f"the image would miss {packages - copied}"
+    # the build needs pyproject.toml and the readme it names
+    assert {"pyproject.toml", PROJECT["readme"]} <= copied
+
+
+def test_the_build_installs_the_project_and_smoke_imports_it():
+    build = stages()[0]
+    installs = [c for word, args in build if word == "RUN" for c in commands(args)
+                if c[:1] and c[0].endswith("/pip") and "install" in c and "." in c]
+    assert len(installs) == 1, installs
+    cmd = installs[0]
+    # a real install (the runtime stage copies only the venv, not the sources), no extras
+    assert "-e" not in cmd and "--editable" not in cmd and "." in cmd
+    assert not any(a.startswith(".[") for a in cmd)
+    smoke = [c for word, args in build if word == "RUN" for c in commands(args)
+             if c[:1] and c[0].endswith("/python") and "-c" in c]
+    assert smoke, "no import check after the install"
+    modules = re.findall(r"import\s+([\w., ]+)", smoke[0][smoke[0].index("-c") + 1])
+    names = {m.strip().split(".")[0] for group in modules for m in group.split(",")}
+    dists = metadata.packages_distributions()
+    deps = runtime_distributions()
+    own = {"engine", "service", "components", "app"}
+    for name in names:
+        provided_by = {d.lower() for d in dists.get(name, [])}
+        assert name in own or provided_by & deps, \
+            f"the image imports {name}, which no runtime dependency of pyproject provides"
+
+
+def runtime_distributions() -> set[str]:
+    """pyproject's runtime dependencies plus what their extras pull in (dask[distributed])."""
+    names = set()
+    for line in PROJECT["dependencies"]:
+        req = Requirement(line)
+        names.add(req.name.lower())
+        for extra in req.extras:
+            for sub in metadata.requires(req.name) or []:
+                sub_req = Requirement(sub)
+                if sub_req.marker is not None and sub_req.marker.evaluate({"extra": extra}):
+                    names.add(sub_req.name.lower())
+    return names
+
+
+def test_the_base_image_python_satisfies_requires_python():
+    args = {k: v for word, a in dockerfile() if word == "ARG" and "=" in a
+            for k, v in [a.split("=", 1)]}
+    image = args["PYTHON_IMAGE"]
+    version = re.match(r"python:(\d+\.\d+)", image)
+    assert version, image
+    assert SpecifierSet(PROJECT["requires-python"]).contains(version.group(1) + ".0")
+
+
+def runtime_apt_packages() -> list[str]:
+    runtime = stages()[-1]
+    found = []
+    for word, args in runtime:
+        if word != "RUN":
+            continue
+        for c in commands(args):
+            if c[:2] == ["apt-get", "install"]:
+                found += [a for a in c[2:] if not a.startswith("-")]
+    return found
+
+
+def system_deps_script_packages() -> list[str]:
+    text = (DEPLOY / "install-system-deps.sh").read_text()
+    return re.search(r"^packages=\(([^)]*)\)", text, flags=re.MULTILINE).group(1).split()
+
+
+def test_runtime_system_packages_are_what_the_runtime_needs():
+    packages = runtime_apt_packages()
+    entrypoint = next(a for w, a in stages()[-1] if w == "ENTRYPOINT")
+    deps = {Requirement(r).name.lower() for r in PROJECT["dependencies"]}
+    # why each package is there; a package without a reason here is an unexplained one
+    reasons = {
+        # pyseccomp (the sandbox's syscall filter) dlopens libseccomp at import
+        "libseccomp2": "pyseccomp" in deps and 'find_library("seccomp")' in Path(
+            metadata.distribution("pyseccomp").locate_file("pyseccomp.py")).read_text(),
+        "tini": "/usr/bin/tini" in entrypoint,
+    }
+    assert set(packages) == set(reasons), f"unexplained or missing: {packages}"
+    for name, needed in reasons.items():
+        assert needed, f"{name} is installed but nothing in the image needs it any more"
+    # the test-only packages (browser tests) stay out of the image
+    assert not set(system_deps_script_packages()) & set(packages)
+    assert {"chromium"} <= set(system_deps_script_packages())
+
+
+def test_compose_commands_and_environment_are_valid_for_this_project(monkeypatch):
+    scripts = {e.name: e for e in metadata.entry_points(group="console_scripts")}
+    assert PYPROJECT["project"]["scripts"]["eoexplorer"] == scripts["eoexplorer"].value
+    exposed = {int(p) for w, a in dockerfile() if w == "EXPOSE" for p in a.split()}
+    for name, spec in compose().items():
+        cmd = spec.get("command")
+        if not cmd:
+            continue
+        assert cmd[0] in scripts, f"{name}: {cmd[0]} is not a console script of the venv"
+        if cmd[0] == "eoexplorer":
+            build_parser().parse_args(cmd[1:])  # SystemExit on an unknown option
+        env = spec.get("environment") or {}
+        for key in env:
+            if key.startswith("EOX_"):
+                assert key[4:].lower() in Settings.model_fields, f"{name}: unknown {key}"
+        if env:
+            with monkeypatch.context() as m:
+                for k in [k for k in os.environ if k.startswith("EOX_")]:
+                    m.delenv(k)
+                for k, v in env.items():
+                    m.setenv(k, str(v))
+                settings = Settings()  # the values validate
+                assert settings.address == "0.0.0.0"
+        ports = [int(a.rsplit(":", 1)[-1]) for a in cmd if re.fullmatch(r":?\d{4}", a)]
+        assert set(ports) <= exposed, f"{name}: ports {ports} not EXPOSEd"
+        health = " ".join((spec.get("healthcheck") or {}).get("test", []))
+        if health:
+            assert f"127.0.0.1:{ports[0]}/healthz" in health, f"{name}: probes another port"
