@@ -1,9 +1,11 @@
-"""Profile tab: click the map, get the time series of an index (NDVI by default) at that point
-over every scene of the query, clouds masked per pixel and cloudy dates marked.
+"""Profile tab: click the map, or pick a polygon drawn in the Draw tab, and get the time
+series of an index (NDVI by default) over every scene of the query, clouds masked per pixel
+and cloudy dates marked.
 
-Values come from ``Collection.profile`` (one pixel read per scene, no tiles), drawn as a
-Bokeh chart (hover: date, value, cloud) and a table, downloadable as CSV. Every empty answer
-says why: no scene at the point, only cloudy scenes, a band the collection lacks.
+Values come from ``Collection.profile`` (one pixel read per scene at a point; the mean of the
+clear pixels inside a polygon, with their count and the cloudy fraction; no tiles), drawn as
+a Bokeh chart (hover: date, value, cloud) and a table, downloadable as CSV. Every empty
+answer says why: no scene at the place, only cloudy scenes, a band the collection lacks.
 """
 
 from __future__ import annotations
@@ -32,8 +34,19 @@ log = logging.getLogger(__name__)
 
 #: Columns of the table and of the CSV file.
 TABLE_COLUMNS = ["date", "value", "cloud", "scene_cloud", "id"]
+#: A polygon profile's columns: plus the clear pixels averaged and the cloudy fraction.
+POLYGON_COLUMNS = [*TABLE_COLUMNS, "count", "cloud_fraction"]
+#: What the polygon selector shows when no polygon or box is drawn.
+NO_POLYGON = "Draw a polygon in the Draw tab first"
 
-_EMPTY = {"x": [], "value": [], "date": [], "cloud": [], "scene_cloud": [], "id": []}
+_EMPTY = {"x": [], "value": [], "date": [], "cloud": [], "scene_cloud": [], "id": [],
+          "count": [], "cloud_fraction": []}
+_POINT_TIPS = [("date", "@date"), ("value", "@value{0.0000}"), ("cloudy pixel", "@cloud"),
+               ("scene cloud %", "@scene_cloud{0.0}"), ("scene", "@id")]
+_POLYGON_TIPS = [("date", "@date"), ("mean value", "@value{0.0000}"),
+                 ("clear pixels", "@count"), ("cloudy pixels", "@cloud_fraction{0.0%}"),
+                 ("all cloudy", "@cloud"), ("scene cloud %", "@scene_cloud{0.0}"),
+                 ("scene", "@id")]
 
 
 def profile_query(state: AppState) -> Collection:
@@ -52,16 +65,27 @@ def has_cloud_mask(coll: Collection) -> bool:
     return item is not None and cloud_asset(item) is not None
 
 
+def polygon_features(drawings: list[dict]) -> dict[str, str]:
+    """Selector options of the drawn areas (polygons and boxes): name -> feature id."""
+    return {f["properties"]["name"]: f["id"] for f in drawings
+            if (f.get("properties") or {}).get("kind") in ("polygon", "box")}
+
+
 def _sources(df: pd.DataFrame) -> tuple[dict, dict, dict]:
     """Chart data: clear values, cloudy dates (drawn on the bottom line), dates without data."""
+    polygon = "count" in df.columns
+
     def cols(rows: pd.DataFrame, y: Any) -> dict:
+        nan = np.full(len(rows), np.nan)
         return {"x": rows["date"].dt.tz_localize(None).to_numpy(),
                 "value": rows["value"].to_numpy(),
                 "y": np.full(len(rows), y, dtype=float) if np.isscalar(y) else y,
                 "date": rows["date"].dt.strftime("%Y-%m-%d %H:%M").tolist(),
                 "cloud": ["yes" if c else "no" for c in rows["cloud"]],
                 "scene_cloud": rows["scene_cloud"].to_numpy(),
-                "id": rows["id"].tolist()}
+                "id": rows["id"].tolist(),
+                "count": rows["count"].to_numpy(dtype=float) if polygon else nan,
+                "cloud_fraction": rows["cloud_fraction"].to_numpy() if polygon else nan}
 
     clear = df[df["value"].notna() & ~df["cloud"]]
     cloudy = df[df["cloud"]]
@@ -73,7 +97,8 @@ def _sources(df: pd.DataFrame) -> tuple[dict, dict, dict]:
 
 
 class ProfilePanel(pn.viewable.Viewer):
-    """Click-the-map index profile: chart, table, CSV download and a message."""
+    """Index profile at a clicked point or over a drawn polygon: chart, table, CSV download
+    and a message."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
     map = param.Parameter(default=None, doc="The MapView clicked on (optional).")
@@ -82,6 +107,10 @@ class ProfilePanel(pn.viewable.Viewer):
     expression = param.String(DEFAULT_EXPRESSION, doc="Band math giving one value per date.")
     mask_clouds = param.Boolean(True, doc="Cloudy pixels give no value (they stay marked).")
     point = param.Tuple(default=None, length=2, allow_None=True, doc="Profiled lon, lat.")
+    shape = param.Selector(default=None, objects=[], allow_None=True,
+                           doc="Id of the drawn polygon/box picked (state.drawings).")
+    area = param.Dict(default=None, allow_None=True,
+                      doc="The profiled polygon: the drawn GeoJSON Feature (WGS84).")
     table = param.DataFrame(default=pd.DataFrame(columns=TABLE_COLUMNS),
                             doc="The profile, one row per scene.")
     message = param.String("", doc="Why the chart is empty, or what it shows.")
@@ -97,6 +126,13 @@ class ProfilePanel(pn.viewable.Viewer):
         self._use_display.on_click(lambda e: self._from_display())
         self._mask = pn.widgets.Checkbox.from_param(self.param.mask_clouds,
                                                     name="Mask cloudy pixels")
+        self._shape = pn.widgets.Select(name="Drawn polygon", options={NO_POLYGON: None},
+                                        disabled=True, sizing_mode="stretch_width",
+                                        css_classes=["eox-profile-shape"])
+        self._shape.param.watch(lambda e: setattr(self, "shape", e.new), "value")
+        self._run_shape = pn.widgets.Button(name="Profile of a drawn polygon",
+                                            button_type="primary", disabled=True, width=210)
+        self._run_shape.on_click(lambda e: self.run_polygon())
         self._alert = pn.pane.Alert("", alert_type="info", visible=False,
                                     sizing_mode="stretch_width", name="profile-message")
         self._summary = pn.pane.Markdown("", margin=(0, 10), name="profile-summary")
@@ -121,6 +157,7 @@ class ProfilePanel(pn.viewable.Viewer):
                         color="#76ff03", line_color="#000000", name="eox-profile-point")
             fig.on_event(Tap, self._on_map_tap)
         self._collection_changed()
+        self._drawings_changed()
 
     def _build_chart(self) -> Any:
         fig = figure(x_axis_type="datetime", height=300, sizing_mode="stretch_width",
@@ -136,9 +173,8 @@ class ProfilePanel(pn.viewable.Viewer):
         nodata = fig.scatter("x", "y", source=self._nodata_src, size=7, marker="square",
                              color="#999999", legend_label="no data",
                              name="eox-profile-nodata")
-        fig.add_tools(HoverTool(renderers=[clear, cloudy, nodata], tooltips=[
-            ("date", "@date"), ("value", "@value{0.0000}"), ("cloudy pixel", "@cloud"),
-            ("scene cloud %", "@scene_cloud{0.0}"), ("scene", "@id")]))
+        self._hover = HoverTool(renderers=[clear, cloudy, nodata], tooltips=_POINT_TIPS)
+        fig.add_tools(self._hover)
         line.level = "underlay"
         fig.legend.location = "top_left"
         fig.legend.click_policy = "hide"
@@ -180,9 +216,25 @@ class ProfilePanel(pn.viewable.Viewer):
         if self.state.pick != "off" and self.picking:
             self.picking = False
 
+    @param.depends("state.drawings", watch=True)
+    def _drawings_changed(self) -> None:
+        options = polygon_features(self.state.drawings)
+        current = self.shape
+        self.param.shape.objects = list(options.values())
+        if options:
+            self._shape.param.update(options=options, disabled=False)
+            self._shape.value = current if current in options.values() else list(
+                options.values())[-1]
+        else:
+            self._shape.param.update(options={NO_POLYGON: None}, value=None, disabled=True)
+        self.shape = self._shape.value
+        self._run_shape.disabled = not options
+
     @param.depends("expression", "mask_clouds", watch=True)
     def _inputs_changed(self) -> None:
-        if self.point is not None:
+        if self.area is not None:
+            self.run_polygon(self.area)
+        elif self.point is not None:
             self.run(*self.point)
 
     def _on_map_tap(self, event: Any) -> None:
@@ -196,6 +248,7 @@ class ProfilePanel(pn.viewable.Viewer):
     # -- the profile -----------------------------------------------------------------------
     def run(self, lon: float, lat: float) -> pd.DataFrame | None:
         """Profile the point; fill chart, table and message. None (with a message) on failure."""
+        self.area = None
         self.point = (lon, lat)
         self._mark(lon, lat)
         where = f"{lon:.5f}, {lat:.5f}"
@@ -219,12 +272,48 @@ class ProfilePanel(pn.viewable.Viewer):
         self._show(df, "", "info")
         return df
 
+    def run_polygon(self, feature: dict | str | None = None) -> pd.DataFrame | None:
+        """Profile a drawn polygon (a feature of ``state.drawings``, its id, or the picked
+        ``shape``): per scene the mean over its clear pixels. None (with a message) on
+        failure."""
+        if feature is None or isinstance(feature, str):
+            fid = self.shape if feature is None else feature
+            feature = next((f for f in self.state.drawings if f["id"] == fid), None)
+            if feature is None:
+                self.state.notify(f"Profile: {NO_POLYGON.lower()}, then pick it here",
+                                  "warning")
+                return None
+        self.point = None
+        self.area = feature
+        self._marker.data = {"x": [], "y": []}
+        name = _feature_name(feature)
+        try:
+            df = profile_query(self.state).profile(
+                expression=self.expression.strip() or DEFAULT_EXPRESSION,
+                geometry=feature["geometry"], mask_clouds=self.mask_clouds)
+        except EOXError as exc:
+            self._show(None, f"No profile over {name}: {exc}", "danger")
+            self.state.fail(exc, "Profile")
+            return None
+        if clear_count(df) == 0:
+            n_cloud = int(df["cloud"].sum())
+            n_fill = int((df["value"].isna() & ~df["cloud"]).sum())
+            why = ", ".join(p for p in (f"{n_cloud} all cloudy" if n_cloud else "",
+                                        f"{n_fill} without clear data there" if n_fill else "")
+                            if p)
+            self._show(df, f"No clear value over {name} in {len(df)} scene(s): {why}. Widen "
+                       "the dates, raise the cloud limit of the search or draw another "
+                       "polygon.", "warning")
+            return df
+        self._show(df, "", "info")
+        return df
+
     def _show(self, df: pd.DataFrame | None, text: str, level: str) -> None:
         self._alert.param.update(object=text, alert_type=level, visible=bool(text))
         if df is None or df.empty:
             for src in (self._clear_src, self._cloud_src, self._nodata_src):
                 src.data = dict(_EMPTY, y=[])
-            self.table = pd.DataFrame(columns=TABLE_COLUMNS)
+            self.table = pd.DataFrame(columns=self._columns())
             self._summary.object = ""
             self._chart_slot.objects = []
             for part in (self._table, self._csv):
@@ -232,27 +321,48 @@ class ProfilePanel(pn.viewable.Viewer):
             return
         clear, cloudy, nodata = _sources(df)
         self._clear_src.data, self._cloud_src.data, self._nodata_src.data = clear, cloudy, nodata
-        lon, lat = self.point  # type: ignore[misc]
-        self._chart.title.text = f"{df.attrs.get('expression', self.expression)} at " \
-                                 f"{lon:.5f}, {lat:.5f}"
-        self.table = df[TABLE_COLUMNS].copy()
-        self._table.value = self._table_view(df)
+        columns = self._columns()
+        self.table = df[columns].copy()
+        self._table.value = self._table_view(df, columns)
         n_clear = len(clear["x"])
-        self._summary.object = (f"At {lon:.5f}, {lat:.5f}: "
-                                f"**{n_clear} clear value(s)** of {len(df)} scene(s); "
-                                f"{len(cloudy['x'])} cloudy, {len(nodata['x'])} without data"
-                                + ("" if df.attrs.get("mask_clouds") else
-                                   " (clouds not masked)"))
-        self._csv.filename = _csv_name(self.state.collection, lon, lat)
+        expression = df.attrs.get("expression", self.expression)
+        if self.area is not None:
+            name = _feature_name(self.area)
+            self._hover.tooltips = _POLYGON_TIPS
+            self._chart.title.text = f"{expression}, mean over {name}"
+            self._chart.yaxis.axis_label = "mean value (clear pixels)"
+            used = df.loc[df["value"].notna() & ~df["cloud"], "count"]
+            self._summary.object = (
+                f"Over {name}: **{n_clear} clear value(s)** of {len(df)} scene(s) (mean of "
+                f"{int(used.min()) if len(used) else 0}-{int(used.max()) if len(used) else 0}"
+                f" clear pixels); {len(cloudy['x'])} all cloudy, {len(nodata['x'])} without "
+                "data" + ("" if df.attrs.get("mask_clouds") else " (clouds not masked)"))
+            self._csv.filename = _polygon_csv_name(self.state.collection, name)
+        else:
+            lon, lat = self.point  # type: ignore[misc]
+            self._hover.tooltips = _POINT_TIPS
+            self._chart.title.text = f"{expression} at {lon:.5f}, {lat:.5f}"
+            self._chart.yaxis.axis_label = "value"
+            self._summary.object = (f"At {lon:.5f}, {lat:.5f}: "
+                                    f"**{n_clear} clear value(s)** of {len(df)} scene(s); "
+                                    f"{len(cloudy['x'])} cloudy, {len(nodata['x'])} without "
+                                    "data" + ("" if df.attrs.get("mask_clouds") else
+                                              " (clouds not masked)"))
+            self._csv.filename = _csv_name(self.state.collection, lon, lat)
         self._chart_slot.objects = [self._chart_pane] if n_clear > 0 else []
         for part in (self._table, self._csv):
             part.visible = True
 
+    def _columns(self) -> list[str]:
+        return POLYGON_COLUMNS if self.area is not None else TABLE_COLUMNS
+
     @staticmethod
-    def _table_view(df: pd.DataFrame) -> pd.DataFrame:
-        out = df[TABLE_COLUMNS].copy()
+    def _table_view(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        out = df[columns].copy()
         out["date"] = out["date"].dt.strftime("%Y-%m-%d %H:%M")
         out["value"] = out["value"].round(4)
+        if "cloud_fraction" in out:
+            out["cloud_fraction"] = out["cloud_fraction"].round(4)
         return out
 
     def _mark(self, lon: float, lat: float) -> None:
@@ -283,9 +393,11 @@ class ProfilePanel(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            pn.pane.Markdown("**Index profile** — the value at a point over every scene of "
-                             "the search's collection and dates", margin=(0, 10)),
+            pn.pane.Markdown("**Index profile** — the value at a point, or the mean over a "
+                             "drawn polygon, over every scene of the search's collection and "
+                             "dates", margin=(0, 10)),
             self._pick,
+            pn.Row(self._shape, self._run_shape, sizing_mode="stretch_width"),
             pn.Row(self._expr, sizing_mode="stretch_width"),
             pn.Row(self._use_display, self._mask),
             self._alert,
@@ -302,4 +414,14 @@ def _csv_name(collection: str | None, lon: float, lat: float) -> str:
     return f"profile_{safe}_{lon:.5f}_{lat:.5f}.csv"
 
 
-__all__ = ["TABLE_COLUMNS", "ProfilePanel", "has_cloud_mask", "profile_query"]
+def _polygon_csv_name(collection: str | None, name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{collection or 'profile'}_{name}")
+    return f"profile_{safe}.csv"
+
+
+def _feature_name(feature: dict) -> str:
+    return str((feature.get("properties") or {}).get("name") or feature.get("id") or "polygon")
+
+
+__all__ = ["NO_POLYGON", "POLYGON_COLUMNS", "TABLE_COLUMNS", "ProfilePanel", "has_cloud_mask",
+           "polygon_features", "profile_query"]

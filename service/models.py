@@ -103,6 +103,18 @@ class MultiPolygon(BaseModel):
 Geometry = Annotated[Polygon | MultiPolygon, Field(discriminator="type")]
 
 
+class Point(BaseModel):
+    """A GeoJSON Point (WGS84 lon/lat)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["Point"]
+    coordinates: Position
+
+
+#: A profile's place: an area (mean over its clear pixels) or a point (one pixel).
+ProfileGeometry = Annotated[Polygon | MultiPolygon | Point, Field(discriminator="type")]
+
+
 class Feature(BaseModel):
     """A GeoJSON Feature whose geometry is an area."""
 
@@ -115,8 +127,8 @@ class Feature(BaseModel):
 StatisticsBody = Annotated[Polygon | MultiPolygon | Feature, Field(discriminator="type")]
 
 
-def geometry_of(body: Polygon | MultiPolygon | Feature) -> dict:
-    """The plain GeoJSON geometry dict of a statistics request (a Feature's geometry)."""
+def geometry_of(body: Polygon | MultiPolygon | Point | Feature) -> dict:
+    """The plain GeoJSON geometry dict of a request (a Feature's geometry)."""
     geom = body.geometry if isinstance(body, Feature) else body
     return {"type": geom.type, "coordinates": geom.coordinates}
 

@@ -47,8 +47,9 @@ from service.errors import (
 
 log = logging.getLogger(__name__)
 
-#: POST endpoints that only read (a chain's statistics or time profile): no key needed.
-READ_ONLY_POSTS = re.compile(r"/api/chains/[^/]+/(statistics|profile)$")
+#: POST endpoints that only read (a chain's statistics or time profile, a polygon's index
+#: profile): no key needed, charged to the compute budget like the profile GET.
+READ_ONLY_POSTS = re.compile(r"/api/(chains/[^/]+/(statistics|profile)|profile)$")
 #: GET endpoints that read every scene of a collection: charged to the write budget.
 COSTLY_GETS = re.compile(r"/api/profile$")
 SAFE_METHODS = frozenset({"GET", "HEAD"})

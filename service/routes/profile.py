@@ -1,7 +1,11 @@
-"""Time endpoints: an index profile at a point (JSON or CSV) and a timelapse video export.
+"""Time endpoints: an index profile at a point or over a polygon (JSON or CSV) and a
+timelapse video export.
 
 ``GET /api/profile`` reads one pixel per scene (engine.timeseries.profile), so it answers a
-100-date series in well under a second once the files are open. ``POST /api/timelapse``
+100-date series in well under a second once the files are open. ``POST /api/profile`` takes
+a GeoJSON geometry: a polygon's value is the mean over its clear pixels, read in a window of
+its bounding box per scene, so the box is bounded (``max_profile_pixels`` per scene,
+``max_profile_reads`` over all scenes). ``POST /api/timelapse``
 renders one frame per date and answers the MP4 or GIF file; it is bounded by
 ``max_frames`` / ``max_side`` / ``max_pixels`` so one request cannot run for long.
 """
@@ -17,15 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import rasterio
+import rasterio.warp
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from rasterio.errors import RasterioError
+from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
 
 from engine.catalog.base import Catalog
 from engine.chain import Chain
+from engine.chain.bands import resolve_asset
+from engine.chain.expression import parse_expression
 from engine.collection import Collection
-from engine.errors import InvalidInput
+from engine.errors import ChainError, DataUnavailable, InvalidInput
 from engine.timeseries import (
     DEFAULT_EXPRESSION,
     clear_count,
@@ -33,10 +43,17 @@ from engine.timeseries import (
     export_video,
     per_date,
 )
-from service.models import jsonable
+from service.models import ProfileGeometry, geometry_of, jsonable
 
-#: Columns of the CSV answer, in order.
+#: Columns of the CSV answer, in order (a polygon adds POLYGON_COLUMNS).
 CSV_COLUMNS = ("date", "value", "cloud", "scene_cloud", "id")
+#: Extra columns of a polygon profile: clear pixels averaged, cloudy share of valid pixels.
+POLYGON_COLUMNS = ("count", "cloud_fraction")
+#: Largest polygon bounding box read per scene, in pixels of the scenes' grid (1000 x 1000:
+#: 10 km at Sentinel-2's 10 m, 30 km at Landsat's 30 m).
+MAX_PROFILE_PIXELS = 1_000_000
+#: Largest polygon profile in pixels read over all scenes (box pixels x scenes).
+MAX_PROFILE_READS = 100_000_000
 MEDIA = {"mp4": "video/mp4", "gif": "image/gif"}
 
 
@@ -67,6 +84,25 @@ class TimelapseBody(BaseModel):
     label: bool = True
 
 
+class ProfileBody(BaseModel):
+    """A profile request over a GeoJSON geometry: a Polygon/MultiPolygon gives the mean over
+    its clear pixels per scene, a Point the pixel's value (as ``GET /api/profile``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(min_length=1, max_length=200, description="Collection id")
+    geometry: ProfileGeometry = Field(description="GeoJSON Polygon, MultiPolygon or Point "
+                                      "in WGS84 lon/lat")
+    expression: str = Field(DEFAULT_EXPRESSION, min_length=1, max_length=2000,
+                            description="Band math with band or common names")
+    start: str | None = Field(None, max_length=40, description="First date")
+    end: str | None = Field(None, max_length=40, description="Last date (inclusive)")
+    max_cloud: float | None = Field(None, ge=0, le=100,
+                                    description="Only scenes with cloud cover <= this")
+    mask_clouds: bool = Field(True, description="Cloudy pixels give no value")
+    format: Literal["json", "csv"] = Field("json", description="Answer format")
+
+
 @dataclass
 class TimeRoutes:
     """``/api/profile`` and ``/api/timelapse`` over a catalog and a renderer."""
@@ -76,6 +112,8 @@ class TimeRoutes:
     max_frames: int = 200
     max_side: int = 2048
     max_pixels: int = 60_000_000
+    max_profile_pixels: int = MAX_PROFILE_PIXELS
+    max_profile_reads: int = MAX_PROFILE_READS
     router: APIRouter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,26 +125,69 @@ class TimeRoutes:
                 start: str | None, end: str | None, max_cloud: float | None,
                 mask_clouds: bool) -> dict[str, Any]:
         """The profile as the JSON answer (``message`` says when no date is clear)."""
-        coll = Collection(collection, catalog=self.catalog)
-        if start or end:
-            coll = coll.filter_date(start, end)
-        if max_cloud is not None:
-            coll = coll.filter("eo:cloud_cover", "<=", max_cloud)
+        coll = _query(self.catalog, collection, start, end, max_cloud)
         df = coll.profile(lon, lat, expression, mask_clouds=mask_clouds)
-        clear = clear_count(df)
-        message = None
-        if clear == 0:
-            message = (f"no clear value at this point: all {len(df)} scenes are cloudy or "
-                       "have no data here; widen the dates, raise max_cloud or pick "
-                       "another point")
-        points = [
-            {"date": r.date.isoformat(), "value": _num(r.value), "cloud": bool(r.cloud),
-             "scene_cloud": _num(r.scene_cloud), "id": r.id}
-            for r in df.itertuples()
-        ]
-        return {"collection": collection, "lon": lon, "lat": lat,
-                "expression": df.attrs["expression"], "mask_clouds": mask_clouds,
-                "points": points, "count": len(points), "clear": clear, "message": message}
+        return _answer(collection, df, mask_clouds, geometry=None)
+
+    def profile_geometry(self, body: ProfileBody) -> dict[str, Any]:
+        """The profile over ``body.geometry`` as the JSON answer; a polygon is refused when
+        its bounding box is over ``max_profile_pixels`` (per scene) or ``max_profile_reads``
+        (over all scenes), before any pixel is read."""
+        coll = _query(self.catalog, body.collection, body.start, body.end, body.max_cloud)
+        geometry = geometry_of(body.geometry)
+        if geometry["type"] == "Point":
+            lon, lat = geometry["coordinates"][:2]
+            df = coll.profile(lon, lat, body.expression, mask_clouds=body.mask_clouds)
+            return _answer(body.collection, df, body.mask_clouds, geometry=None)
+        self.check_polygon_size(coll, geometry, body.expression)
+        df = coll.profile(expression=body.expression, geometry=geometry,
+                          mask_clouds=body.mask_clouds)
+        return _answer(body.collection, df, body.mask_clouds, geometry=df.attrs["geometry"])
+
+    def check_polygon_size(self, coll: Collection, geometry: dict, expression: str) -> None:
+        """InvalidInput naming the size and the limit when the polygon's bounding box, on
+        the grid of the expression's first band, is too many pixels to read per scene or
+        over all the scenes. Bad geometries, expressions and empty queries are left to the
+        engine, which says what is wrong with them."""
+        narrowed = coll.filter_geometry(geometry)  # InvalidQuery: invalid/empty geometry
+        item = narrowed.first()
+        if item is None:
+            return  # the engine says no scene covers it
+        try:
+            key = resolve_asset(item, parse_expression(expression).band_names[0])
+        except (ChainError, IndexError):
+            return  # the engine says what is wrong with the expression
+        asset = item.assets[key]
+        href = asset.get_absolute_href() or asset.href
+        try:
+            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(href) as ds:
+                crs, (res_x, res_y) = ds.crs, ds.res
+        except RasterioError as exc:
+            raise DataUnavailable(f"cannot open source file {href}: {exc}") from None
+        try:
+            w, s, e, n = shape(rasterio.warp.transform_geom("EPSG:4326", crs, geometry)).bounds
+        except (RasterioError, ValueError):
+            w = s = e = n = math.nan
+        if not all(math.isfinite(v) for v in (w, s, e, n)):
+            raise InvalidInput(f"the polygon is too large: it cannot be projected to the "
+                               f"scenes' grid ({crs}); draw a smaller polygon")
+        cols = math.ceil((e - w) / res_x) + 1
+        rows = math.ceil((n - s) / res_y) + 1
+        pixels = cols * rows
+        unit = "m" if crs.is_projected else "°"
+        if pixels > self.max_profile_pixels:
+            raise InvalidInput(
+                f"the polygon is too large: its bounding box spans {cols:,} x {rows:,} = "
+                f"{pixels:,} pixels of {res_x:g} {unit} per scene, more than the limit of "
+                f"{self.max_profile_pixels:,} pixels: draw a smaller polygon (or profile a "
+                f"point)")
+        scenes = narrowed.count()
+        if pixels * scenes > self.max_profile_reads:
+            raise InvalidInput(
+                f"the polygon profile is too large: {pixels:,} pixels x {scenes} scenes = "
+                f"{pixels * scenes:,} pixels to read, more than the limit of "
+                f"{self.max_profile_reads:,}: narrow the dates, lower max_cloud or draw a "
+                f"smaller polygon")
 
     def timelapse(self, body: TimelapseBody) -> tuple[bytes, str]:
         """Render and encode the video; (file bytes, download name)."""
@@ -171,6 +252,26 @@ class TimeRoutes:
                                      + _csv_name(collection, lon, lat) + '"'})
 
         @router.post(
+            "/profile",
+            summary="Index value per scene over a polygon (mean of its clear pixels) or at a "
+                    "point (JSON, or CSV with format=csv)",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}}},
+                       400: {"description": "Invalid or empty geometry, polygon too large, "
+                                            "bad dates"},
+                       404: {"description": "Unknown collection, or no scene in the place"},
+                       422: {"description": "Bad body, expression or band"}},
+        )
+        async def profile_geometry(body: ProfileBody = Body(...)) -> Response:
+            answer = await run_in_threadpool(self.profile_geometry, body)
+            if body.format == "json":
+                return JSONResponse(jsonable(answer))
+            name = (_csv_name(body.collection, answer["lon"], answer["lat"])
+                    if answer["geometry"] is None else _polygon_csv_name(body.collection,
+                                                                         answer["geometry"]))
+            return Response(_csv(answer["points"]), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+        @router.post(
             "/timelapse",
             summary="Timelapse video of a bbox, one frame per date (MP4 or GIF file)",
             response_class=Response,
@@ -206,6 +307,41 @@ def _simple_chain(body: TimelapseBody):
     return chain_fn
 
 
+def _query(catalog: Catalog, collection: str, start: str | None, end: str | None,
+           max_cloud: float | None) -> Collection:
+    coll = Collection(collection, catalog=catalog)
+    if start or end:
+        coll = coll.filter_date(start, end)
+    if max_cloud is not None:
+        coll = coll.filter("eo:cloud_cover", "<=", max_cloud)
+    return coll
+
+
+def _answer(collection: str, df: Any, mask_clouds: bool, *, geometry: dict | None
+            ) -> dict[str, Any]:
+    """The JSON answer of a profile frame: a point's ``lon``/``lat``, or a polygon's
+    ``geometry`` (lon/lat None) and per-point ``count``/``cloud_fraction``."""
+    clear = clear_count(df)
+    where, other = (("at this point", "pick another point") if geometry is None else
+                    ("over this polygon", "draw another polygon"))
+    message = None
+    if clear == 0:
+        message = (f"no clear value {where}: all {len(df)} scenes are cloudy or have no "
+                   f"data here; widen the dates, raise max_cloud or {other}")
+    polygon = geometry is not None
+    points = []
+    for r in df.itertuples():
+        p = {"date": r.date.isoformat(), "value": _num(r.value), "cloud": bool(r.cloud),
+             "scene_cloud": _num(r.scene_cloud), "id": r.id}
+        if polygon:
+            p.update(count=int(r.count), cloud_fraction=_num(r.cloud_fraction))
+        points.append(p)
+    return {"collection": collection, "lon": df.attrs["lon"], "lat": df.attrs["lat"],
+            "geometry": geometry, "expression": df.attrs["expression"],
+            "mask_clouds": mask_clouds, "points": points, "count": len(points),
+            "clear": clear, "message": message}
+
+
 def _num(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
@@ -213,12 +349,19 @@ def _num(v: Any) -> float | None:
 def _csv(points: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    columns = CSV_COLUMNS + (POLYGON_COLUMNS if points and "count" in points[0] else ())
+    writer.writerow(columns)
     for p in points:
-        writer.writerow(["" if p[c] is None else p[c] for c in CSV_COLUMNS])
+        writer.writerow(["" if p[c] is None else p[c] for c in columns])
     return buf.getvalue()
 
 
 def _csv_name(collection: str, lon: float, lat: float) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", collection)
     return f"profile_{safe}_{lon:.5f}_{lat:.5f}.csv"
+
+
+def _polygon_csv_name(collection: str, geometry: dict) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", collection)
+    w, s, e, n = shape(geometry).bounds
+    return f"profile_{safe}_polygon_{w:.5f}_{s:.5f}_{e:.5f}_{n:.5f}.csv"

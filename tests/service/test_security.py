@@ -64,6 +64,8 @@ class FakeClock:
     ("POST", "/api/chains/a/b/statistics", Access.write),  # not the statistics route
     ("OPTIONS", "/api/chains", None),
     ("GET", "/api/profile", Access.compute),  # reads every scene of a collection
+    ("POST", "/api/profile", Access.compute),  # the same over a polygon: no key needed
+    ("POST", "/api/profiles", Access.write),  # not the profile route
     ("POST", "/api/timelapse", Access.write),
 ])
 def test_classify(method, path, expected):
