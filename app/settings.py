@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     batch_max_pixels: int = Field(
         2_000_000_000, ge=1, description="Largest batch output (pixels x dates) `run` accepts."
     )
+    extract_max_pixels: int = Field(
+        36_000_000, ge=1, description="Largest extract (Extract tab and POST "
+        "/api/chains/{id}/extract), output pixels; larger areas are refused before anything "
+        "is read, with a message saying the size and the limit."
+    )
     raster_dirs: list[Path] = Field(
         default_factory=list, description="Folders whose rasters the dashboard may open by "
         "path (large raster layers); empty = the data dir and the working dir."

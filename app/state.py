@@ -52,6 +52,7 @@ def resources(settings: Settings) -> Resources:
                 batch_dir=settings.data_dir / "batch",
                 dask_scheduler=settings.dask_scheduler,
                 batch_max_pixels=settings.batch_max_pixels,
+                extract_max_pixels=settings.extract_max_pixels,
             )
             _cache[key] = Resources(service=service, backend=backend, warmer=warmer)
         return _cache[key]

@@ -46,6 +46,7 @@ def build_service(settings: Settings):
         render_concurrency=settings.render_concurrency,
     )
     service.state.health_sections["sandbox"] = sandbox
+    service.state.extract_max_pixels = settings.extract_max_pixels  # ExtractRoutes.limit
     return service
 
 

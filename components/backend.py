@@ -74,6 +74,7 @@ class Backend:
         batch_dir: where "Run over this area" writes its outputs (None: batch runs off).
         dask_scheduler: address of the Dask scheduler of batch runs (None: a LocalCluster).
         batch_max_pixels: largest batch output, pixels x dates.
+        extract_max_pixels: largest Extract-tab download, pixels (the service's limit).
     """
 
     catalog: Catalog
@@ -87,6 +88,7 @@ class Backend:
     batch_dir: Path | None = None
     dask_scheduler: str | None = None
     batch_max_pixels: int = 2_000_000_000
+    extract_max_pixels: int = 36_000_000
     _memo: _Memo = field(default_factory=_Memo, init=False, repr=False, compare=False)
 
     # -- cached catalog answers (shared by every session) ----------------------------------

@@ -20,6 +20,7 @@ import param
 from bokeh.models import (
     BoxEditTool,
     ColumnDataSource,
+    CustomJS,
     PanTool,
     PointDrawTool,
     PolyDrawTool,
@@ -39,14 +40,36 @@ MODES: dict[str, str] = {"Pan / zoom": "pan", "Polygon": "polygon", "Line": "lin
                          "Point": "point", "Box": "box", "Edit vertices": "edit"}
 HELP = {
     "pan": "Drag to pan, scroll to zoom. Pick a shape to draw.",
-    "polygon": "Click to add vertices, double-click to finish. Drag a polygon to move it; "
-               "click it and press Backspace to delete it.",
-    "line": "Click to add vertices, double-click to finish.",
+    "polygon": "Double-click (or click and hold) to place the first vertex, click to add "
+               "vertices, double-click on the last one to finish (Esc also finishes). Drag a "
+               "polygon to move it; click it and press Backspace to delete it.",
+    "line": "Double-click (or click and hold) to start, click to add vertices, double-click "
+            "on the last one to finish (Esc also finishes).",
     "point": "Click to add a point; drag a point to move it.",
-    "box": "Shift+drag draws a box (or click, move, click). Drag a box to move it.",
-    "edit": "Double-click a polygon or line to show its vertices, then drag them; "
-            "click a vertex and press Backspace to remove it.",
+    "box": "Shift+drag draws a box (or click and hold, move, click and hold). Drag a box to "
+           "move it.",
+    "edit": "Double-click (or click and hold) a polygon or line to show its vertices, then "
+            "drag them; click a vertex and press Backspace to remove it.",
 }
+# Bokeh's PolyDrawTool/PolyEditTool start, finish and show vertices on a *press* (a click
+# held 300 ms); a double-click does nothing in them. Users double-click, so a double-click
+# on the map does the press's work for the active polygon/line/edit tool. While drawing, the
+# double-click's first click has already placed the last vertex: finish as Esc does (drop
+# the vertex that follows the mouse) rather than as a press (which would repeat it).
+_DOUBLE_CLICK_JS = """
+for (const tool of tools) {
+  if (!tool.active) { continue; }
+  const view = Bokeh.index.find_one(tool);
+  if (view == null) { return; }
+  if (view._drawing && tool.type === "PolyDrawTool" && typeof view._remove === "function") {
+    view._remove();
+    view._drawing = false;
+  } else if (typeof view._press === "function") {
+    view._press({type: "press", sx: cb_obj.sx, sy: cb_obj.sy, x: cb_obj.x, y: cb_obj.y,
+                 modifiers: cb_obj.modifiers ?? {shift: false, ctrl: false, alt: false}});
+  }
+}
+"""
 _ACTIVATE_JS = """
 const key = modes[cb_obj.labels[cb_obj.active]];
 for (let i = 0; i < tools.length; i++) { tools[i].active = keys[i] === key; }
@@ -70,6 +93,16 @@ def _lonlat(xs: Any, ys: Any) -> list[list[float]]:
                                                                       strict=True)]
 
 
+def _distinct(coords: list[list[float]]) -> list[list[float]]:
+    """Finite vertices without consecutive repeats (a shape being drawn repeats the vertex
+    that follows the mouse)."""
+    out: list[list[float]] = []
+    for c in coords:
+        if all(np.isfinite(c)) and (not out or c != out[-1]):
+            out.append(c)
+    return out
+
+
 def _ring(coords: list[list[float]]) -> list[list[float]]:
     return coords + [coords[0]] if coords and coords[0] != coords[-1] else coords
 
@@ -90,7 +123,9 @@ def features_from_sources(data: dict[str, dict[str, list]]) -> list[dict]:
 
     poly = data.get("polygon") or {}
     for xs, ys in zip(poly.get("xs", []), poly.get("ys", []), strict=False):
-        coords = [c for c in _lonlat(xs, ys) if all(np.isfinite(c))]
+        coords = _distinct(_lonlat(xs, ys))
+        if len(coords) > 3 and coords[0] == coords[-1]:
+            coords = coords[:-1]
         if len(coords) >= 3:
             add("polygon", {"type": "Polygon", "coordinates": [_ring(coords)]})
     box = data.get("box") or {}
@@ -104,7 +139,7 @@ def features_from_sources(data: dict[str, dict[str, list]]) -> list[dict]:
                                                             [w_, n_], [w_, s_]]]})
     line = data.get("line") or {}
     for xs, ys in zip(line.get("xs", []), line.get("ys", []), strict=False):
-        coords = [c for c in _lonlat(xs, ys) if all(np.isfinite(c))]
+        coords = _distinct(_lonlat(xs, ys))
         if len(coords) >= 2:
             add("line", {"type": "LineString", "coordinates": coords})
     pts = data.get("point") or {}
@@ -231,6 +266,8 @@ class DrawPanel(pn.viewable.Viewer):
                                  name="eox-draw-edit", description="Edit vertices"),
         }
         fig.add_tools(*self._tools.values())
+        double = [self._tools[k] for k in ("polygon", "line", "edit")]
+        fig.js_on_event("doubletap", CustomJS(args={"tools": double}, code=_DOUBLE_CLICK_JS))
         self._fig = fig
 
     @param.depends("mode", watch=True)

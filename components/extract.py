@@ -28,6 +28,13 @@ FORMATS = {"GeoTIFF (COG)": "cog", "PNG": "png"}
 CONTENTS = {"What the map shows": "rendered", "Original band values": "bands"}
 
 
+def too_large_text(exc: ex.ExtractTooLarge) -> str:
+    """What the Extract tab says of an area over the limit: its size, the limit, what to do."""
+    return (f"the area is too large to extract: {exc.size}, more than the limit of "
+            f"{exc.limit:,} pixels. Zoom in and draw a smaller box or polygon, or set a "
+            "larger pixel size.")
+
+
 class ExtractPanel(pn.viewable.Viewer):
     """The Extract tab of a session."""
 
@@ -40,9 +47,15 @@ class ExtractPanel(pn.viewable.Viewer):
     resolution = param.Number(None, allow_None=True, bounds=(0, None), inclusive_bounds=(
         False, True), doc="Pixel size in CRS units (empty: native).",
         label="Pixel size (optional)")
-    max_pixels = param.Integer(ex.MAX_PIXELS, bounds=(1, None), doc="Largest extract, pixels.")
+    max_pixels = param.Integer(ex.MAX_PIXELS, bounds=(1, None), doc=(
+        "Largest extract, output pixels; larger areas are refused before anything is read. "
+        "Default: the backend's ``extract_max_pixels`` (the setting of that name)."))
 
     def __init__(self, **params: Any) -> None:
+        # the deployment's limit (Settings.extract_max_pixels) travels on the backend
+        limit = getattr(params["state"].backend, "extract_max_pixels", None)
+        if "max_pixels" not in params and limit is not None:
+            params["max_pixels"] = int(limit)
         super().__init__(**params)
         self._folder: Path | None = None
         self._shape = pn.widgets.Select(name="Area (drawn box or polygon)",
@@ -106,15 +119,22 @@ class ExtractPanel(pn.viewable.Viewer):
                           max_pixels=self.max_pixels)
 
     def check(self) -> ex.ExtractJob | None:
-        """Show the extract's size (or why it cannot be made)."""
+        """Show the extract's size (or why it cannot be made: too large is said before any
+        pixel is read, with the size, the limit and what to do)."""
         try:
             job = self.prepare()
+        except ex.ExtractTooLarge as exc:
+            text = too_large_text(exc)
+            self._info.object = f"**Cannot extract:** {text}"
+            self.state.notify(f"Extract: {text}", "error")
+            return None
         except EOXError as exc:
             self._info.object = f"**Cannot extract:** {exc}"
             self.state.fail(exc, "Extract")
             return None
         self._info.object = (f"{job.describe()}, about {ex.human_bytes(job.nbytes)} "
-                             f"uncompressed" + (f". Note: {job.note}" if job.note else ""))
+                             f"uncompressed (limit {self.max_pixels:,} pixels)"
+                             + (f". Note: {job.note}" if job.note else ""))
         return job
 
     def _target(self, job: ex.ExtractJob) -> Path:
@@ -146,11 +166,17 @@ class ExtractPanel(pn.viewable.Viewer):
         try:
             result = ex.run(job, self._target(job), progress=self._set_progress)
         except EOXError as exc:
-            self._progress.visible = False
-            self.state.fail(exc, "Extract")
+            self._failed(exc)
             return None
         self._finished(result)
         return result
+
+    def _failed(self, exc: EOXError) -> None:
+        """An extract that failed while computing: say why, keep no folder behind (the
+        engine already removed its partial file)."""
+        self._progress.visible = False
+        self._cleanup()
+        self.state.fail(exc, "Extract")
 
     def _set_progress(self, done: int, total: int) -> None:
         self._progress.value = int(100 * done / max(total, 1))
@@ -176,8 +202,7 @@ class ExtractPanel(pn.viewable.Viewer):
                 await asyncio.sleep(0.2)
             result = task.result()
         except EOXError as exc:
-            self._progress.visible = False
-            self.state.fail(exc, "Extract")
+            self._failed(exc)
             return
         finally:
             self._go.disabled = False

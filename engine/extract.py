@@ -56,6 +56,21 @@ BLOCK = 512
 Progress = Callable[[int, int], None]
 
 
+class ExtractTooLarge(InvalidInput):
+    """The extract's output grid has more pixels than the limit.
+
+    ``size`` says how large it is (``"7000 x 6000 px = 42,000,000 pixels at resolution
+    10"``), ``limit`` the largest number of pixels allowed; the message says both and what
+    to do, and an interface may say it in its own words.
+    """
+
+    def __init__(self, size: str, limit: int) -> None:
+        self.size, self.limit = size, int(limit)
+        super().__init__(f"the extract is too large: {size}, more than the limit of "
+                         f"{self.limit:,} pixels: use a smaller polygon or a coarser "
+                         "resolution")
+
+
 @dataclass(frozen=True)
 class ExtractJob:
     """An extract ready to run: the batch plan, the polygon in the output CRS, the format."""
@@ -152,11 +167,13 @@ def prepare(chain: Chain, geometry: dict | BaseGeometry, *, fmt: str = "cog",
         what: "rendered" or "bands".
         crs, resolution: output grid; default the first scene's CRS and native pixel size.
         catalog: where the chain's scenes are found (default: the process catalog).
-        max_pixels: larger extracts raise InvalidInput saying the size and the limit.
+        max_pixels: larger extracts raise ExtractTooLarge (an InvalidInput) saying the size
+            and the limit, before anything is read.
         max_items: most scenes mosaicked.
 
     Raises:
-        InvalidInput (geometry, format, size), ChainError, DataUnavailable (no scene there).
+        InvalidInput (geometry, format; ExtractTooLarge for the size), ChainError,
+        DataUnavailable (no scene there).
     """
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown extract format {fmt!r}", choices=FORMATS)
@@ -169,8 +186,11 @@ def prepare(chain: Chain, geometry: dict | BaseGeometry, *, fmt: str = "cog",
                        chunks=BLOCK, catalog=catalog, max_pixels=max_pixels,
                        max_items=max_items)
     except InvalidInput as exc:
-        if "more than the limit" in exc.message:
-            raise InvalidInput(f"the extract is too large: {exc.message}") from None
+        # engine.batch.plan.check_size: "the area is W x H px = N pixels at ..., more than
+        # the limit of ..." (a time stack's scene limit is a ChainError, said as it is)
+        size, sep, _ = exc.message.partition(", more than the limit")
+        if sep and size.startswith("the area is "):
+            raise ExtractTooLarge(size.removeprefix("the area is "), max_pixels) from None
         raise
     assert p.output is not None
     if p.output.dates is not None:
@@ -327,4 +347,4 @@ def human_bytes(n: float) -> str:
 
 
 __all__ = ["FORMATS", "MAX_PIXELS", "MEDIA_TYPES", "WHAT", "ExtractJob", "ExtractResult",
-           "extract", "human_bytes", "prepare", "run", "source_chain"]
+           "ExtractTooLarge", "extract", "human_bytes", "prepare", "run", "source_chain"]

@@ -3,7 +3,8 @@
 ``POST /api/chains/{id}/extract`` answers a COG (CRS, nodata) or a PNG. The file is built in
 a private temporary folder (in the thread pool) and removed once sent; a failed extract
 leaves nothing behind and answers the error table's status (400 too large / bad polygon,
-404 unknown chain, 424 no data there, 422 bad body).
+404 unknown chain, 424 no data there, 422 bad body). The size limit is the
+``extract_max_pixels`` setting (``EOX_EXTRACT_MAX_PIXELS``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -57,6 +58,8 @@ class ExtractRoutes:
 
     Args:
         max_pixels: largest extract in output pixels (larger: 400 saying size and limit).
+            An app whose ``state.extract_max_pixels`` is set (``app.wiring.build_service``,
+            from the ``extract_max_pixels`` setting) uses that instead.
     """
 
     catalog: Catalog
@@ -68,12 +71,22 @@ class ExtractRoutes:
         self.router = APIRouter(prefix="/api/chains", tags=["chains"])
         self._register()
 
-    def build(self, chain_id: str, body: ExtractBody) -> tuple[ex.ExtractResult, Path]:
-        """Run the extract into a fresh temporary folder; the folder is removed on error."""
+    def limit(self, request: Request) -> int:
+        """The largest extract (pixels) for a request: the app's configured one, if any."""
+        configured = getattr(request.app.state, "extract_max_pixels", None)
+        return self.max_pixels if configured is None else int(configured)
+
+    def build(self, chain_id: str, body: ExtractBody, *,
+              max_pixels: int | None = None) -> tuple[ex.ExtractResult, Path]:
+        """Run the extract into a fresh temporary folder; the folder is removed on error.
+
+        The size is checked (``max_pixels``, default the routes' own) before any folder is
+        made or any pixel read.
+        """
         chain = self.chain_store.get(chain_id)
         job = ex.prepare(chain, geometry_of(body.geometry), fmt=body.format, what=body.what,
                          crs=body.crs, resolution=body.resolution, catalog=self.catalog,
-                         max_pixels=self.max_pixels)
+                         max_pixels=self.max_pixels if max_pixels is None else max_pixels)
         folder = Path(tempfile.mkdtemp(prefix="eox-extract-"))
         try:
             result = ex.run(job, folder / f"{chain_id}-{body.what}{ex.SUFFIXES[body.format]}")
@@ -95,9 +108,10 @@ class ExtractRoutes:
                 424: {"description": "No scene of the chain has data there"},
             },
         )
-        async def extract(chain_id: str = ChainId,
+        async def extract(request: Request, chain_id: str = ChainId,
                           body: ExtractBody = Body(..., examples=[EXTRACT_EXAMPLE])) -> Any:
-            result, folder = await run_in_threadpool(self.build, chain_id, body)
+            result, folder = await run_in_threadpool(self.build, chain_id, body,
+                                                     max_pixels=self.limit(request))
             headers = {"X-Extract-Size": f"{result.width}x{result.height}",
                        "X-Extract-CRS": result.crs,
                        "X-Extract-Bands": ",".join(result.band_names)}

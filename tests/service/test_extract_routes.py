@@ -118,13 +118,13 @@ def test_too_large_is_400_and_leaves_no_file(scene, tmp_path, monkeypatch):
     import tempfile
 
     from fastapi import FastAPI
+    from service_data import true_colour
     from starlette.testclient import TestClient
 
     from engine.catalog import SQLiteCatalog
     from engine.chain import Chain
     from engine.chain.store import ChainStore
     from service.errors import add_exception_handlers
-    from service_data import true_colour
 
     store = ChainStore(scene.db)
     cid = store.put(Chain.from_json(true_colour()))
@@ -137,4 +137,67 @@ def test_too_large_is_400_and_leaves_no_file(scene, tmp_path, monkeypatch):
         r = _post(c, cid)
     assert r.status_code == 400
     assert "too large" in r.json()["detail"] and "10,000" in r.json()["detail"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_configured_limit_is_honoured_and_the_message_says_size_and_limit(
+        client, chain_id, scene, tmp_path, monkeypatch):
+    """EOX_EXTRACT_MAX_PIXELS reaches the route through app.wiring: a small box that the
+    default limit accepts is refused with 400 naming its size and the configured limit."""
+    import tempfile
+
+    from service_data import true_colour
+    from starlette.testclient import TestClient
+
+    from app.settings import Settings
+    from app.wiring import build_service
+    from engine.chain import get_executor, set_executor
+
+    ok = _post(client, chain_id, what="bands")
+    assert ok.status_code == 200, ok.text
+    w, h = (int(v) for v in ok.headers["x-extract-size"].split("x"))
+    assert Settings(catalog=str(scene.db), data_dir=tmp_path).extract_max_pixels == 36_000_000
+
+    monkeypatch.setenv("EOX_EXTRACT_MAX_PIXELS", str(w * h - 1))
+    settings = Settings(catalog=str(scene.db), data_dir=tmp_path, functions_enabled=False)
+    assert settings.extract_max_pixels == w * h - 1
+    previous = get_executor()
+    try:
+        app = build_service(settings)
+    finally:
+        set_executor(previous)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with TestClient(app) as c:
+        cid = c.post("/api/chains", json=true_colour()).json()["id"]
+        r = _post(c, cid, what="bands")
+        assert r.status_code == 400, r.text
+        detail = r.json()["detail"]
+        assert "too large" in detail and f"{w} x {h} px = {w * h:,} pixels" in detail
+        assert f"limit of {w * h - 1:,} pixels" in detail
+        assert list(temp.iterdir()) == []  # refused before any folder was made
+        # just at the limit: made
+        monkeypatch.setattr(app.state, "extract_max_pixels", w * h)
+        assert _post(c, cid, what="bands").status_code == 200
+
+
+def test_failure_mid_extract_leaves_no_folder_or_file(client, chain_id, tmp_path, monkeypatch):
+    import tempfile
+
+    from engine import extract as ex
+    from engine.errors import DataUnavailable
+
+    real = ex.iter_blocks
+
+    def failing(plan, **kw):
+        for n, block in enumerate(real(plan, **kw)):
+            if n == 1:
+                raise DataUnavailable("source vanished")
+            yield block
+
+    monkeypatch.setattr(ex, "iter_blocks", failing)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    r = _post(client, chain_id, what="bands", resolution=2)  # 1000 x 1250 px: 6 blocks
+    assert r.status_code == 424 and "source vanished" in r.json()["detail"]
     assert list(tmp_path.iterdir()) == []
