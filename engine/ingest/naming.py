@@ -80,6 +80,12 @@ _S2_EARTHSEARCH = re.compile(
     r"(?P<sat>S2[ABC])_(?P<tile>\d{2}[C-X][A-Z]{2})_(?P<date>\d{8})_\d+_(?P<level>L1C|L2A)"
 )
 _S2_LOOSE = re.compile(r"(?:^|[_/])(?P<sat>S2[ABC]?)_(?:MSI)?(?P<level>L1C|L2A|L3A)(?:_|$)")
+_S1_LOOSE = re.compile(
+    r"(?:^|[_/])(?P<sat>S1[ABC]?)_(?P<product>GRD|SLC|RTC)(?:[_-](?P<orbit>ASCENDING|DESCENDING))?",
+    re.IGNORECASE,
+)
+_MODIS = re.compile(r"(?:^|[_/])(?:(?P<platform>TERRA|AQUA)_MODIS|(?P<product>MOD|MYD)\d{2}[A-Z]\d)",
+                    re.IGNORECASE)
 _LANDSAT_PRE = re.compile(
     r"(?:^|[_/])L(?P<sensor>[COTEM])(?P<sat>\d)(?P<path>\d{3})(?P<row>\d{3})(?P<year>\d{4})"
     r"(?P<doy>\d{3})[A-Z]{3}\d{2}"
@@ -140,6 +146,20 @@ def parse_scene(name: str) -> SceneName:
     elif m := _S2_LOOSE.search(name):
         sat = m.group("sat")
         _set_s2(out, sat if len(sat) == 3 else None, None, m.group("level"))
+    elif m := _S1_LOOSE.search(name):
+        out.constellation = "sentinel-1"
+        out.properties["constellation"] = "sentinel-1"
+        out.properties["instruments"] = ["c-sar"]
+        out.properties["sar:product_type"] = m.group("product").upper()
+        if len(m.group("sat")) == 3:
+            out.properties["platform"] = f"sentinel-1{m.group('sat')[-1].lower()}"
+        if m.group("orbit"):
+            out.properties["sat:orbit_state"] = m.group("orbit").lower()
+    elif m := _MODIS.search(name):
+        platform = m.group("platform") or {"MOD": "terra", "MYD": "aqua"}[
+            m.group("product").upper()]
+        out.properties["platform"] = platform.lower()
+        out.properties["instruments"] = ["modis"]
     if out.datetime is None:
         out.datetime = parse_date(name)
     return out
@@ -226,6 +246,12 @@ def _set_s2(out: SceneName, sat: str | None, tile: str | None, level: str | None
         out.properties["mgrs:grid_square"] = tile[3:]
     if level:
         out.properties["processing:level"] = level
+
+
+def set_mgrs_tile(out: SceneName, tile: str) -> None:
+    """Add a Sentinel-2 MGRS tile known from elsewhere (e.g. a cube's ``tile`` attribute)."""
+    if re.fullmatch(r"\d{2}[C-X][A-Z]{2}", tile) and "grid:code" not in out.properties:
+        _set_s2(out, None, tile, None)
 
 
 def _set_landsat(out: SceneName, sensor: str, sat: int, path: str, row: str) -> None:

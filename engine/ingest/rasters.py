@@ -189,7 +189,8 @@ def plan_raster(
     if when is None:
         raise IngestError(
             f"{path}: no acquisition date in the file name or its metadata "
-            "(name the file with a date, or pass band_dates)"
+            "(put a date in the file name, or give it: --band-dates YYYY-MM-DD on the "
+            "command line, band_dates=[...] in Python)"
         )
     item_id = safe_name(split[0] if count == 1 and split and split[0] else path.stem)
     source = Source(path=str(path))
@@ -283,11 +284,20 @@ def inspect(path: Path) -> RasterInfo:
         return RasterInfo(
             path=path,
             count=src.count,
-            descriptions=[d or "" for d in src.descriptions],
+            descriptions=_band_descriptions(src),
             nodatavals=tuple(src.nodatavals),
             tiled=bool(src.profile.get("tiled")) or layout == "COG",
             tag_date=_tiff_date(tag) if tag else None,
         )
+
+
+def _band_descriptions(src: rasterio.DatasetReader) -> list[str]:
+    """Band names the file carries: GDAL band descriptions, else a per-band ``DESCRIPTION``
+    metadata item (openEO and other writers put e.g. ``B04`` there, not in the description)."""
+    out = []
+    for index, desc in enumerate(src.descriptions, start=1):
+        out.append((desc or src.tags(index).get("DESCRIPTION") or "").strip())
+    return out
 
 
 def _tiff_date(text: str) -> datetime | None:

@@ -173,6 +173,13 @@ def _ingest(
             report.warnings.extend((source.path, w) for w in source.warnings)
         todo = _select(catalog, name, sources, report)
         items = _build_all(todo, ctx, report, progress=progress)
+        kinds = sorted({str(i.properties["constellation"]) for i in items
+                        if i.properties.get("constellation")})
+        if len(kinds) > 1:
+            report.warnings.append((name, (
+                f"the collection gets items of {' and '.join(kinds)}: band presets (true "
+                "colour, NDVI) show nothing on items without those bands; one collection per "
+                "sensor is easier to browse")))
         if items:
             _commit(catalog, name, template, items)
             committed = True
@@ -186,7 +193,7 @@ def _ingest(
             if source.close is not None:
                 source.close()
     for path, reason in report.failed:
-        log.warning("ingest into %s: %s failed: %s", name, path, reason)
+        log.info("ingest into %s: %s failed: %s", name, path, reason)
     log.info(
         "ingest into %s: %d added, %d skipped, %d failed",
         name,

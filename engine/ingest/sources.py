@@ -88,7 +88,7 @@ def discover(
     band_names: Sequence[str] | None,
 ) -> tuple[list[Source], list[tuple[str, str]], list[tuple[str, str]]]:
     """Plan every input. Returns (sources, failed (path, reason), warnings (path, text))."""
-    from engine.ingest import cube, rasters, stacjson  # noqa: PLC0415 (modules import this one)
+    from engine.ingest import cube, eopatch, rasters, stacjson  # noqa: PLC0415 (they import this)
 
     dates = parse_dates(band_dates) if band_dates is not None else None
     sources: list[Source] = []
@@ -101,18 +101,23 @@ def discover(
         except INPUT_ERRORS as err:
             failed.append((str(path), describe(err, path)))
 
+    cubes: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
             failed.append((str(path), "no such file or folder"))
         elif _is_cube(path):
-            plan(path, lambda p=path: cube.plan_cube(p))
+            cubes.append(path)
+        elif eopatch.is_eopatch(path):
+            plan(path, lambda p=path: eopatch.plan_eopatch(p))
         elif path.is_dir():
             _plan_folder(path, plan, warnings, dates=dates, band_names=band_names)
         elif path.suffix.lower() == ".json":
             plan(path, lambda p=path: stacjson.plan_stac_json(p))
         else:
             plan(path, lambda p=path: rasters.plan_raster(p, dates=dates, band_names=band_names))
+    for group in cube.group_cubes(cubes):  # one product split by resolution: one item a date
+        plan(group[0], lambda g=group: cube.plan_cubes(g))
     return sources, failed, warnings
 
 
@@ -124,19 +129,23 @@ def _plan_folder(
     dates: list[datetime] | None,
     band_names: Sequence[str] | None,
 ) -> None:
-    """A folder: STAC JSONs, cubes, then rasters grouped into per-band scenes."""
-    from engine.ingest import cube, rasters, stacjson  # noqa: PLC0415
+    """A folder: STAC JSONs, cubes, EOPatches, then rasters grouped into per-band scenes."""
+    from engine.ingest import cube, eopatch, rasters, stacjson  # noqa: PLC0415
     from engine.ingest.naming import split_band  # noqa: PLC0415
 
     files: list[Path] = []
     cubes: list[Path] = []
     stores: list[Path] = []
+    patches: list[Path] = []
     for path in sorted(folder.rglob("*")):
         if any(store in path.parents for store in stores):
-            continue  # inside a Zarr store
+            continue  # inside a Zarr store or an EOPatch
         if _is_cube(path):
             stores.append(path)
             cubes.append(path)
+        elif eopatch.is_eopatch(path):
+            stores.append(path)
+            patches.append(path)
         elif path.is_file() and not path.name.startswith("."):
             files.append(path)
     consumed: set[Path] = set()
@@ -147,8 +156,10 @@ def _plan_folder(
             consumed.update(stacjson.local_files(path))
             stac_dirs.add(path.parent)
             plan(path, lambda p=path: stacjson.plan_stac_json(p))
-    for path in cubes:
-        plan(path, lambda p=path: cube.plan_cube(p))
+    for group in cube.group_cubes(cubes):  # one product split by resolution: one item a date
+        plan(group[0], lambda g=group: cube.plan_cubes(g))
+    for path in patches:
+        plan(path, lambda p=path: eopatch.plan_eopatch(p))
     groups: dict[tuple[Path, str], list[tuple[Path, str]]] = defaultdict(list)
     for path in files:
         if path in consumed:
@@ -169,6 +180,7 @@ def _plan_folder(
         plan(parent, lambda k=key, m=members: rasters.plan_band_files(k, m))
     if (
         not cubes
+        and not patches
         and not groups
         and not any(p in consumed or p.suffix.lower() in RASTER_SUFFIXES for p in files)
     ):

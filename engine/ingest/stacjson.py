@@ -68,13 +68,18 @@ def plan_stac_json(path: Path) -> Source:
         raise IngestError(f"{path}: the item has no datetime")
     source = Source(path=str(path))
     kept: dict[str, tuple[pystac.Asset, Path]] = {}
+    dropped: list[str] = []
     for key, asset in item.assets.items():
         local = _local(path, asset.href)
         if local is None:
-            name = Path(unquote(urlparse(asset.href).path)).name
-            source.warnings.append(f"asset {key!r} dropped: {name} is not beside the JSON")
+            dropped.append(f"{key!r} ({Path(unquote(urlparse(asset.href).path)).name})")
         else:
             kept[key] = (asset, local)
+    if dropped:  # one line: a full remote item has dozens of assets not copied locally
+        source.warnings.append(
+            f"{len(dropped)} asset(s) dropped, their files are not beside the JSON: "
+            + ", ".join(dropped)
+        )
     data_keys = [k for k, (a, p) in kept.items() if _is_data(a, p)]
     if not data_keys:
         raise IngestError(

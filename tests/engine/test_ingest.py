@@ -379,6 +379,41 @@ def test_cube_gives_one_item_per_time_step(catalog, data_dir, tmp_path, kind):
         assert item.assets["B04"].extra_fields["eo:bands"][0]["common_name"] == "red"
 
 
+def test_cubes_split_by_resolution_give_one_item_per_date(catalog, data_dir, tmp_path):
+    """A product split into a 10 m and a 20 m cube (WorldCereal's S2 netCDFs) gives ONE item
+    per date with the bands of both, its cloud cover from the 20 m SCL; a date only one
+    cube has still gets an item."""
+    ds = make_cube("grid_mapping")
+    ten = ds[["B04", "crs"]]
+    twenty = ds[["SCL", "crs"]].coarsen(x=2, y=2).max()
+    twenty["SCL"].attrs["grid_mapping"] = "crs"
+    extra = twenty.isel(time=[0]).assign_coords(time=pd.to_datetime(["2020-06-01T10:30:00"]))
+    twenty = xr.concat([twenty, extra], dim="time", data_vars="minimal")
+    ten.attrs["tile"] = twenty.attrs["tile"] = "33UUU"  # as WorldCereal's global attribute
+    ten.to_netcdf(tmp_path / "S2_L2A_10m_patch_2020.nc")
+    twenty.to_netcdf(tmp_path / "S2_L2A_20m_patch_2020.nc")
+    report = ingest(catalog, [tmp_path / "S2_L2A_20m_patch_2020.nc",
+                              tmp_path / "S2_L2A_10m_patch_2020.nc"], data_dir)
+    assert report.ok, report.failed
+    assert sorted(report.added) == [f"S2_L2A_patch_2020_202005{d}T103000" for d in
+                                    ("01", "11", "21")] + ["S2_L2A_patch_2020_20200601T103000"]
+    for t in range(3):
+        item = catalog.get_item("test", sorted(report.added)[t])
+        assert sorted(item.assets) == ["B04", "SCL"]
+        assert np.array_equal(read(item.assets["B04"].href), ds["B04"].values[t])
+        scl = twenty["SCL"].values[t]
+        assert np.array_equal(read(item.assets["SCL"].href), scl)
+        assert item.properties["eo:cloud_cover"] == pytest.approx(
+            expected_cloud(scl, (8, 9, 10), 0), abs=0.01)
+        assert item.properties["proj:shape"] == [6, 8]  # the finest band's grid
+        assert item.properties["grid:code"] == "MGRS-33UUU"
+        assert item.properties["processing:level"] == "L2A"
+    assert sorted(catalog.get_item("test", sorted(report.added)[3]).assets) == ["SCL"]
+    # the same from the folder
+    again = ingest(catalog, [tmp_path], data_dir, collection="folder")
+    assert sorted(again.added) == sorted(report.added)
+
+
 def test_cube_without_crs_fails_and_names_what_is_missing(catalog, data_dir, tmp_path):
     path = tmp_path / "nocrs.nc"
     make_cube(None).to_netcdf(path)
@@ -446,8 +481,9 @@ def test_stac_json_hrefs_rewritten_missing_assets_dropped(catalog, data_dir, tmp
     path = write_stac_item(tmp_path / "stac")
     report = ingest(catalog, [path], data_dir)
     assert report.added == ["S2B_33UUU_20200301_0_L2A"]
-    dropped = sorted(w for p, w in report.warnings if p == str(path))
-    assert len(dropped) == 2 and "'nir'" in dropped[0] and "'thumbnail'" in dropped[1]
+    dropped = [w for p, w in report.warnings if p == str(path)]
+    assert len(dropped) == 1 and dropped[0].startswith("2 asset(s) dropped")  # one line
+    assert "'nir'" in dropped[0] and "'thumbnail'" in dropped[0]
     item = catalog.get_item("test", "S2B_33UUU_20200301_0_L2A")
     assert sorted(item.assets) == ["red", "scl"]  # own keys kept
     assert item.assets["red"].href == str((tmp_path / "stac" / "B04.tif").resolve())
@@ -631,7 +667,8 @@ def test_real_earth_search_item_with_local_cogs(catalog, data_dir):
     for key in ("red", "nir", "scl", "visual"):
         assert Path(item.assets[key].href).parent == RKH
     assert not any(k.endswith("-jp2") for k in item.assets)
-    assert any("'red-jp2' dropped" in w for _, w in report.warnings)
+    dropped = [w for _, w in report.warnings if "dropped" in w]
+    assert len(dropped) == 1 and "'red-jp2' (B04.jp2)" in dropped[0]
     scl = read(RKH / "SCL.tif")
     cloud = item.properties["eo:cloud_cover"]
     assert cloud == pytest.approx(expected_cloud(scl, (8, 9, 10), 0), abs=0.01)
@@ -641,3 +678,63 @@ def test_real_earth_search_item_with_local_cogs(catalog, data_dir):
     hits = catalog.search(Query(collection="sentinel-2-l2a", bbox=(-11.5, 24.8, -11.5, 24.8)))
     assert [i.id for i in hits] == ["S2A_29RKH_20200219_0_L2A"]
     assert os.access(item.assets["red"].href, os.R_OK)
+
+
+def test_band_names_from_per_band_description_metadata(catalog, data_dir, tmp_path):
+    """openEO writes band names as a per-band DESCRIPTION metadata item (not as the GDAL
+    band description): ingest names the assets from it, as for descriptions."""
+    stack = rand((3, 9, 9), seed=9)
+    stack[2] = scl_array((9, 9), seed=9)
+    src = write_raster(tmp_path / "S2_L2A_sample_20220612.tif", stack, nodata=0)
+    with rasterio.open(src, "r+") as ds:
+        for index, name in enumerate(["B04", "B03", "SCL"], start=1):
+            ds.update_tags(index, DESCRIPTION=name)
+    with rasterio.open(src) as ds:
+        assert ds.descriptions == (None, None, None)
+    report = ingest(catalog, [src], data_dir)
+    item = catalog.get_item("test", report.added[0])
+    assert sorted(item.assets) == ["B03", "B04", "SCL"]
+    assert np.array_equal(read(item.assets["SCL"].href), stack[2])
+    assert item.properties["eo:cloud_cover"] == pytest.approx(
+        expected_cloud(stack[2], (8, 9, 10), 0), abs=0.01
+    )
+
+
+def test_valid_percent_of_a_file_without_nodata_is_all_pixels(catalog, data_dir, tmp_path):
+    """A raster without nodata or mask (MODIS JP2, Copernicus DEM): every pixel is valid;
+    rio-stac alone reports one pixel (0.27 % here)."""
+    src = write_raster(tmp_path / "dem_20210101.tif", rand((20, 20), seed=3, dtype="int16"))
+    report = ingest(catalog, [src], data_dir)
+    item = catalog.get_item("test", report.added[0])
+    stats = item.assets["b1"].extra_fields["raster:bands"][0]["statistics"]
+    assert stats["valid_percent"] == 100.0
+    with_nodata = write_raster(tmp_path / "half_20210102.tif",
+                               np.where(np.arange(400).reshape(20, 20) < 100, 0,
+                                        7).astype("uint16"), nodata=0)
+    item = catalog.get_item("test", ingest(catalog, [with_nodata], data_dir).added[0])
+    stats = item.assets["b1"].extra_fields["raster:bands"][0]["statistics"]
+    assert stats["valid_percent"] == pytest.approx(75.0)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("S1_GRD-ASCENDING_20m_00002806639B424A_32631_2017-08-01_2018-11-30",
+     {"constellation": "sentinel-1", "sar:product_type": "GRD", "sat:orbit_state": "ascending"}),
+    ("S1A_GRD_patch_20200101", {"platform": "sentinel-1a", "instruments": ["c-sar"]}),
+    ("TERRA_MODIS_012010_NDVI_2014-07-28", {"platform": "terra", "instruments": ["modis"]}),
+    ("MYD13Q1_h12v10_20140728", {"platform": "aqua", "instruments": ["modis"]}),
+])
+def test_sentinel1_and_modis_names(name, expected):
+    props = parse_scene(name).properties
+    assert {k: props.get(k) for k in expected} == expected
+    assert "processing:level" not in props  # no Sentinel-2 level read into them
+
+
+def test_mixing_sensors_in_one_collection_warns(catalog, data_dir, tmp_path):
+    s1 = write_raster(tmp_path / "S1A_GRD_patch_20200101.tif", rand((9, 9), seed=1))
+    s2 = write_raster(tmp_path / "S2_L2A_patch_20200102.tif", rand((9, 9), seed=2))
+    report = ingest(catalog, [s1, s2], data_dir, collection="mixed")
+    assert len(report.added) == 2
+    (warning,) = [w for p, w in report.warnings if p == "mixed"]
+    assert "sentinel-1 and sentinel-2" in warning
+    alone = ingest(catalog, [s2], data_dir, collection="s2only")
+    assert alone.added and not alone.warnings
