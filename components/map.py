@@ -237,6 +237,33 @@ class MapView(pn.viewable.Viewer):
         self._glyphs[name] = renderer
         self.layers = [*[s for s in self.layers if s.name != name], LayerSpec(name=name)]
 
+    def add_video(self, source: Any, bounds: Any = None, *, name: str | None = None,
+                  fps: float | None = None, opacity: float = 1.0) -> Any:
+        """Lay an MP4 or GIF (as ``export_video`` writes) on the map over ``bounds``
+        (W, S, E, N in WGS84; read from the file's metadata when None), as a named layer on
+        top (re-adding a name replaces it).
+
+        Returns the ``components.videolayer.VideoLayer``: show it (its player) on the page,
+        the player animates the frames in the browser.
+        """
+        from dataclasses import replace
+        from pathlib import Path
+
+        from components.videolayer import VideoLayer
+        from engine.errors import InvalidInput
+
+        if not (isinstance(opacity, int | float) and 0 <= opacity <= 1):
+            raise InvalidInput(f"opacity must be in 0..1, got {opacity!r}")
+        if name is None:
+            name = f"Video {Path(source).stem}" if isinstance(source, str | Path) else "Video"
+        layer = VideoLayer(map=self, source=source, bounds=bounds, fps=fps, name=name)
+        if any(s.name == name for s in self.layers):
+            self.remove_layer(name)
+        self.add_glyph_layer(name, layer.renderer)
+        self.layers = [replace(s, opacity=float(opacity)) if s.name == name else s
+                       for s in self.layers]
+        return layer
+
     def remove_layer(self, name: str) -> None:
         """Remove a layer added by ``add_glyph_layer`` or ``add_tile_layer``."""
         rend = self._glyphs.pop(name, None) or self._tiles.pop(name, None)

@@ -5,6 +5,7 @@
     m = Map(backend=backend)            # from a notebook: ``from app import Map`` (starts the
     m.add_layer(ndvi, name="NDVI")      # tile service in the background)
     m.split(before, after)
+    m.add_video("out.mp4")              # an export_video file, played over its bounds
     m.zoom_to_extent(place("Munich"))
     m                                   # renders inline: tabs, map, layer list, legends
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from components.shell import Shell
 from components.split import SplitView
 from components.state import AppState
 from components.tilemath import WORLD, to_lonlat, to_mercator
+from components.videolayer import VideoLayer
 from engine.chain import Chain
 from engine.errors import InvalidInput
 from engine.export_html import legend_of
@@ -107,10 +110,14 @@ class Map(pn.viewable.Viewer):
         #: Chains added with add_layer, by layer name.
         self.layers: dict[str, Chain] = {}
         self.split_view: SplitView | None = None
+        #: Videos added with add_video, by layer name.
+        self.videos: dict[str, VideoLayer] = {}
         # a zero-height spacer: Bokeh warns about empty layouts
         self._legends = pn.Column(pn.Spacer(height=0), sizing_mode="stretch_width",
                                   name="eox-layer-legends")
         self._split_area = pn.Column(pn.Spacer(height=0), sizing_mode="stretch_width")
+        self._video_area = pn.Column(pn.Spacer(height=0), sizing_mode="stretch_width",
+                                     name="eox-video-players")
         self._zoomed = False
 
     # -- layers -------------------------------------------------------------------------
@@ -131,6 +138,23 @@ class Map(pn.viewable.Viewer):
             for n, c in self.layers.items()]
         if not self._zoomed:
             self.zoom_to_extent(chain)
+        return self
+
+    def add_video(self, source: str | Path | bytes, bounds: Any = None, *,
+                  name: str | None = None, fps: float | None = None,
+                  opacity: float = 1.0) -> Map:
+        """Lay an MP4/GIF written by ``export_video`` on the map over ``bounds`` (W, S, E, N,
+        WGS84; the file's own metadata when None) and play it; its player shows under the
+        map. Limits: 200 frames, 1024 px a side (every frame goes to the browser).
+
+        The first layer also zooms the map to the video unless a zoom was asked for.
+        """
+        layer = self.shell.map.add_video(source, bounds, name=name, fps=fps, opacity=opacity)
+        self.videos = {n: v for n, v in self.videos.items() if not v.removed}
+        self.videos[layer.name] = layer
+        self._video_area.objects = [pn.Spacer(height=0), *self.videos.values()]
+        if not self._zoomed:
+            self._zoom_box(layer.bounds, user=False)
         return self
 
     def split(self, left: Chain, right: Chain, *, names: tuple[str, str] | None = None,
@@ -175,12 +199,14 @@ class Map(pn.viewable.Viewer):
         """The map area: split maps (if any), the map, layer list and legends."""
         main = self.shell.main()
         main.insert(0, self._split_area)
+        main.append(self._video_area)
         main.append(self._legends)
         return main
 
     def embed(self) -> pn.Column:
         """Map, layer legends and legend only (``?embed=true``)."""
         page = self.shell.embed()
+        page.append(self._video_area)
         page.append(self._legends)
         return page
 

@@ -1,14 +1,12 @@
 """Timelapse export: the slider's dates over the map's view, rendered with the display chain
 to an MP4 or GIF in a background thread, with a progress bar and a download button.
 
-Bokeh has no video glyph, so a video cannot play on the map: a GIF export can instead be laid
-on the map as an image layer over its bounds (an ``image_url`` glyph; Chromium animates it
-while the map repaints, see ``_ANIMATE_JS``). An MP4 is only offered for download.
+"Show on map" lays the export (MP4 or GIF) on the session map over the view it was rendered
+for (``MapView.add_video``: the frames play in the browser); its player shows below.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import shutil
 import tempfile
@@ -17,10 +15,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, CustomJS
 
 from components.state import AppState
 from components.timeslider import TimeSlider
@@ -32,29 +28,16 @@ log = logging.getLogger(__name__)
 #: Frame widths offered, pixels (height follows the view's aspect ratio).
 WIDTHS = (256, 384, 512, 768, 1024)
 
-# Canvas draws an <img>'s current GIF frame; repaint the map ~10x a second while the layer is
-# shown so it animates (the timer stops itself when the layer is hidden or removed).
-_ANIMATE_JS = """
-if (window.__eox_gif_timer) { clearInterval(window.__eox_gif_timer); }
-window.__eox_gif_timer = setInterval(() => {
-  if (!rend.visible || src.data.url.length === 0) {
-    clearInterval(window.__eox_gif_timer); window.__eox_gif_timer = null; return;
-  }
-  rend.glyph.global_alpha = rend.glyph.global_alpha === 1 ? 0.999 : 1;
-}, 100);
-"""
-
-
 def _cleanup(folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
 class TimelapsePanel(pn.viewable.Viewer):
-    """Export form (width, fps, format), progress, download, and the GIF layer on the map."""
+    """Export form (width, fps, format), progress, download, and "Show on map"."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
     slider = param.ClassSelector(class_=TimeSlider, doc="Gives the dates and the cloud limit.")
-    map = param.Parameter(default=None, doc="The MapView the GIF is laid on (optional).")
+    map = param.Parameter(default=None, doc="The MapView the export is shown on (optional).")
     width = param.Selector(objects=list(WIDTHS), default=512, doc="Frame width, pixels.")
     fps = param.Number(2.0, bounds=(0.1, 30), doc="Frames per second.")
     format = param.Selector(objects=["mp4", "gif"], default="mp4", doc="Video format.")
@@ -65,7 +48,8 @@ class TimelapsePanel(pn.viewable.Viewer):
     path = param.String("", doc="The last exported file ('' for none).")
     bbox = param.Tuple(default=None, length=4, allow_None=True,
                        doc="W, S, E, N of the last export.")
-    on_map = param.Boolean(False, doc="Show the last GIF on the map over its bounds.")
+    #: Name of the export's layer on the map.
+    LAYER = "Timelapse"
     message = param.String("", doc="What the last export did.")
 
     def __init__(self, **params: Any) -> None:
@@ -90,19 +74,14 @@ class TimelapsePanel(pn.viewable.Viewer):
         self._download = pn.widgets.FileDownload(label="Download", button_type="success",
                                                  visible=False, embed=False,
                                                  sizing_mode="stretch_width")
-        self._show = pn.widgets.Checkbox.from_param(
-            self.param.on_map, name="Show the GIF on the map over its bounds", disabled=True)
-        self._gif = ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []},
-                                     name="eox-timelapse-gif-data")
-        self._gif_renderer = None
-        if self.map is not None:
-            rend = self.map.figure.image_url(url="url", x="x", y="y", w="w", h="h",
-                                             anchor="top_left", source=self._gif,
-                                             name="eox-timelapse-gif")
-            rend.visible = False
-            rend.js_on_change("visible", CustomJS(args={"rend": rend, "src": self._gif},
-                                                  code=_ANIMATE_JS))
-            self._gif_renderer = rend
+        self._show = pn.widgets.Button(name="Show on map", button_type="default",
+                                       disabled=True, visible=self.map is not None,
+                                       sizing_mode="stretch_width",
+                                       description="Play the export on the map over its view")
+        self._show.on_click(lambda e: self.show_on_map())
+        #: The export's layer on the map (its player shows below the button).
+        self.video = None
+        self._player = pn.Column(pn.Spacer(height=0), sizing_mode="stretch_width")
 
     # -- export -----------------------------------------------------------------------------
     def start(self) -> bool:
@@ -175,35 +154,25 @@ class TimelapsePanel(pn.viewable.Viewer):
         self.param.update(path=path, bbox=bbox)
         self._download.param.update(file=path, filename=Path(path).name, visible=True,
                                     label=f"Download {Path(path).name}")
-        is_gif = path.endswith(".gif")
-        self._show.disabled = not is_gif or self._gif_renderer is None
-        self._show.name = ("Show the GIF on the map over its bounds" if is_gif else
-                           "Show on the map: GIF only (Bokeh cannot play video on the map)")
+        self._show.disabled = self.map is None
         self.state.notify(message, "success")
-        if is_gif and self.on_map:
-            self._lay_gif()
-        elif not is_gif:
-            self.on_map = False
 
-    # -- the GIF layer ------------------------------------------------------------------------
-    @param.depends("on_map", watch=True)
-    def _on_map_changed(self) -> None:
-        if self.on_map:
-            self._lay_gif()
-        elif self._gif_renderer is not None:
-            self._gif_renderer.visible = False
-
-    def _lay_gif(self) -> None:
-        if self._gif_renderer is None or not self.path.endswith(".gif") or self.bbox is None:
-            return
-        from components.map import to_mercator
-
-        w, s, e, n = self.bbox
-        (x0, x1), (y0, y1) = to_mercator(np.array([w, e]), np.array([s, n]))
-        data = base64.b64encode(Path(self.path).read_bytes()).decode("ascii")
-        self._gif.data = {"url": [f"data:image/gif;base64,{data}"], "x": [x0], "y": [y1],
-                          "w": [x1 - x0], "h": [y1 - y0]}
-        self._gif_renderer.visible = True
+    # -- on the map -------------------------------------------------------------------------
+    def show_on_map(self) -> bool:
+        """Lay the last export on the map over its view and play it (replaces the previous
+        one); False (with a message) if there is nothing to show or it cannot be shown."""
+        if self.map is None or not self.path:
+            return False
+        try:
+            self.video = self.map.add_video(self.path, name=self.LAYER)
+        except EOXError as exc:
+            self.state.fail(exc, "Timelapse")
+            self.message = f"Timelapse: cannot show it on the map: {exc}"
+            return False
+        self._player.objects = [self.video]
+        self.state.notify(f"Timelapse on the map: {self.video.n_frames} frame(s), layer "
+                          f"{self.LAYER!r}", "info")
+        return True
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
@@ -216,5 +185,6 @@ class TimelapsePanel(pn.viewable.Viewer):
             self._info,
             self._download,
             self._show,
+            self._player,
             sizing_mode="stretch_width",
         )
