@@ -1,13 +1,17 @@
 """Index profiles: one value per scene of a collection, at a point or over a polygon.
 
-A point profile reads exactly one pixel from each band file (a 1x1 window on cached open
-handles, in a thread pool), so 100 dates take a fraction of a second; it never renders
-tiles. Cloud flags come from the scene's own mask band (Sentinel-2 SCL 3/8/9/10, Landsat
-Fmask 2/3/4, as ``mask(cloud=True)``); fill pixels (nodata) give no value.
+A point profile reads exactly one pixel from each band file, in a thread pool, so 100 dates
+take a fraction of a second; it never renders tiles. GeoTIFFs are read by
+:mod:`engine.timeseries.geotiff` (header parsed in Python, only the start of the pixel's
+block inflated: ~0.1 ms instead of ~2 ms through GDAL) once the first file of their kind
+gave GDAL's answer; other files go through rasterio (1x1 window on cached open handles).
+Cloud flags come from the scene's own mask band (Sentinel-2 SCL 3/8/9/10, Landsat Fmask
+2/3/4, as ``mask(cloud=True)``); fill pixels (nodata) give no value.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -27,6 +31,7 @@ import rasterio
 import rasterio.features
 import rasterio.warp
 import rasterio.windows
+from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
@@ -38,6 +43,7 @@ from engine.chain.bands import check_bands, cloud_asset, collection_band_names, 
 from engine.chain.expression import Expression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
 from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
+from engine.timeseries import geotiff
 from engine.timeutil import format_datetime, normalize_geometry, normalize_point
 
 if TYPE_CHECKING:
@@ -59,8 +65,10 @@ THREADS = 4
 
 _pool: ThreadPoolExecutor | None = None
 _handles: Handles | None = None
+_fast: _FastPixels | None = None
 _lock = threading.Lock()
 _thread_state = threading.local()
+log = logging.getLogger(__name__)
 
 
 class Handles:
@@ -132,16 +140,18 @@ def _thread_env() -> None:
     _thread_state.env = env
 
 
-def _shared() -> tuple[ThreadPoolExecutor, Handles]:
-    """The process-wide reader pool and its shared open-file cache (created once)."""
-    global _pool, _handles
+def _shared() -> tuple[ThreadPoolExecutor, Handles, _FastPixels]:
+    """The process-wide reader pool, its shared open-file cache and GeoTIFF header cache
+    (created once)."""
+    global _pool, _handles, _fast
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="eox-profile",
                                        initializer=_thread_env)
             _handles = Handles()
-        assert _handles is not None
-        return _pool, _handles
+            _fast = _FastPixels()
+        assert _handles is not None and _fast is not None
+        return _pool, _handles, _fast
 
 
 @dataclass(frozen=True)
@@ -219,10 +229,10 @@ def profile(collection: Collection, lon: float | None = None, lat: float | None 
         raise InvalidInput(f"the profile would read {len(items)} scenes, more than the limit "
                            f"of {max_scenes}: narrow the dates (filter_date) or add filters")
     scenes = _scenes(items, parsed.band_names, mask_clouds=mask_clouds)
-    pool, handles = _shared()
+    pool, handles, fast = _shared()
     if polygon is None:
-        rows = list(pool.map(lambda s: _point_row(s, parsed, lon, lat, mask_clouds, handles),
-                             scenes))
+        pixels = list(pool.map(lambda s: _point_pixels(s, lon, lat, handles, fast), scenes))
+        rows = _point_rows(scenes, pixels, parsed, mask_clouds)
         columns = PROFILE_COLUMNS
     else:
         geojson = polygon.__geo_interface__
@@ -348,43 +358,154 @@ def _transformer(crs_wkt: str) -> Transformer:
     return Transformer.from_crs("EPSG:4326", crs_wkt, always_xy=True)
 
 
+@lru_cache(maxsize=256)
+def _inverse(transform: tuple[float, ...]) -> tuple[float, ...]:
+    """The inverse of an affine transform, as 6 coefficients (``~Affine`` costs ~30 us)."""
+    return tuple((~Affine(*transform))[:6])
+
+
 def _to_crs(crs: CRS, lon: float, lat: float) -> tuple[float, float]:
     """lon/lat in ``crs`` (transformers cached by the CRS's WKT)."""
     return _transformer(crs.to_wkt()).transform(lon, lat)
 
 
-def _pixel(handles: Handles, f: _File, lon: float, lat: float) -> float | None:
+class _FastPixels:
+    """Pixels read by :mod:`engine.timeseries.geotiff` instead of GDAL, where that is known
+    to give GDAL's answer: the first file of each layout *kind* is also opened with
+    rasterio, and the kind is used only if its size, type, transform, nodata and pixel
+    agree (the CRS is then GDAL's, for every file of the kind). Parsed headers are cached
+    (LRU, checked against a ``stat`` signature)."""
+
+    def __init__(self, *, size: int = 4096) -> None:
+        self.size = size
+        self._layouts: OrderedDict[str, tuple[tuple, geotiff.Layout | None]] = OrderedDict()
+        self._kinds: dict[tuple, str | None] = {}  # kind -> CRS WKT, None: use GDAL
+        self._lock = threading.Lock()
+
+    def layout(self, path: str, sig: tuple) -> geotiff.Layout | None:
+        with self._lock:
+            hit = self._layouts.get(path)
+            if hit is not None and hit[0] == sig:
+                self._layouts.move_to_end(path)
+                return hit[1]
+        layout = geotiff.parse(path)
+        with self._lock:
+            self._layouts[path] = (sig, layout)
+            while len(self._layouts) > self.size:
+                self._layouts.popitem(last=False)
+        return layout
+
+    def crs_wkt(self, kind: tuple) -> str | None:
+        """The CRS of files of ``kind`` as GDAL reads it; None: not validated (yet) or
+        not readable here."""
+        with self._lock:
+            return self._kinds.get(kind)
+
+    def validated(self, kind: tuple) -> bool:
+        with self._lock:
+            return kind in self._kinds
+
+    def judge(self, layout: geotiff.Layout, path: str, ds: DatasetReader, col: int, row: int,
+              value: Any) -> None:
+        """Compare ``layout`` with the dataset GDAL opened and its ``value`` at col/row."""
+        try:
+            same = (ds.count >= 1 and (ds.width, ds.height) == (layout.width, layout.height)
+                    and np.dtype(ds.dtypes[0]) == layout.dtype.newbyteorder("=")
+                    and ds.transform.almost_equals(Affine(*layout.transform), precision=1e-9)
+                    and _same(ds.nodata, layout.nodata) and ds.crs is not None
+                    and _same(geotiff.read_pixel(path, layout, col, row), value))
+        except geotiff.Unsupported:
+            same = False
+        if not same:
+            log.info("profile: %s is read with GDAL (its layout is not handled here)", path)
+        with self._lock:
+            self._kinds[layout.kind] = ds.crs.to_wkt() if same else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._layouts.clear()
+            self._kinds.clear()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(a == b or (math.isnan(a) and math.isnan(b)))
+
+
+def _pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
+           ) -> float | None:
     """The value of the pixel containing lon/lat; None when outside, nodata or NaN."""
     try:
-        with handles.open(f.href) as ds:
-            x, y = _to_crs(ds.crs, lon, lat)
-            col, row = ~ds.transform @ (x, y)
-            col, row = math.floor(col), math.floor(row)
-            if not (0 <= row < ds.height and 0 <= col < ds.width):
-                return None
-            value = ds.read(1, window=Window(col, row, 1, 1))[0, 0].item()
-            nodata = ds.nodata if ds.nodata is not None else f.nodata
-    except RasterioError as exc:
-        raise DataUnavailable(f"cannot read {f.href}: {exc}") from None
+        st = os.stat(f.href)
+    except OSError as exc:
+        raise DataUnavailable(f"source file is missing: {f.href} ({exc.strerror})") from None
+    layout = fast.layout(f.href, (st.st_ino, st.st_size, st.st_mtime_ns))
+    value: Any = None
+    if layout is not None and (wkt := fast.crs_wkt(layout.kind)) is not None:
+        x, y = _transformer(wkt).transform(lon, lat)
+        sa, sb, sc, sd, se, sf = _inverse(layout.transform)
+        col, row = math.floor(x * sa + y * sb + sc), math.floor(x * sd + y * se + sf)
+        if not (0 <= row < layout.height and 0 <= col < layout.width):
+            return None
+        try:
+            value = geotiff.read_pixel(f.href, layout, col, row)
+            nodata = layout.nodata if layout.nodata is not None else f.nodata
+        except (geotiff.Unsupported, OSError):
+            value = None  # a sparse or damaged block: GDAL says what it holds
+    if value is None:
+        try:
+            with handles.open(f.href) as ds:
+                x, y = _to_crs(ds.crs, lon, lat)
+                col, row = ~ds.transform @ (x, y)
+                col, row = math.floor(col), math.floor(row)
+                if not (0 <= row < ds.height and 0 <= col < ds.width):
+                    return None
+                value = ds.read(1, window=Window(col, row, 1, 1))[0, 0].item()
+                nodata = ds.nodata if ds.nodata is not None else f.nodata
+                if layout is not None and not fast.validated(layout.kind):
+                    fast.judge(layout, f.href, ds, col, row, value)
+        except RasterioError as exc:
+            raise DataUnavailable(f"cannot read {f.href}: {exc}") from None
     if nodata is not None and (value == nodata or (math.isnan(nodata) and math.isnan(value))):
         return None
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _point_row(scene: _Scene, expr: Expression, lon: float, lat: float, mask_clouds: bool,
-               handles: Handles) -> tuple:
-    values = {name: _pixel(handles, f, lon, lat) for name, f in scene.bands.items()}
+def _point_pixels(scene: _Scene, lon: float, lat: float, handles: Handles,
+                  fast: _FastPixels) -> tuple[dict[str, Any], bool, bool]:
+    """The scene's band values at the point, whether it is fill and whether it is cloudy."""
+    values = {name: _pixel(handles, fast, f, lon, lat) for name, f in scene.bands.items()}
     cloud = False
     fill = any(v is None for v in values.values())
     if scene.cloud is not None:
-        c = _pixel(handles, scene.cloud, lon, lat)
+        c = _pixel(handles, fast, scene.cloud, lon, lat)
         fill = fill or c is None
         cloud = c is not None and int(c) in scene.classes
-    value = math.nan
-    if not fill and not (cloud and mask_clouds):
-        out = expr.evaluate({n: np.ma.array([v], dtype=np.float64) for n, v in values.items()})
-        value = math.nan if out[0] is np.ma.masked else float(out[0])
-    return (scene.datetime, value, cloud, scene.cloud_cover, scene.id)
+    return values, fill, cloud
+
+
+def _point_rows(scenes: list[_Scene], pixels: list[tuple[dict[str, Any], bool, bool]],
+                expr: Expression, mask_clouds: bool) -> list[tuple]:
+    """Profile rows: the expression is evaluated once over the scenes with a value (it is
+    element-wise, so this equals one evaluation per scene, ~50 times faster)."""
+    values = [math.nan] * len(scenes)
+    use = [i for i, (_, fill, cloud) in enumerate(pixels)
+           if not fill and not (cloud and mask_clouds)]
+    if use:
+        out = expr.evaluate({n: np.ma.array([pixels[i][0][n] for i in use], dtype=np.float64)
+                             for n in scenes[use[0]].bands})
+        if np.ma.asarray(out).shape == (len(use),):
+            mask = np.ma.getmaskarray(out)
+            for k, i in enumerate(use):
+                values[i] = math.nan if mask[k] else float(out.data[k])
+        else:  # not element-wise after all: one scene at a time
+            for i in use:
+                one = expr.evaluate({n: np.ma.array([v], dtype=np.float64)
+                                     for n, v in pixels[i][0].items()})
+                values[i] = math.nan if one[0] is np.ma.masked else float(one[0])
+    return [(s.datetime, values[i], pixels[i][2], s.cloud_cover, s.id)
+            for i, s in enumerate(scenes)]
 
 
 def _read_like(handles: Handles, f: _File, ref_transform, window: Window, crs: CRS

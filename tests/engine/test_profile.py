@@ -17,6 +17,7 @@ from test_demo import demo  # noqa: F401 - the session demo catalog in .cache/de
 
 from engine.collection import Collection
 from engine.errors import ChainError, InvalidInput, NotFound
+from engine.timeseries import geotiff, profiles
 from engine.timeseries.profiles import PROFILE_COLUMNS, PROFILE_POLYGON_COLUMNS, clear_count
 
 FLANDERS = Path("/work/shared/data/worldcereal-flanders-2017-2018")
@@ -75,6 +76,82 @@ def test_point_profile_matches_rasterio(demo):  # noqa: F811
     assert len(cloudy_rows) == n_cloud
     for row in cloudy_rows.itertuples():  # values kept, still flagged
         assert row.value == pytest.approx(expected[row.id][1], abs=1e-6)
+
+
+def test_point_profile_reads_pixels_without_gdal_once_checked(demo, monkeypatch):  # noqa: F811
+    fast = profiles._shared()[2]
+    fast.clear()
+    coll = Collection("landsat-sr", catalog=demo[0])
+    try:
+        expected = coll.profile(LON, LAT)
+        kinds = dict(fast._kinds)
+        # int16 bands and the uint8 Fmask: each kind checked against GDAL, then read here
+        assert len(kinds) == 2 and all(wkt and "UTM zone 13N" in wkt for wkt in kinds.values())
+        # a kind whose pixels disagree with GDAL's is left to GDAL: same profile
+        fast.clear()
+        real = geotiff.read_pixel
+        monkeypatch.setattr(geotiff, "read_pixel", lambda *a: real(*a) + 1)
+        checked = coll.profile(LON, LAT)
+        assert len(fast._kinds) == 2 and all(v is None for v in fast._kinds.values())
+        assert checked.equals(expected)
+    finally:
+        fast.clear()
+
+
+@pytest.mark.parametrize("fmt", [
+    {"dtype": "int16", "compress": "deflate", "predictor": 2, "tiled": True},
+    {"dtype": "uint8", "compress": "deflate", "predictor": 2, "tiled": False, "ENDIANNESS": "BIG"},
+    {"dtype": "uint16", "compress": "deflate", "predictor": 1, "tiled": True, "BIGTIFF": "YES"},
+    {"dtype": "int32", "compress": None, "tiled": False, "ENDIANNESS": "BIG"},
+    {"dtype": "float32", "compress": "deflate", "predictor": 3, "tiled": True},
+    {"dtype": "float64", "compress": "deflate", "predictor": 3, "tiled": False, "ENDIANNESS": "BIG"},
+    {"dtype": "float32", "compress": "deflate", "predictor": 1, "tiled": True, "nodata": math.nan},
+])
+def test_geotiff_pixels_equal_rasterio(tmp_path, fmt):
+    rng = np.random.default_rng(7)
+    h, w = 70, 97  # not a multiple of the 32 px blocks: edge blocks are padded
+    data = rng.normal(100, 1000, (h, w)).astype(fmt["dtype"])
+    opts = {k: v for k, v in fmt.items() if v is not None}
+    opts.update(blockxsize=32, blockysize=32) if fmt["tiled"] else opts.update(blockysize=9)
+    path = tmp_path / "t.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, crs="EPSG:32631",
+                       transform=rasterio.transform.from_origin(500000, 5600000, 10, 10),
+                       **{"nodata": 0, **opts}) as ds:
+        ds.write(data, 1)
+    layout = geotiff.parse(str(path))
+    assert layout is not None
+    with rasterio.open(path) as ds:
+        assert (layout.width, layout.height) == (w, h)
+        assert ds.transform.almost_equals(rasterio.Affine(*layout.transform))
+        assert layout.nodata == ds.nodata or math.isnan(layout.nodata) and math.isnan(ds.nodata)
+        expected = ds.read(1)
+    for row, col in [(0, 0), (h - 1, w - 1), (0, w - 1), (h - 1, 0), (33, 64),
+                     *zip(rng.integers(0, h, 150), rng.integers(0, w, 150), strict=True)]:
+        assert geotiff.read_pixel(str(path), layout, int(col), int(row)) == expected[row, col]
+
+
+def test_geotiff_leaves_other_files_to_gdal(tmp_path):
+    def write(name, **opts):
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", width=64, height=64, dtype="uint16",
+                           crs="EPSG:32631", **{"count": 1, **opts},
+                           transform=rasterio.transform.from_origin(5e5, 5.6e6, 10, 10)) as ds:
+            if opts.get("sparse_ok"):  # only the bottom-right block is written
+                ds.write(np.ones((32, 32), "uint16"), 1, window=((32, 64), (32, 64)))
+            else:
+                ds.write(np.ones((ds.count, 64, 64), "uint16"))
+        return str(path)
+
+    assert geotiff.parse(write("lzw.tif", compress="lzw")) is None
+    assert geotiff.parse(write("rgb.tif", count=3)) is None
+    (tmp_path / "text.tif").write_text("not a TIFF")
+    assert geotiff.parse(str(tmp_path / "text.tif")) is None
+    sparse = write("sparse.tif", tiled=True, blockxsize=32, blockysize=32, sparse_ok=True,
+                   nodata=0)
+    layout = geotiff.parse(sparse)
+    assert layout is not None and geotiff.read_pixel(sparse, layout, 40, 40) == 1
+    with pytest.raises(geotiff.Unsupported, match="sparse"):  # the caller asks GDAL
+        geotiff.read_pixel(sparse, layout, 1, 1)
 
 
 def test_any_expression_and_dates(demo):  # noqa: F811
