@@ -21,21 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import rasterio
-import rasterio.warp
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from rasterio.errors import RasterioError
 from shapely.geometry import shape
 from starlette.concurrency import run_in_threadpool
 
 from engine.catalog.base import Catalog
 from engine.chain import Chain
-from engine.chain.bands import resolve_asset
-from engine.chain.expression import parse_expression
 from engine.collection import Collection
-from engine.errors import ChainError, DataUnavailable, InvalidInput
+from engine.errors import InvalidInput
 from engine.timeseries import (
     DEFAULT_EXPRESSION,
     clear_count,
@@ -43,17 +38,13 @@ from engine.timeseries import (
     export_video,
     per_date,
 )
+from engine.timeseries.limits import MAX_PROFILE_PIXELS, MAX_PROFILE_READS, check_polygon_size
 from service.models import ProfileGeometry, geometry_of, jsonable
 
 #: Columns of the CSV answer, in order (a polygon adds POLYGON_COLUMNS).
 CSV_COLUMNS = ("date", "value", "cloud", "scene_cloud", "id")
 #: Extra columns of a polygon profile: clear pixels averaged, cloudy share of valid pixels.
 POLYGON_COLUMNS = ("count", "cloud_fraction")
-#: Largest polygon bounding box read per scene, in pixels of the scenes' grid (1000 x 1000:
-#: 10 km at Sentinel-2's 10 m, 30 km at Landsat's 30 m).
-MAX_PROFILE_PIXELS = 1_000_000
-#: Largest polygon profile in pixels read over all scenes (box pixels x scenes).
-MAX_PROFILE_READS = 100_000_000
 MEDIA = {"mp4": "video/mp4", "gif": "image/gif"}
 
 
@@ -145,49 +136,10 @@ class TimeRoutes:
         return _answer(body.collection, df, body.mask_clouds, geometry=df.attrs["geometry"])
 
     def check_polygon_size(self, coll: Collection, geometry: dict, expression: str) -> None:
-        """InvalidInput naming the size and the limit when the polygon's bounding box, on
-        the grid of the expression's first band, is too many pixels to read per scene or
-        over all the scenes. Bad geometries, expressions and empty queries are left to the
-        engine, which says what is wrong with them."""
-        narrowed = coll.filter_geometry(geometry)  # InvalidQuery: invalid/empty geometry
-        item = narrowed.first()
-        if item is None:
-            return  # the engine says no scene covers it
-        try:
-            key = resolve_asset(item, parse_expression(expression).band_names[0])
-        except (ChainError, IndexError):
-            return  # the engine says what is wrong with the expression
-        asset = item.assets[key]
-        href = asset.get_absolute_href() or asset.href
-        try:
-            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(href) as ds:
-                crs, (res_x, res_y) = ds.crs, ds.res
-        except RasterioError as exc:
-            raise DataUnavailable(f"cannot open source file {href}: {exc}") from None
-        try:
-            w, s, e, n = shape(rasterio.warp.transform_geom("EPSG:4326", crs, geometry)).bounds
-        except (RasterioError, ValueError):
-            w = s = e = n = math.nan
-        if not all(math.isfinite(v) for v in (w, s, e, n)):
-            raise InvalidInput(f"the polygon is too large: it cannot be projected to the "
-                               f"scenes' grid ({crs}); draw a smaller polygon")
-        cols = math.ceil((e - w) / res_x) + 1
-        rows = math.ceil((n - s) / res_y) + 1
-        pixels = cols * rows
-        unit = "m" if crs.is_projected else "°"
-        if pixels > self.max_profile_pixels:
-            raise InvalidInput(
-                f"the polygon is too large: its bounding box spans {cols:,} x {rows:,} = "
-                f"{pixels:,} pixels of {res_x:g} {unit} per scene, more than the limit of "
-                f"{self.max_profile_pixels:,} pixels: draw a smaller polygon (or profile a "
-                f"point)")
-        scenes = narrowed.count()
-        if pixels * scenes > self.max_profile_reads:
-            raise InvalidInput(
-                f"the polygon profile is too large: {pixels:,} pixels x {scenes} scenes = "
-                f"{pixels * scenes:,} pixels to read, more than the limit of "
-                f"{self.max_profile_reads:,}: narrow the dates, lower max_cloud or draw a "
-                f"smaller polygon")
+        """InvalidInput naming the size and the limit when the polygon is too large to read
+        (``engine.timeseries.limits``, with this service's limits)."""
+        check_polygon_size(coll, geometry, expression, max_pixels=self.max_profile_pixels,
+                           max_reads=self.max_profile_reads)
 
     def timelapse(self, body: TimelapseBody) -> tuple[bytes, str]:
         """Render and encode the video; (file bytes, download name)."""
