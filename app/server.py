@@ -50,6 +50,66 @@ def serialize_websocket_writes() -> None:
     WSHandler._eox_serialized = True
 
 
+def deliver_changes_after_pull() -> None:
+    """Send the model changes a session makes after the browser pulled its document, also
+    before the page's ``document_ready`` (once per process).
+
+    Issue 5, a tab clicked in the first second or two stayed empty for good. Panel treats a
+    server document as unconnected until the browser's ``document_ready`` event, sent once
+    the page is idle (``state._connected``, set by ``state._on_load``), and a ``hold`` that ends
+    on an unconnected document *drops* the model changes it collected
+    (``panel.io.document._drain_unconnected_events``), assuming the whole document is
+    serialized later. But the browser pulled the document (PULL-DOC-REPLY) before it drew
+    the page, so the tab headers are clickable well before ``document_ready``. Clicking a tab
+    then makes ``Tabs(dynamic=True)`` swap the tab's placeholder for its content and the
+    Shell fill the tab's slot, both in Panel's layout ``_update_model``, inside such a
+    ``hold``: both patches were dropped while the server's models changed. Nothing could
+    repair it later: setting the same content again is no change, so no patch (why
+    re-building in ``pn.state.onload`` did not help).
+
+    The fix: from the pull reply on (noted while it is serialized, under the document lock),
+    a held model change on a not yet "connected" document is dispatched to the browser like
+    any other instead of dropped, in order with the rest, when the document lock is held (as
+    it is for every Panel update before the page loaded: Panel schedules them all on the
+    document). Panel's other pre-load behaviour (``_unblocked`` false, updates scheduled,
+    ``onload`` callbacks at ``document_ready``) is unchanged.
+    """
+    from weakref import WeakSet
+
+    import panel.io.document as pn_document
+    from bokeh.document.events import DocumentPatchedEvent, MessageSentEvent
+    from bokeh.server import session as bk_session
+
+    cls = bk_session.ServerSession
+    if getattr(cls, "_eox_pulled", None) is not None:
+        return
+    drain = getattr(pn_document, "_drain_unconnected_events", None)
+    if drain is None:  # a Panel without the drop: nothing to fix
+        log.warning("panel.io.document._drain_unconnected_events is gone: issue 5 fix unused")
+        return
+    pulled: WeakSet = WeakSet()
+    pull = cls._handle_pull.__wrapped__  # the body under @_needs_document_lock
+
+    def _handle_pull(self: Any, message: Any, connection: Any) -> Any:
+        reply = pull(self, message, connection)  # the document is serialized here
+        pulled.add(self.document)
+        return reply
+
+    def _drain(doc: Any, lock: Any) -> list:
+        held = list(doc.callbacks._held_events or [])
+        dispatch = drain(doc, lock)  # session callbacks; messages deferred; changes dropped
+        session = getattr(doc.session_context, "_session", None)
+        if doc not in pulled or session is None or session._pending_writes is None:
+            return dispatch  # not pulled yet (the pull serializes them), or no lock held
+        keep = {id(e) for e in dispatch}
+        return [e for e in held if id(e) in keep or (
+            isinstance(e, DocumentPatchedEvent) and not isinstance(e, MessageSentEvent))]
+
+    cls._handle_pull = bk_session._needs_document_lock(_handle_pull)
+    cls._eox_pulled = pulled
+    pn_document._drain_unconnected_events = _drain
+
+
 def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     """The FastAPI app serving the tile service under /api and the dashboard at /.
 
@@ -63,6 +123,7 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
 
     load_extensions()
     serialize_websocket_writes()
+    deliver_changes_after_pull()
     res = resources(settings)
     service = res.service
     threading.Thread(target=warm_first_view, args=(res,), name="eox-first-view",

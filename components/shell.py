@@ -74,6 +74,8 @@ class Shell(pn.viewable.Viewer):
         super().__init__(**params)
         self.map = MapView(state=self.state)
         # Tabs are built when first shown (a page opens fast whatever the number of tabs).
+        # A tab clicked before the page's document_ready gets its content only because
+        # app.server.deliver_changes_after_pull stops Panel dropping those patches (issue 5).
         self._built: dict[str, pn.viewable.Viewer] = {}
         self._slots = {title: pn.Column(sizing_mode="stretch_width") for title, _ in self.tabs}
         self._main: pn.Column | None = None

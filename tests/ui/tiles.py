@@ -83,11 +83,8 @@ LOADED_JS = "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].
 
 
 def click_tab(page, name: str, *, timeout: int = 30_000) -> None:
-    """Click a sidebar tab once the page has finished loading.
-
-    Known bug (issue 5 note): a tab clicked before the document is ready can stay empty,
-    because Panel drops the lazily built content sent before document_ready.
-    """
+    """Click a sidebar tab once the page has finished loading (so a test's later steps run
+    on a settled page; clicks before that work too: tests/ui/test_early_click.py)."""
     page.wait_for_function(LOADED_JS, timeout=timeout)
     page.locator(".bk-tab", has_text=name).first.click()
 
