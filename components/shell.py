@@ -51,6 +51,14 @@ DEFAULT_TABS: tuple[tuple[str, TabFactory], ...] = (
     ("Batch", BatchPanel),
 )
 
+#: The tab headers wrap onto a second row instead of hiding the last tabs behind a scroll
+#: (13 tabs do not fit the sidebar's width).
+TABS_CSS = """
+:host(.bk-above) .bk-headers-wrapper { flex-wrap: wrap; overflow-x: visible; }
+:host(.bk-above) .bk-header { overflow: visible; }
+.bk-tab { padding: 6px 9px; }
+"""
+
 _DURATION = {"info": 3000, "success": 3000, "warning": 6000, "error": 9000}
 
 
@@ -79,7 +87,7 @@ class Shell(pn.viewable.Viewer):
         self._built: dict[str, pn.viewable.Viewer] = {}
         self._slots = {title: pn.Column(sizing_mode="stretch_width") for title, _ in self.tabs}
         self._main: pn.Column | None = None
-        self._tabs = pn.Tabs(*self._slots.items(), dynamic=True,
+        self._tabs = pn.Tabs(*self._slots.items(), dynamic=True, stylesheets=[TABS_CSS],
                              sizing_mode="stretch_width", name="tabs")
         # a tab with an ``active`` parameter is told when it is shown (Time follows the view)
         self._tabs.param.watch(lambda e: self._tab_shown(), "active")

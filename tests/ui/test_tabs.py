@@ -35,6 +35,13 @@ def test_fresh_page_every_tab_shows_its_widgets(server, browser):
         page.wait_for_function(
             "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle",
             timeout=30_000)
+        # every tab header is on screen inside the sidebar (13 tabs do not fit one row: they
+        # wrap instead of hiding the last ones behind a horizontal scroll)
+        headers = {title: page.locator(".bk-tab", has_text=title).first.bounding_box()
+                   for title, _ in DEFAULT_TABS}
+        hidden = {t: b for t, b in headers.items()  # the sidebar is 470 px wide (Shell)
+                  if b is None or b["x"] < 0 or b["x"] + b["width"] > 470}
+        assert not hidden, f"tab headers not visible in the sidebar: {hidden}"
         shown: dict[str, set[str]] = {}
         before = controls()
         for title, _ in DEFAULT_TABS[1:] + DEFAULT_TABS[:1]:
