@@ -1,5 +1,8 @@
 """Display tab: presets the collection allows, custom RGB bands, band math, colormap with a
-colorbar legend, opacity, and the user-function editor."""
+colorbar legend, opacity, and the user-function editor.
+
+A display error (a band the scene lacks, a bad expression) is a ``state.notice``; the shell
+shows it once (its message bar and a toast), so this tab adds no alert of its own."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import panel as pn
 import param
 
 from components.functions import FunctionPanel
-from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, preset
+from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, RGB_VMAX, preset
 from components.state import AppState
 
 #: Colormaps listed first in the picker (all matplotlib colormaps are accepted).
@@ -59,8 +62,6 @@ class DisplayPanel(pn.viewable.Viewer):
         self._opacity = pn.widgets.FloatSlider.from_param(s.param.opacity, name="Opacity",
                                                           step=0.05, sizing_mode="stretch_width")
         self._legend = pn.pane.HTML("", margin=(5, 10))
-        self._error = pn.pane.Alert("", alert_type="danger", visible=False,
-                                    sizing_mode="stretch_width")
         self._chain = pn.pane.Markdown("", styles={"font-size": "11px", "color": "#666"})
         self._functions = FunctionPanel(state=s, map=self.map)
         self._sync()
@@ -79,7 +80,7 @@ class DisplayPanel(pn.viewable.Viewer):
         if rgb != list(self.state.rgb):
             changes: dict[str, Any] = {"rgb": rgb, "preset": CUSTOM_RGB}
             if self.state.single_band:
-                changes.update(vmin=[0.0] * 3, vmax=[3000.0] * 3)
+                changes.update(vmin=[0.0] * 3, vmax=[RGB_VMAX] * 3)
             self.state.param.update(**changes)
 
     def _expression_entered(self, event: param.parameterized.Event) -> None:
@@ -88,7 +89,6 @@ class DisplayPanel(pn.viewable.Viewer):
         changes: dict[str, Any] = {"expression": event.new.strip(), "preset": CUSTOM_EXPRESSION}
         if not self.state.single_band:
             changes.update(vmin=[-1.0], vmax=[1.0])
-        self._error.visible = False
         self.state.param.update(**changes)
 
     # -- state -> widgets ---------------------------------------------------------------
@@ -123,19 +123,6 @@ class DisplayPanel(pn.viewable.Viewer):
             self._legend.visible = False
         self._chain.object = f"Chain `{s.chain_id}`: {s.chain.describe()}" if s.chain else ""
 
-    @param.depends("state.notice", watch=True)
-    def _notice(self) -> None:
-        n = self.state.notice
-        if n is not None and n.level == "error" and n.text.startswith("Display"):
-            self._error.object = n.text + " — fix the bands or expression and try again."
-            self._error.visible = True
-        elif n is None or n.level != "error":
-            self._error.visible = False
-
-    @param.depends("state.chain_id", watch=True)
-    def _chain_ok(self) -> None:
-        self._error.visible = False
-
     @property
     def legend(self) -> pn.pane.HTML:
         """The colorbar legend (also shown under the map)."""
@@ -150,7 +137,6 @@ class DisplayPanel(pn.viewable.Viewer):
             self._expression,
             self._colormap,
             self._legend,
-            self._error,
             self._opacity,
             self._chain,
             pn.pane.Markdown("**User function**", margin=(10, 10, 0, 10)),

@@ -6,6 +6,10 @@ Values come from ``Collection.profile`` (one pixel read per scene at a point; th
 clear pixels inside a polygon, with their count and the cloudy fraction; no tiles), drawn as
 a Bokeh chart (hover: date, value, cloud) and a table, downloadable as CSV. Every empty
 answer says why: no scene at the place, only cloudy scenes, a band the collection lacks.
+
+One rule for messages: an error is a ``state.notice`` only (the shell shows it once, as its
+message bar and a toast); the tab's own alert explains a profile that ran but has no clear
+value (a warning that is not a notice), so nothing is said twice.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["date", "value", "cloud", "scene_cloud", "id"]
 #: A polygon profile's columns: plus the clear pixels averaged and the cloudy fraction.
 POLYGON_COLUMNS = [*TABLE_COLUMNS, "count", "cloud_fraction"]
+#: Time span of the chart when the profile has one date (ms: Bokeh's datetime unit).
+DATE_SPAN_MS = 10 * 86_400_000
+#: Shortest time span the chart zooms to (so its ticks are dates, never microseconds).
+MIN_DATE_SPAN_MS = 2 * 86_400_000
 #: What the polygon selector shows when no polygon or box is drawn.
 NO_POLYGON = "Draw a polygon in the Draw tab first"
 
@@ -164,6 +172,10 @@ class ProfilePanel(pn.viewable.Viewer):
                      tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above",
                      name="eox-profile-chart")
         fig.toolbar.logo = None
+        # one date (or dates minutes apart) would span Bokeh's default 2 ms: ticks in
+        # microseconds; show such a profile over days instead
+        fig.x_range.default_span = DATE_SPAN_MS
+        fig.x_range.min_interval = MIN_DATE_SPAN_MS
         line = fig.line("x", "y", source=self._clear_src, color="#1b7837", line_width=1.5)
         clear = fig.scatter("x", "y", source=self._clear_src, size=7, color="#1b7837",
                             legend_label="clear", name="eox-profile-clear")
@@ -256,9 +268,9 @@ class ProfilePanel(pn.viewable.Viewer):
             df = profile_query(self.state).profile(lon, lat, self.expression.strip() or
                                                    DEFAULT_EXPRESSION,
                                                    mask_clouds=self.mask_clouds)
-        except EOXError as exc:
-            self._show(None, f"No profile at {where}: {exc}", "danger")
-            self.state.fail(exc, "Profile")
+        except EOXError as exc:  # shown once: the shell's message bar and toast
+            self._show(None, "", "info")
+            self.state.fail(exc, f"No profile at {where}")
             return None
         if clear_count(df) == 0:
             n_cloud = int(df["cloud"].sum())
@@ -291,9 +303,9 @@ class ProfilePanel(pn.viewable.Viewer):
             df = profile_query(self.state).profile(
                 expression=self.expression.strip() or DEFAULT_EXPRESSION,
                 geometry=feature["geometry"], mask_clouds=self.mask_clouds)
-        except EOXError as exc:
-            self._show(None, f"No profile over {name}: {exc}", "danger")
-            self.state.fail(exc, "Profile")
+        except EOXError as exc:  # shown once: the shell's message bar and toast
+            self._show(None, "", "info")
+            self.state.fail(exc, f"No profile over {name}")
             return None
         if clear_count(df) == 0:
             n_cloud = int(df["cloud"].sum())

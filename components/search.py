@@ -49,8 +49,11 @@ class SearchPanel(pn.viewable.Viewer):
             options={"Off": "off", "Click a point": "point", "Drag a box": "box"})
         self._clear = pn.widgets.Button(name="Clear area", width=110)
         self._clear.on_click(lambda e: self.state.param.update(point=None, bbox=None, place=""))
-        self._start = pn.widgets.DatePicker.from_param(s.param.start, name="From")
-        self._end = pn.widgets.DatePicker.from_param(s.param.end, name="To")
+        # the two dates share the sidebar's width (a fixed width each overflowed it)
+        self._start = pn.widgets.DatePicker.from_param(
+            s.param.start, name="From", sizing_mode="stretch_width", width=None, min_width=120)
+        self._end = pn.widgets.DatePicker.from_param(
+            s.param.end, name="To", sizing_mode="stretch_width", width=None, min_width=120)
         self._cloud = pn.widgets.FloatSlider.from_param(s.param.max_cloud, name="Max cloud %",
                                                         step=5, sizing_mode="stretch_width")
         self._sort = pn.widgets.Select.from_param(s.param.sort, name="Sort", width=150)
@@ -143,7 +146,7 @@ class SearchPanel(pn.viewable.Viewer):
             pn.Row(self._place, self._goto, sizing_mode="stretch_width"),
             pn.Row(self._pick, self._clear),
             self._area,
-            pn.Row(self._start, self._end),
+            pn.Row(self._start, self._end, sizing_mode="stretch_width", name="dates"),
             self._cloud,
             pn.Row(self._sort, self._limit),
             self._go,

@@ -21,12 +21,16 @@ from components.backend import Backend
 from components.presets import (
     CUSTOM_EXPRESSION,
     CUSTOM_RGB,
+    RGB_VMAX,
+    data_bands,
+    default_band,
     default_rgb,
     preset,
     presets_for,
 )
 from components.tilemath import GUESS_SIZE, visible_tiles
 from engine.chain import Bands, Chain, Colormap, Expression, Scale, process
+from engine.chain.bands import item_band_names
 from engine.collection import Collection
 from engine.errors import EOXError, InvalidInput
 from engine.render.renderer import percentile_key
@@ -91,7 +95,7 @@ class AppState(param.Parameterized):
     expression = param.String("", doc="Band math for a single-band product.")
     colormap = param.String("viridis", doc="Colormap of a single-band product.")
     vmin = param.List(default=[0.0], doc="Stretch low value per output band.")
-    vmax = param.List(default=[3000.0], doc="Stretch high value per output band.")
+    vmax = param.List(default=[RGB_VMAX], doc="Stretch high value per output band.")
     gamma = param.Number(1.0, bounds=(0.1, 5.0), doc="Stretch gamma.")
     opacity = param.Number(1.0, bounds=(0.0, 1.0), doc="Opacity of the scene layer.")
     function_code = param.String("", doc="Source of a user function (sandbox).")
@@ -124,6 +128,11 @@ class AppState(param.Parameterized):
 
     def __init__(self, **params: Any) -> None:
         self._preset_ids: tuple[Any, list[str]] = (None, [])
+        self._found: dict[str, Any] = {}  # id -> item of the last search
+        # (collection, selected ids) -> band names every selected scene has, their boxes
+        self._selected_info: tuple[Any, list[str], list[tuple]] = (None, [], [])
+        self._adjusting = False  # refresh_chain is changing the display itself
+        self._range_pending = False  # stretch the next display to its pixels (2..98 %)
         super().__init__(**params)
         names = self.backend.collection_names()
         self.param.collection.objects = names
@@ -156,24 +165,38 @@ class AppState(param.Parameterized):
             return
         bands = self.backend.band_names(self.collection)
         allowed = [p.key for p in presets_for(bands)]
-        rgb = list(default_rgb(bands)) if bands else []
-        first = allowed[0] if allowed else CUSTOM_RGB
-        self.param.update(bands=bands, presets=allowed, rgb=rgb, results=pd.DataFrame(),
-                          footprints={}, bounds={}, selected=[])
-        self.choose_preset(first if self.preset not in allowed else self.preset)
+        rgb = default_rgb(bands)
+        self._found = {}
+        self.param.update(bands=bands, presets=allowed,
+                          rgb=list(rgb) if rgb else (bands * 3)[:3],
+                          results=pd.DataFrame(), footprints={}, bounds={}, selected=[])
+        if allowed:
+            self.choose_preset(self.preset if self.preset in allowed else allowed[0])
+        elif rgb is not None:
+            self.choose_preset(CUSTOM_RGB)
+        elif bands:  # masks plus at most two data bands: one band in greyscale, with a legend
+            self.show_band(default_band(bands) or bands[0])
 
     def choose_preset(self, key: str) -> None:
         """Switch to a preset: sets bands or expression, colormap and stretch together."""
+        self._range_pending = False
         if key in (CUSTOM_RGB, CUSTOM_EXPRESSION):
             single = key == CUSTOM_EXPRESSION
             if single == self.single_band and self.vmin:  # same kind: keep the stretch
                 lo, hi = self.vmin[0], self.vmax[0]
-            else:  # an index is about -1..1, reflectance x 1e4 about 0..3000
-                lo, hi = (-1.0, 1.0) if single else (0.0, 3000.0)
+            else:  # an index is about -1..1, reflectance x 1e4 about 0..4000
+                lo, hi = (-1.0, 1.0) if single else (0.0, RGB_VMAX)
             n = 1 if single else 3
             self.param.update(preset=key, vmin=[lo] * n, vmax=[hi] * n)
             return
         self.param.update(preset=key, **_preset_values(key))
+
+    def show_band(self, band: str) -> None:
+        """Show one band alone in greyscale (with a legend), stretched to the 2..98 %
+        percentiles of the selected scenes' pixels once a scene is displayed."""
+        self.param.update(preset=CUSTOM_EXPRESSION, expression=band, colormap="gray",
+                          vmin=[0.0], vmax=[1.0])
+        self._range_pending = True
 
     # -- search -------------------------------------------------------------------------
     def query(self) -> Collection:
@@ -200,6 +223,7 @@ class AppState(param.Parameterized):
             self.fail(exc, "Search")
             return 0
         items, frame = found.items, found.frame.copy()
+        self._found = {it.id: it for it in items}
         footprints = {it.id: it.geometry for it in items if it.geometry}
         bounds = {it.id: tuple(it.bbox) for it in items if it.bbox}
         self.param.update(results=frame, footprints=footprints, bounds=bounds)
@@ -272,7 +296,10 @@ class AppState(param.Parameterized):
         key = (self.collection, tuple(self.selected), self.gamma, tuple(self.presets))
         if self._preset_ids[0] != key:
             ids = []
+            have = {b.lower() for b in self.selected_band_names()}
             for name in self.presets:
+                if have and not all(b.lower() in have for b in preset(name).needs):
+                    continue  # a band the selected scenes lack: the service would refuse it
                 try:
                     chain = self.preset_chain(name)
                     self.backend.register(chain)
@@ -293,21 +320,129 @@ class AppState(param.Parameterized):
     @param.depends("selected", "preset", "rgb", "expression", "colormap", "vmin", "vmax",
                    "gamma", watch=True)
     def _refresh_chain(self) -> None:
-        self.refresh_chain()
+        if not self._adjusting:
+            self.refresh_chain()
 
     def refresh_chain(self) -> bool:
-        """Rebuild and register the display chain; on an error keep the last good one."""
+        """Rebuild and register the display chain; on an error keep the last good one.
+
+        A display reading a band the selected scenes lack (true colour on a Sentinel-1
+        scene) falls back to one they have, with a notice saying why; a chain the tile
+        service would still refuse is not shown, and its error is."""
         if not self.selected:
             self.param.update(chain=None, chain_id="", tile_url="")
             return False
+        self._adjusting = True
+        try:
+            why = self._fit_selected()
+            if self._range_pending:
+                self._range_pending = False
+                self._stretch_to_scenes()
+        finally:
+            self._adjusting = False
         try:
             chain = self.display_chain()
             url = self.backend.register(chain)
+            if not self.selected_band_names():  # the scenes' bands were not checked above
+                self._check_tiles(chain)
         except EOXError as exc:
-            self.fail(exc, "Display")
+            log.info("Display failed: %s", exc)
+            self.notice = Notice(f"Display: {exc} — pick a preset or bands the selected "
+                                 "scene(s) have, or fix the expression.", "error")
             return False
         self.param.update(chain=chain, chain_id=chain.id, tile_url=url)
+        if why:
+            self.notify(why, "info")
         return True
+
+    def selected_band_names(self) -> list[str]:
+        """Band names every selected scene has (empty when unknown or nothing selected)."""
+        return self._selected_scenes()[0]
+
+    def _selected_scenes(self) -> tuple[list[str], list[tuple]]:
+        key = (self.collection, tuple(self.selected))
+        if self._selected_info[0] != key:
+            names: list[str] | None = None
+            boxes: list[tuple] = []
+            items = [self._found[i] for i in self.selected if i in self._found]
+            if len(items) < len(self.selected):  # not from the last search (a shared link)
+                try:
+                    items = Collection(self.collection, catalog=self.backend.catalog).ids(
+                        self.selected).items()
+                except EOXError as exc:
+                    log.info("selected scenes not read: %s", exc)
+                    items = []
+            for item in items:
+                if item.bbox:
+                    boxes.append(tuple(item.bbox))
+                found = item_band_names(item)
+                if not found:  # bands not described: nothing to check against
+                    continue
+                low = {b.lower() for b in found}
+                names = found if names is None else [b for b in names if b.lower() in low]
+            self._selected_info = (key, names or [], boxes)
+        return self._selected_info[1], self._selected_info[2]
+
+    def _fit_selected(self) -> str:
+        """Switch to a display the selected scenes can draw when the current one reads a
+        band they lack; returns why (empty when nothing changed)."""
+        have = self.selected_band_names()
+        if not have:
+            return ""
+        try:
+            needed = self._analytic(**self._display()).read_bands()
+        except EOXError:
+            return ""  # refresh_chain reports it
+        low = {b.lower() for b in have}
+        missing = [b for b in needed if b.lower() not in low]
+        if not missing:
+            return ""
+        fits = [p.key for p in presets_for(have)]
+        if fits:
+            key = next((k for k in fits if k in self.presets), fits[0])
+            self.choose_preset(key)
+            instead = preset(key).label.lower()
+        else:
+            band = default_band(have) or have[0]
+            self.show_band(band)
+            instead = f"band {band} in greyscale"
+        scenes = "the selected scene has" if len(self.selected) == 1 else \
+            "the selected scenes share"
+        shown = ", ".join(data_bands(have)[:12]) or ", ".join(have[:12])
+        return (f"Display: {scenes} no band {missing[0]!r} (only {shown}), so it shows "
+                f"{instead} instead. Pick another preset or bands in the Display tab.")
+
+    def _stretch_to_scenes(self) -> None:
+        """Stretch the display between the 2 and 98 % percentiles of the selected scenes."""
+        boxes = self._selected_scenes()[1] or [self.bounds[i] for i in self.selected
+                                               if i in self.bounds]
+        if not boxes:
+            return
+        box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
+               max(b[2] for b in boxes), max(b[3] for b in boxes))
+        try:
+            stats = self.backend.statistics(self.analytic_chain(), bbox_polygon(box),
+                                            bins=8, percentiles=(2, 98))
+        except EOXError as exc:
+            log.info("no stretch from the scenes' pixels: %s", exc)
+            return
+        lo, hi = [], []
+        for band in stats.values():
+            p = band.get("percentiles") or {}
+            a, b = p.get(percentile_key(2)), p.get(percentile_key(98))
+            if a is None or b is None:
+                return
+            if b <= a:
+                b = a + max(abs(a) * 1e-3, 1e-6)
+            lo.append(_round(a)); hi.append(_round(b))
+        self.param.update(vmin=lo, vmax=hi)
+
+    def _check_tiles(self, chain: Chain) -> None:
+        """Raise the error the tile service would answer this chain's tiles with (resolving
+        every selected scene's band files, as a tile request does first)."""
+        scenes = getattr(self.backend.renderer, "scenes", None)
+        if scenes is not None:
+            scenes(chain)
 
     def apply_chain(self, chain: Chain) -> None:
         """Show a stored chain (from a link): its collection, scenes, bands and stretch."""
@@ -326,6 +461,7 @@ class AppState(param.Parameterized):
             changes["preset"] = self._matching_preset(changes)
         if src.collection != self.collection:
             self.collection = src.collection
+        self._range_pending = False  # the link's stretch wins
         self.param.update(selected=list(src.ids or ()), **changes)
 
     def _matching_preset(self, changes: dict[str, Any]) -> str:
@@ -431,7 +567,8 @@ class AppState(param.Parameterized):
             return False
         collection, item_id = newest
         self.collection = collection
-        self.choose_preset(self.presets[0] if self.presets else CUSTOM_RGB)
+        if self.presets:  # else the collection's default (custom RGB or one grey band) stays
+            self.choose_preset(self.presets[0])
         if not self.search():
             return False
         ids = [str(i) for i in self.results["id"]]

@@ -48,7 +48,8 @@ def test_display_panel_presets_and_custom_bands(state):
     panel._rgb[0].value = "B08"
     assert state.preset == "custom-rgb" and state.rgb == ["B08", "green", "blue"]
     panel._expression.value = "red / (nir + red"
-    assert panel._error.visible and "expression" in panel._error.object
+    # the error is the session's notice (the shell shows it once), not a second alert here
+    assert state.notice.level == "error" and "expression" in state.notice.text
     assert "not enabled" in panel._functions._note.object
 
 

@@ -190,10 +190,10 @@ def test_polygon_errors_say_why(state):
     state.drawings = [far, tiny]
     panel = ProfilePanel(state=state)
     assert panel.run_polygon("polygon-9") is None
-    assert "no scene" in panel._alert.object and not panel.chart_shown
-    assert state.notice.level == "error"
+    assert "no scene" in state.notice.text and not panel.chart_shown
+    assert state.notice.level == "error" and not panel._alert.visible  # said once
     assert panel.run_polygon("polygon-8") is None
-    assert "no pixel centre" in panel._alert.object
+    assert "no pixel centre" in state.notice.text
     state.drawings = [POLY]
     state.start, state.end = datetime(2021, 5, 1), datetime(2021, 5, 31)
     df = panel.run_polygon("polygon-1")

@@ -307,7 +307,9 @@ def test_profile_bad_inputs_say_why(state):
     panel = ProfilePanel(state=state)
     # a point with no scene
     assert panel.run(0.5, 0.5) is None
-    assert panel._alert.visible and "no scene" in panel._alert.object
+    # an error is said once: the session's notice (the shell's message bar and toast)
+    assert state.notice.level == "error" and "no scene" in state.notice.text
+    assert not panel._alert.visible
     assert not panel.chart_shown and panel.chart_points == 0
     # only cloudy scenes in the dates
     state.start, state.end = datetime(2021, 6, 1), datetime(2021, 6, 30)
@@ -321,8 +323,8 @@ def test_profile_bad_inputs_say_why(state):
     assert "of 5 scene(s): 1 cloudy, 4 without data here" in panel._alert.object
     # a band the collection lacks: the message lists the bands
     panel.expression = "(B05 - B04) / (B05 + B04)"
-    assert "B05" in panel._alert.object and "B08" in panel._alert.object
-    assert state.notice.level == "error"
+    assert "B05" in state.notice.text and "B08" in state.notice.text
+    assert state.notice.level == "error" and not panel._alert.visible
 
 
 def test_profile_without_cloud_mask(state):
