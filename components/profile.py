@@ -33,6 +33,7 @@ from engine.chain.bands import cloud_asset
 from engine.collection import Collection
 from engine.errors import EOXError
 from engine.timeseries import DEFAULT_EXPRESSION, clear_count
+from engine.timeseries.limits import check_polygon_size
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +300,13 @@ class ProfilePanel(pn.viewable.Viewer):
         self.area = feature
         self._marker.data = {"x": [], "y": []}
         name = _feature_name(feature)
+        expression = self.expression.strip() or DEFAULT_EXPRESSION
         try:
-            df = profile_query(self.state).profile(
-                expression=self.expression.strip() or DEFAULT_EXPRESSION,
-                geometry=feature["geometry"], mask_clouds=self.mask_clouds)
+            query = profile_query(self.state)
+            # the service's limits: a huge polygon is refused before anything is read
+            check_polygon_size(query, feature["geometry"], expression)
+            df = query.profile(expression=expression, geometry=feature["geometry"],
+                               mask_clouds=self.mask_clouds)
         except EOXError as exc:  # shown once: the shell's message bar and toast
             self._show(None, "", "info")
             self.state.fail(exc, f"No profile over {name}")

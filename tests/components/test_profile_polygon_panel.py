@@ -199,3 +199,22 @@ def test_polygon_errors_say_why(state):
     df = panel.run_polygon("polygon-1")
     assert len(df) == 1 and "No clear value over Polygon 1" in panel._alert.object
     assert "1 all cloudy" in panel._alert.object and not panel.chart_shown
+
+
+def test_polygon_too_large_is_refused_before_reading(state, monkeypatch):
+    import functools
+
+    import components.profile as profile_module
+    from engine.timeseries import limits
+
+    read = []
+    monkeypatch.setattr(profile_module, "check_polygon_size",
+                        functools.partial(limits.check_polygon_size, max_pixels=4))
+    monkeypatch.setattr(profile_module.Collection, "profile",
+                        lambda *a, **k: read.append(1))
+    state.drawings = [POLY]
+    panel = ProfilePanel(state=state)
+    assert panel.run_polygon("polygon-1") is None
+    text = state.notice.text
+    assert state.notice.level == "error" and "too large" in text and "limit of 4 pixels" in text
+    assert read == [] and not panel.chart_shown
