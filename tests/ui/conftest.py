@@ -72,6 +72,15 @@ def browser():
         b.close()
 
 
+@pytest.fixture
+def page(browser):
+    """A fresh page (own context: cookies, downloads) at the size the screenshots use."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

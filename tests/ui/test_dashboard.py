@@ -25,14 +25,6 @@ def _tab(page, name: str) -> None:
     page.wait_for_timeout(300)
 
 
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
 def test_dashboard_end_to_end(server, page, artifacts):
     watch = TileWatch().attach(page)
     page.goto(server + "/")

@@ -111,8 +111,8 @@ def test_draw_polygon_shows_its_area_and_extract_downloads(page, artifacts, tmp_
 def test_overlay_upload_draws_geojson(page, artifacts, tmp_path):
     view = _js(page, "const f = model('eox-map'); return [f.x_range.start, f.x_range.end, "
                      "f.y_range.start, f.y_range.end]")
-    lon = lambda x: float(np.degrees(x / 6378137.0))  # noqa: E731
-    lat = lambda y: float(np.degrees(np.arctan(np.sinh(y / 6378137.0))))  # noqa: E731
+    lon = lambda x: float(np.degrees(x / 6378137.0))
+    lat = lambda y: float(np.degrees(np.arctan(np.sinh(y / 6378137.0))))
     w, e, s, n = lon(view[0]), lon(view[1]), lat(view[2]), lat(view[3])
     ring = [[w + (e - w) * a, s + (n - s) * b] for a, b in
             ((0.3, 0.3), (0.7, 0.3), (0.7, 0.7), (0.3, 0.7), (0.3, 0.3))]

@@ -24,14 +24,6 @@ def _js(page, body: str):
     return page.evaluate(f"() => {{ const model = {MODEL}; {body} }}")
 
 
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
 def test_profile_of_a_drawn_polygon(server, page, artifacts, tmp_path):
     page.goto(server + LINK)
     click_tab(page, "Profile")

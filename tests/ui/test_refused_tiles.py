@@ -69,14 +69,6 @@ def mixed_server(mixed_catalog, tmp_path_factory):
         yield base
 
 
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
 def _row(page, text: str):
     return page.locator(".tabulator-row", has_text=text).first
 

@@ -35,14 +35,6 @@ def _shown(page) -> str:
     return found.group(0) if found else ""
 
 
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
 def test_slider_play_and_profile(server, page, artifacts):
     watch = TileWatch().attach(page)
     page.goto(server + "/")

@@ -44,14 +44,6 @@ _STATE_JS = """(name) => {
 }"""
 
 
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 950})
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
 def _state(page):
     return page.evaluate(_STATE_JS, LAYER)
 
