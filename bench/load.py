@@ -3,7 +3,7 @@
     .venv/bin/python bench/load.py                      # 50 clients for 60 s vs 1 client
     .venv/bin/python bench/load.py --noisy              # plain tiles with/without bad functions
     .venv/bin/python bench/load.py --soak               # 10 min, RSS sampled every 30 s
-    options: --clients 50 --duration 60 --no-cache --workdir DIR
+    options: --clients 50 --duration 60 --think 2 --no-cache --workdir DIR --app MOD:FACTORY
 
 The script writes a synthetic 4096x4096 px, 4-band Sentinel-2-like scene (uint16 COGs)
 into a catalog, starts uvicorn (one worker) on a free loopback port with the app of
@@ -11,7 +11,8 @@ into a catalog, starts uvicorn (one worker) on a free loopback port with the app
 clients (one keep-alive connection each) that fetch random tiles (z12-16, inside the scene)
 of three chains: plain true colour, an NDVI expression with a colormap, and a sandboxed
 user function. Reports requests/s, p50/p95/p99, errors (anything but 200/204), the
-server's RSS (and its sandbox workers') and the load average. Every loop is bounded by
+server's RSS (and its sandbox workers', with the tile cache's bytes and the open datasets
+from /healthz in a soak) and the load average. Every loop is bounded by
 time; the server is stopped at the end. Only loopback addresses are used.
 """
 
@@ -147,16 +148,18 @@ def free_port() -> int:
 class Server:
     """``uvicorn bench.load:service_app --factory`` on a free loopback port."""
 
-    def __init__(self, db: Path, workdir: Path, *, cache_mb: int, env: dict[str, str]) -> None:
+    def __init__(self, db: Path, workdir: Path, *, cache_mb: int, env: dict[str, str],
+                 app: str = "bench.load:service_app") -> None:
         self.port = free_port()
         self.base = f"http://{LOOPBACK}:{self.port}"
         shutil.rmtree(workdir / "tile-cache", ignore_errors=True)  # every run starts cold
-        environ = {**os.environ, "PYTHONPATH": str(ROOT), "EOX_CATALOG": str(db),
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        environ = {**os.environ, "PYTHONPATH": path, "EOX_CATALOG": str(db),
                    "EOX_DATA_DIR": str(workdir), "EOX_TILE_CACHE_MB": str(cache_mb),
                    "EOX_TILE_DISK_CACHE_MB": str(cache_mb and 1024),
                    "EOX_ADDRESS": LOOPBACK, "EOX_SANDBOX_WORKERS": "2",
                    "EOX_SANDBOX_TIMEOUT_S": "2", "EOX_SANDBOX_MEMORY_MB": "768", **env}
-        cmd = [sys.executable, "-m", "uvicorn", "bench.load:service_app", "--factory",
+        cmd = [sys.executable, "-m", "uvicorn", app, "--factory",
                "--host", LOOPBACK, "--port", str(self.port), "--no-access-log",
                "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=environ, cwd=ROOT)
@@ -190,6 +193,18 @@ class Server:
                 continue
         return own / 2**20, kids / 2**20
 
+    def health(self) -> dict:
+        """The server's bounded state (/healthz): tile cache bytes, open datasets."""
+        import httpx
+
+        try:
+            body = httpx.get(self.base + "/healthz", timeout=10).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        handles = body.get("handles", {})
+        return {"tile_cache_mb": round(body.get("cache", {}).get("bytes", 0) / 2**20, 1),
+                "open_datasets": handles.get("idle", 0) + handles.get("lent", 0)}
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -207,7 +222,13 @@ class Stats:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     transport_errors: int = 0
+    transport_kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def failed(self, exc: Exception) -> None:
+        self.transport_errors += 1
+        kind = type(exc).__name__
+        self.transport_kinds[kind] = self.transport_kinds.get(kind, 0) + 1
 
     def add(self, latency: float, status: int) -> None:
         self.latencies.append(latency)
@@ -228,7 +249,8 @@ class Stats:
         return {"requests": n, "rps": round(n / self.seconds, 1) if self.seconds else 0,
                 "p50_ms": round(self.pct(50), 1), "p95_ms": round(self.pct(95), 1),
                 "p99_ms": round(self.pct(99), 1), "errors": self.errors,
-                "statuses": dict(sorted(self.statuses.items()))}
+                "statuses": dict(sorted(self.statuses.items())),
+                "transport_errors": dict(sorted(self.transport_kinds.items()))}
 
 
 async def register(client, chain: dict) -> str:
@@ -257,8 +279,8 @@ async def tile_clients(base: str, chain_ids: list[str], tiles: list, *, clients:
                 try:
                     r = await client.get(f"/api/chains/{cid}/tiles/{z}/{x}/{y}.png")
                     stats.add(time.perf_counter() - t0, r.status_code)
-                except httpx.HTTPError:
-                    stats.transport_errors += 1
+                except httpx.HTTPError as exc:
+                    stats.failed(exc)
                 if think:
                     await asyncio.sleep(min(rng.expovariate(1 / think),
                                             max(0.0, deadline - time.monotonic())))
@@ -293,8 +315,8 @@ async def neighbour_clients(base: str, tiles: list, *, clients: int, duration: f
                     cid = await register(client, chain)
                     r = await client.get(f"/api/chains/{cid}/tiles/{z}/{x}/{y}.png")
                     stats.add(time.perf_counter() - t0, r.status_code)
-                except httpx.HTTPError:
-                    stats.transport_errors += 1
+                except httpx.HTTPError as exc:
+                    stats.failed(exc)
 
     start = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(clients)))
@@ -370,27 +392,34 @@ def run_soak(args, server: Server, tiles: list) -> dict:
     chains = asyncio.run(setup_chains(server.base))
     ids = list(chains.values())
     samples: list[tuple[int, float, float]] = []
+    state: list[dict] = []  # the tile cache's bytes and open datasets at each sample
     total = Stats()
     start = time.monotonic()
     while time.monotonic() - start < args.duration:
         own, kids = server.rss_mb()
         samples.append((round(time.monotonic() - start), round(own, 1), round(kids, 1)))
-        log.info("t=%4d s  server RSS %.0f MiB  sandbox %.0f MiB  load %s", samples[-1][0],
-                 own, kids, load_avg())
+        state.append(server.health())
+        log.info("t=%4d s  server RSS %.0f MiB  sandbox %.0f MiB  %s  load %s", samples[-1][0],
+                 own, kids, state[-1], load_avg())
         part = asyncio.run(tile_clients(server.base, ids, tiles, clients=args.clients,
                                         duration=min(args.sample, args.duration -
-                                                     (time.monotonic() - start)), seed=len(samples)))
+                                                     (time.monotonic() - start)),
+                                        seed=len(samples), think=args.think))
         total.latencies += part.latencies
         total.transport_errors += part.transport_errors
+        for k, v in part.transport_kinds.items():
+            total.transport_kinds[k] = total.transport_kinds.get(k, 0) + v
         for k, v in part.statuses.items():
             total.statuses[k] = total.statuses.get(k, 0) + v
         total.seconds += part.seconds
     own, kids = server.rss_mb()
     samples.append((round(time.monotonic() - start), round(own, 1), round(kids, 1)))
+    state.append(server.health())
     after_warmup = [s for s in samples if s[0] >= args.sample] or samples
-    return {"mode": "soak", "clients": args.clients, "duration_s": args.duration,
+    return {"mode": "soak", "clients": args.clients, "think_s": args.think,
+            "duration_s": args.duration,
             "tile_cache_mb": args.cache_mb, "requests": total.summary(),
-            "rss_samples_s_server_sandbox_mb": samples,
+            "rss_samples_s_server_sandbox_mb": samples, "server_state": state,
             "server_rss_growth_mb": round(samples[-1][1] - samples[0][1], 1),
             "server_rss_growth_after_first_sample_mb":
                 round(samples[-1][1] - after_warmup[0][1], 1),
@@ -419,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "eox-bench-load")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--app", default="bench.load:service_app",
+                        help="uvicorn app factory to serve (e.g. a wrapper that also "
+                        "records diagnostics); PYTHONPATH is kept")
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 600.0 if args.soak else 60.0
@@ -429,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     tiles = tile_pool(db, args.tiles)
     log.info("%d tiles in the pool; load average %s on %d CPUs", len(tiles), load_avg(),
              os.cpu_count() or 0)
-    server = Server(db, args.workdir, cache_mb=args.cache_mb, env={})
+    server = Server(db, args.workdir, cache_mb=args.cache_mb, env={}, app=args.app)
     try:
         server.wait()
         run = run_noisy if args.noisy else run_soak if args.soak else run_load

@@ -1,7 +1,14 @@
-"""A bounded per-thread cache of open rasterio datasets: reopening a COG costs more than
-reading a 256 px tile from it (TiTiler reopens per request). GDAL handles are not
-thread-safe, so each thread keeps its own LRU. A cheap ``stat`` per use notices files that
-vanished or were replaced.
+"""A bounded pool of open rasterio datasets: reopening a COG costs more than reading a
+256 px tile from it (TiTiler reopens per request). GDAL handles are not thread-safe, so a
+dataset is lent to one thread at a time (``get`` ... ``release``) and kept open for the
+next borrower once returned. A cheap ``stat`` per use notices files that vanished or were
+replaced.
+
+The pool is shared by all threads, so its size does not depend on how many threads read:
+at most ``size`` datasets wait open, plus those lent out at the moment. (It used to be one
+cache per thread, each kept for good: anyio stops pool threads idle for 10 s and starts
+new ones under load, and every (file, overview) a thread ever read stayed open, about
+1 MiB each, so the server's memory grew through a soak.)
 """
 
 from __future__ import annotations
@@ -15,67 +22,99 @@ from rasterio.errors import RasterioIOError
 
 from engine.errors import DataUnavailable
 
+Key = tuple[str, int | None]
+Sig = tuple[int, int, int]
+
 
 class HandleCache:
-    """``get(path)`` returns an open dataset; at most ``size`` per thread stay open."""
+    """``get(path)`` lends an open dataset, ``release(ds)`` gives it back; at most ``size``
+    returned datasets stay open (least recently used ones are closed); ``size=0`` closes
+    every dataset on release."""
 
     def __init__(self, *, size: int = 64) -> None:
         self.size = size
-        self._local = threading.local()
-        self._all: list[OrderedDict] = []
         self._lock = threading.Lock()
-
-    def _cache(self) -> OrderedDict:
-        cache = getattr(self._local, "cache", None)
-        if cache is None:
-            cache = self._local.cache = OrderedDict()
-            with self._lock:
-                self._all.append(cache)
-        return cache
+        #: returned datasets, least recently used first: id(ds) -> (key, sig, ds)
+        self._idle: OrderedDict[int, tuple[Key, Sig, rasterio.io.DatasetReader]] = OrderedDict()
+        #: lent datasets: id(ds) -> (key, sig, ds)
+        self._lent: dict[int, tuple[Key, Sig, rasterio.io.DatasetReader]] = {}
+        self.opened = 0
+        self.reused = 0
 
     def get(self, path: str, *, overview: int | None = None) -> rasterio.io.DatasetReader:
         """An open dataset for ``path`` (or its overview level ``overview``, 0 = first
-        overview); DataUnavailable if it is missing or unreadable."""
+        overview), for this thread alone until ``release``; DataUnavailable if it is
+        missing or unreadable."""
+        key = (path, overview)
         try:
             st = os.stat(path)
         except OSError as exc:
-            self._evict((path, overview))
+            self._evict(key)
             raise DataUnavailable(f"source file is missing: {path} ({exc.strerror})") from None
         sig = (st.st_ino, st.st_size, st.st_mtime_ns)
-        cache = self._cache()
-        key = (path, overview)
-        hit = cache.get(key)
-        if hit is not None and hit[0] == sig and self.size > 0:
-            cache.move_to_end(key)
-            return hit[1]
-        if hit is not None:
-            self._evict(key)
+        stale = []
+        found = None
+        with self._lock:
+            for ident, (k, s, ds) in reversed(self._idle.items()):  # most recent first
+                if k != key:
+                    continue
+                if s == sig:
+                    found = ident
+                    break
+                stale.append(ident)
+            stale = [self._idle.pop(i)[2] for i in stale]
+            if found is not None:
+                entry = self._idle.pop(found)
+                self._lent[found] = entry
+                self.reused += 1
+        for ds in stale:  # the file was replaced: these read the old one
+            ds.close()
+        if found is not None:
+            return entry[2]
         try:
             ds = (rasterio.open(path) if overview is None
                   else rasterio.open(path, overview_level=overview))
         except RasterioIOError as exc:
             raise DataUnavailable(f"cannot open source file {path}: {exc}") from None
-        if self.size > 0:
-            cache[key] = (sig, ds)
-            while len(cache) > self.size:
-                _, (_, old) = cache.popitem(last=False)
-                old.close()
+        with self._lock:
+            self._lent[id(ds)] = (key, sig, ds)
+            self.opened += 1
         return ds
 
     def release(self, ds: rasterio.io.DatasetReader) -> None:
-        """Close ``ds`` if it is not cached (caching disabled)."""
-        if self.size <= 0:
-            ds.close()
+        """Give ``ds`` back: kept open for the next ``get`` of its file, or closed when the
+        pool is full (the least recently used one) or disabled."""
+        closing = []
+        with self._lock:
+            entry = self._lent.pop(id(ds), None)
+            if entry is None and self._idle.get(id(ds), (None, None, None))[2] is ds:
+                return  # released twice: it is waiting already
+            if entry is None or entry[2] is not ds or self.size <= 0:
+                closing.append(ds)
+            else:
+                self._idle[id(ds)] = entry
+                while len(self._idle) > self.size:
+                    closing.append(self._idle.popitem(last=False)[1][2])
+        for old in closing:
+            old.close()
 
-    def _evict(self, key: tuple[str, int | None]) -> None:
-        cache = self._cache()
-        hit = cache.pop(key, None)
-        if hit is not None:
-            hit[1].close()
+    def _evict(self, key: Key) -> None:
+        with self._lock:
+            gone = [i for i, (k, _, _) in self._idle.items() if k == key]
+            closing = [self._idle.pop(i)[2] for i in gone]
+        for ds in closing:
+            ds.close()
 
     def clear(self) -> None:
-        """Close this thread's datasets (other threads close theirs when they clear)."""
-        cache = self._cache()
-        while cache:
-            _, (_, ds) = cache.popitem()
+        """Close every returned dataset (lent ones close when they come back)."""
+        with self._lock:
+            closing = [ds for _, _, ds in self._idle.values()]
+            self._idle.clear()
+        for ds in closing:
             ds.close()
+
+    def stats(self) -> dict[str, int]:
+        """Datasets open (waiting and lent) and how often one was opened or reused."""
+        with self._lock:
+            return {"idle": len(self._idle), "lent": len(self._lent), "max_idle": self.size,
+                    "opened": self.opened, "reused": self.reused}

@@ -159,7 +159,8 @@ class TileRenderer:
     Args:
         catalog: the catalog the chains' sources query.
         max_items: most scenes read for one tile / point / statistics request.
-        handle_cache: open datasets kept per thread (0 reopens files every time).
+        handle_cache: idle open datasets kept for reuse, shared by the threads (a dataset is
+                lent to one thread at a time; 0 reopens files every time).
         scene_cache: source query results kept (LRU), each for ``scene_ttl`` seconds.
         resampling: resampling within a CRS (overviews); reproject: across CRSs.
     """
@@ -548,8 +549,10 @@ class TileRenderer:
         if not scenes:
             raise DataUnavailable("no scene of the chain's source covers the geometry")
         ds = self.handles.get(scenes[0].hrefs[0])
-        crs, res = ds.crs, min(abs(ds.res[0]), abs(ds.res[1]))
-        self.handles.release(ds)
+        try:
+            crs, res = ds.crs, min(abs(ds.res[0]), abs(ds.res[1]))
+        finally:
+            self.handles.release(ds)
         gdict = rasterio.warp.transform_geom(WGS84, crs, geom.__geo_interface__)
         minx, miny, maxx, maxy = shape(gdict).bounds
         width = max(1, math.ceil((maxx - minx) / res - 1e-6))
