@@ -27,9 +27,11 @@ from bokeh.events import Tap
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from components.presets import default_band, presets_for
 from components.state import AppState
 from components.timeslider import utc_day
 from engine.chain.bands import cloud_asset
+from engine.chain.expression import parse_expression
 from engine.collection import Collection
 from engine.errors import EOXError
 from engine.timeseries import DEFAULT_EXPRESSION, clear_count
@@ -208,6 +210,7 @@ class ProfilePanel(pn.viewable.Viewer):
     def _collection_changed(self) -> None:
         if self.state.collection is None:
             return
+        self._fit_expression()
         try:
             masked = has_cloud_mask(Collection(self.state.collection,
                                                catalog=self.state.backend.catalog))
@@ -218,6 +221,21 @@ class ProfilePanel(pn.viewable.Viewer):
         self._mask.name = ("Mask cloudy pixels" if masked else
                            "Mask cloudy pixels (this collection has no cloud-mask band)")
         self.mask_clouds = masked
+
+    def _fit_expression(self) -> None:
+        """Without red and nir (no NDVI), the default index becomes what the collection can
+        compute: the display's band math, else its first data band (not a mask)."""
+        bands = list(self.state.bands)
+        if not bands or "ndvi" in {p.key for p in presets_for(bands)}:
+            if self.expression.strip() in ("", DEFAULT_EXPRESSION) or not bands:
+                return
+            if not _names(self.expression) <= _known(bands):
+                self.expression = DEFAULT_EXPRESSION
+            return
+        if self.expression.strip() and (_names(self.expression) or {""}) <= _known(bands):
+            return  # the user's expression fits this collection
+        shown = self.state.expression.strip() if self.state.single_band else ""
+        self.expression = shown or default_band(bands) or bands[0]
 
     @param.depends("picking", watch=True)
     def _picking_changed(self) -> None:
@@ -428,6 +446,19 @@ class ProfilePanel(pn.viewable.Viewer):
 def _csv_name(collection: str | None, lon: float, lat: float) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", collection or "profile")
     return f"profile_{safe}_{lon:.5f}_{lat:.5f}.csv"
+
+
+def _names(expression: str) -> set[str]:
+    """Band names of ``expression`` in lower case (none when it does not parse: the profile
+    itself then says what is wrong)."""
+    try:
+        return {n.lower() for n in parse_expression(expression).band_names}
+    except EOXError:
+        return set()
+
+
+def _known(bands: list[str]) -> set[str]:
+    return {b.lower() for b in bands}
 
 
 def _polygon_csv_name(collection: str | None, name: str) -> str:

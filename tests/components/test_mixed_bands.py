@@ -142,3 +142,17 @@ def test_masks_collection_defaults_to_one_data_band_in_grey(mixed_backend):
     assert "NDVI" in state.chain.to_json() and "CLM" not in state.chain.to_json()
     assert -0.25 < state.vmin[0] < state.vmax[0] < 1.0  # stretched to the NDVI values
     assert panel._legend.visible and "linear-gradient" in panel._legend.object
+
+
+def test_profile_index_follows_what_the_collection_can_compute(mixed_backend):
+    from components.profile import ProfilePanel
+    from engine.timeseries import DEFAULT_EXPRESSION
+
+    state = AppState(backend=mixed_backend, collection=MASKS)  # masks + NDVI, no red/nir
+    panel = ProfilePanel(state=state)
+    assert panel.expression == "NDVI"  # the display's band, not an NDVI it cannot compute
+    state.collection = MIXED  # has red and nir: back to NDVI
+    assert panel.expression == DEFAULT_EXPRESSION
+    panel.expression = "(nir - red) / (nir + red + 1)"  # the user's own index...
+    state.collection = MASKS  # ...cannot be computed here: replaced, not left to fail
+    assert panel.expression == "NDVI"
