@@ -17,3 +17,21 @@ def _restore_chain_executor():
     before = get_executor()
     yield
     set_executor(before)
+
+
+@pytest.fixture
+def extract_fails_mid_run(monkeypatch):
+    """Make every extract fail with DataUnavailable("source vanished") after its first block
+    (a source that disappears half-way): what is left on disk must be nothing."""
+    from engine import extract as ex
+    from engine.errors import DataUnavailable
+
+    real = ex.iter_blocks
+
+    def failing(plan, **kw):
+        for n, block in enumerate(real(plan, **kw)):
+            if n == 1:
+                raise DataUnavailable("source vanished")
+            yield block
+
+    monkeypatch.setattr(ex, "iter_blocks", failing)

@@ -23,11 +23,11 @@ from typing import Any
 
 import panel as pn
 import param
-from panel.io.state import set_curdoc
 
 from components.icons import icon
 from components.map import MapView
 from components.rasterlayer import RasterLayer, RasterLayers
+from components.session import run_locked
 from components.state import AppState
 from engine.batch import Plan, connect, plan, write_cog, write_zarr
 from engine.chain import Chain
@@ -269,18 +269,8 @@ class BatchPanel(pn.viewable.Viewer):
                                           if done == total and total else ""))))
 
     def _ui(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the session's event loop (Bokeh models need the document lock);
-        directly when there is no served session (tests, notebooks)."""
-        doc = self._doc
-        if doc is None or doc.session_context is None:
-            fn()
-            return
-
-        def locked() -> None:
-            with set_curdoc(doc):
-                fn()
-
-        doc.add_next_tick_callback(locked)
+        """Run ``fn`` on the session's event loop (directly without a served session)."""
+        run_locked(self._doc, fn)
 
     def _ended(self, text: str) -> None:
         self.param.update(running=False, message=text)

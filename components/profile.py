@@ -291,16 +291,8 @@ class ProfilePanel(pn.viewable.Viewer):
             self._show(None, "", "info")
             self.state.fail(exc, f"No profile at {where}")
             return None
-        if clear_count(df) == 0:
-            n_cloud = int(df["cloud"].sum())
-            n_fill = int((df["value"].isna() & ~df["cloud"]).sum())
-            why = ", ".join(p for p in (f"{n_cloud} cloudy" if n_cloud else "",
-                                        f"{n_fill} without data here" if n_fill else "") if p)
-            self._show(df, f"No clear value at {where} of {len(df)} scene(s): {why}. Widen "
-                       "the dates, raise the cloud limit of the search or pick another point.",
-                       "warning")
-            return df
-        self._show(df, "", "info")
+        self._show(df, _why_empty(df, f"at {where} of", "cloudy", "without data here",
+                                  "pick another point"))
         return df
 
     def run_polygon(self, feature: dict | str | None = None) -> pd.DataFrame | None:
@@ -329,20 +321,11 @@ class ProfilePanel(pn.viewable.Viewer):
             self._show(None, "", "info")
             self.state.fail(exc, f"No profile over {name}")
             return None
-        if clear_count(df) == 0:
-            n_cloud = int(df["cloud"].sum())
-            n_fill = int((df["value"].isna() & ~df["cloud"]).sum())
-            why = ", ".join(p for p in (f"{n_cloud} all cloudy" if n_cloud else "",
-                                        f"{n_fill} without clear data there" if n_fill else "")
-                            if p)
-            self._show(df, f"No clear value over {name} in {len(df)} scene(s): {why}. Widen "
-                       "the dates, raise the cloud limit of the search or draw another "
-                       "polygon.", "warning")
-            return df
-        self._show(df, "", "info")
+        self._show(df, _why_empty(df, f"over {name} in", "all cloudy",
+                                  "without clear data there", "draw another polygon"))
         return df
 
-    def _show(self, df: pd.DataFrame | None, text: str, level: str) -> None:
+    def _show(self, df: pd.DataFrame | None, text: str, level: str = "warning") -> None:
         self._alert.param.update(object=text, alert_type=level, visible=bool(text))
         if df is None or df.empty:
             for src in (self._clear_src, self._cloud_src, self._nodata_src):
@@ -446,6 +429,19 @@ class ProfilePanel(pn.viewable.Viewer):
 def _csv_name(collection: str | None, lon: float, lat: float) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", collection or "profile")
     return f"profile_{safe}_{lon:.5f}_{lat:.5f}.csv"
+
+
+def _why_empty(df: pd.DataFrame, where: str, cloudy: str, no_data: str, other: str) -> str:
+    """Why a profile has no clear value (counts of cloudy and data-less scenes) and what to
+    try; empty when it has one."""
+    if clear_count(df) > 0:
+        return ""
+    n_cloud = int(df["cloud"].sum())
+    n_fill = int((df["value"].isna() & ~df["cloud"]).sum())
+    why = ", ".join(p for p in (f"{n_cloud} {cloudy}" if n_cloud else "",
+                                f"{n_fill} {no_data}" if n_fill else "") if p)
+    return (f"No clear value {where} {len(df)} scene(s): {why}. Widen the dates, raise the "
+            f"cloud limit of the search or {other}.")
 
 
 def _names(expression: str) -> set[str]:

@@ -31,13 +31,13 @@ import rasterio.windows
 import xarray as xr
 from affine import Affine
 from bokeh.models import ColumnDataSource, HoverTool
-from panel.io.state import set_curdoc
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import from_bounds
 
 from components.display import COMMON_COLORMAPS
 from components.map import MapView
+from components.session import run_locked
 from components.state import AppState
 from components.tilemath import to_lonlat, to_mercator
 from engine.batch import open_for_screen
@@ -510,19 +510,8 @@ class RasterLayers(pn.viewable.Viewer):
         return doc if doc is not None and doc.session_context is not None else None
 
     def _locked(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` (which edits Bokeh models) at once without a served session, else on
-        the session's next tick, which holds the document lock: Panel runs widget callbacks
-        without it under bokeh-fastapi, and Bokeh refuses model changes there."""
-        doc = self._document()
-        if doc is None:
-            fn()
-            return
-
-        def locked() -> None:
-            with set_curdoc(doc):
-                fn()
-
-        doc.add_next_tick_callback(locked)
+        """Run ``fn`` (which edits Bokeh models) under the session's document lock."""
+        run_locked(self._document(), fn)
 
     def _schedule(self) -> None:
         """Redraw once per browser message: a zoom moves x and y ranges in several events."""

@@ -30,7 +30,7 @@ from components.presets import (
 )
 from components.tilemath import GUESS_SIZE, visible_tiles
 from engine.chain import Bands, Chain, Colormap, Expression, Scale, process
-from engine.chain.bands import item_band_names
+from engine.chain.bands import common_band_names
 from engine.collection import Collection
 from engine.errors import EOXError, InvalidInput
 from engine.render.renderer import percentile_key
@@ -362,8 +362,6 @@ class AppState(param.Parameterized):
     def _selected_scenes(self) -> tuple[list[str], list[tuple]]:
         key = (self.collection, tuple(self.selected))
         if self._selected_info[0] != key:
-            names: list[str] | None = None
-            boxes: list[tuple] = []
             items = [self._found[i] for i in self.selected if i in self._found]
             if len(items) < len(self.selected):  # not from the last search (a shared link)
                 try:
@@ -372,15 +370,8 @@ class AppState(param.Parameterized):
                 except EOXError as exc:
                     log.info("selected scenes not read: %s", exc)
                     items = []
-            for item in items:
-                if item.bbox:
-                    boxes.append(tuple(item.bbox))
-                found = item_band_names(item)
-                if not found:  # bands not described: nothing to check against
-                    continue
-                low = {b.lower() for b in found}
-                names = found if names is None else [b for b in names if b.lower() in low]
-            self._selected_info = (key, names or [], boxes)
+            boxes = [tuple(item.bbox) for item in items if item.bbox]
+            self._selected_info = (key, common_band_names(items), boxes)
         return self._selected_info[1], self._selected_info[2]
 
     def _fit_selected(self) -> str:

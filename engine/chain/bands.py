@@ -64,6 +64,19 @@ def item_band_names(item: pystac.Item) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def common_band_names(items: Iterable[pystac.Item]) -> list[str]:
+    """Band names every one of ``items`` has (case-insensitive; in the first item's order).
+    Items whose bands are not described are skipped; empty when none is described."""
+    names: list[str] | None = None
+    for item in items:
+        found = item_band_names(item)
+        if not found:
+            continue
+        low = {b.lower() for b in found}
+        names = found if names is None else [b for b in names if b.lower() in low]
+    return names or []
+
+
 def collection_band_names(collection: pystac.Collection) -> list[str]:
     """Band names (and common names) from the collection's ``eo:bands`` summary."""
     names: list[str] = []

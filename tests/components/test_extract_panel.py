@@ -18,7 +18,6 @@ from components.extract import ExtractPanel
 from components.map import to_mercator
 from components.state import AppState
 from engine import extract as ex
-from engine.errors import DataUnavailable
 
 # a box inside the fixture scenes (UTM 33N, origin 385000/5825000, 256 px at 20 m)
 UTM_BOX = (386_000.0, 5_821_000.0, 388_000.0, 5_823_500.0)
@@ -80,17 +79,8 @@ def test_limit_defaults_to_the_backends_setting(backend):
     assert ExtractPanel(state=AppState(backend=limited), max_pixels=99).max_pixels == 99
 
 
-def test_failed_extract_leaves_no_file_or_folder(shown, monkeypatch):
+def test_failed_extract_leaves_no_file_or_folder(shown, monkeypatch, extract_fails_mid_run):
     panel = _panel(shown, resolution=2.0)  # about 1000 x 1300 px: several blocks
-    real = ex.iter_blocks
-
-    def failing(plan, **kw):
-        for n, block in enumerate(real(plan, **kw)):
-            if n == 1:
-                raise DataUnavailable("source vanished")
-            yield block
-
-    monkeypatch.setattr(ex, "iter_blocks", failing)
     made: list[Path] = []
     target = panel._target
     monkeypatch.setattr(panel, "_target", lambda job: made.append(target(job)) or made[-1])

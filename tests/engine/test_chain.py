@@ -235,3 +235,28 @@ def test_store_in_catalog_file(coll, tmp_path):
     with pytest.raises(NotFound):
         again.get("0" * 16)
     assert coll.catalog.collection("s2").id == "s2"  # the catalog still works in the same file
+
+
+def test_common_band_names_is_what_every_scene_has():
+    from datetime import UTC, datetime
+
+    import pystac
+
+    from engine.chain.bands import common_band_names
+
+    def item(name, bands):
+        it = pystac.Item(name, None, None, datetime(2020, 1, 1, tzinfo=UTC), {})
+        for key, common in bands:
+            band = {"name": key, **({"common_name": common} if common else {})}
+            it.add_asset(key, pystac.Asset(f"{name}_{key}.tif", media_type=pystac.MediaType.COG,
+                                           roles=["data"], extra_fields={"eo:bands": [band]}))
+        return it
+
+    s2 = item("s2", [("B04", "red"), ("B08", "nir"), ("SCL", None)])
+    s2b = item("s2b", [("b04", "red"), ("B08", "nir")])  # other case, no SCL
+    s1 = item("s1", [("VV", None), ("VH", None)])
+    undescribed = item("x", [])
+    assert common_band_names([s2, s2b]) == ["B04", "red", "B08", "nir"]
+    assert common_band_names([s2, undescribed]) == ["B04", "red", "B08", "nir", "SCL"]
+    assert common_band_names([s2, s1]) == []
+    assert common_band_names([undescribed]) == [] and common_band_names([]) == []

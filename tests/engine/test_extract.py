@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.warp
+import shapely
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
-import shapely
 from shapely.geometry import Point, mapping, shape
 
 from engine import extract as ex
@@ -202,20 +202,11 @@ def test_outside_every_scene_is_data_unavailable(catalog, tmp_path):
                    catalog=catalog)
 
 
-def test_failure_mid_write_leaves_no_file(catalog, tmp_path, monkeypatch):
+def test_failure_mid_write_leaves_no_file(catalog, tmp_path, extract_fails_mid_run):
     job = ex.prepare(_chain({"name": "bands", "bands": ["B02"]}), POLY, catalog=catalog,
                      resolution=2.0)
     assert job.blocks > 1
 
-    real = ex.iter_blocks
-
-    def failing(plan, **kw):
-        for n, block in enumerate(real(plan, **kw)):
-            if n == 1:
-                raise DataUnavailable("source vanished")
-            yield block
-
-    monkeypatch.setattr(ex, "iter_blocks", failing)
     seen = []
     with pytest.raises(DataUnavailable):
         ex.run(job, tmp_path / "half.tif", progress=lambda d, t: seen.append((d, t)))

@@ -182,21 +182,10 @@ def test_configured_limit_is_honoured_and_the_message_says_size_and_limit(
         assert _post(c, cid, what="bands").status_code == 200
 
 
-def test_failure_mid_extract_leaves_no_folder_or_file(client, chain_id, tmp_path, monkeypatch):
+def test_failure_mid_extract_leaves_no_folder_or_file(client, chain_id, tmp_path, monkeypatch,
+                                                      extract_fails_mid_run):
     import tempfile
 
-    from engine import extract as ex
-    from engine.errors import DataUnavailable
-
-    real = ex.iter_blocks
-
-    def failing(plan, **kw):
-        for n, block in enumerate(real(plan, **kw)):
-            if n == 1:
-                raise DataUnavailable("source vanished")
-            yield block
-
-    monkeypatch.setattr(ex, "iter_blocks", failing)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     r = _post(client, chain_id, what="bands", resolution=2)  # 1000 x 1250 px: 6 blocks
     assert r.status_code == 424 and "source vanished" in r.json()["detail"]
