@@ -6,37 +6,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC, datetime
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import test_video
 from PIL import Image
-from rasterio.warp import transform_bounds
-from test_composite import BOUNDS, EPSG, build_series
 
-from engine.collection import Collection
 from engine.errors import InvalidInput, NotFound
 from engine.timeseries import export_video
 from engine.timeseries.video import VideoInfo, read_video
 
-DATES = [datetime(2021, 5, 1, 10, tzinfo=UTC), datetime(2021, 6, 3, 10, tzinfo=UTC),
-         datetime(2021, 7, 9, 10, tzinfo=UTC)]
+DATES = test_video.DATES
+const = test_video.const  # the same 3-date series (a module fixture) and chain
+gray = test_video.gray
 DAYS = ("2021-05-01", "2021-06-03", "2021-07-09")
 
 
-@pytest.fixture(scope="module")
-def const(tmp_path_factory):
-    catalog, _ = build_series(tmp_path_factory.mktemp("meta"), name="meta", dates=DATES,
-                              cloud_cover=(5.0, 50.0, 20.0), constant=True)
-    w, s, e, n = transform_bounds(f"EPSG:{EPSG}", "EPSG:4326", *BOUNDS)
-    dx, dy = (e - w) * 0.2, (n - s) * 0.2
-    yield Collection("meta", catalog=catalog), (w + dx, s + dy, e - dx, n - dy)
-    catalog.close()
-
-
-def gray(c):
-    return c.process().bands("B04").scale(0, 4000)
 
 
 def ffmpeg_comment(path) -> str:
