@@ -71,6 +71,9 @@ STATUS_CODES: dict[type[Exception], int] = {
     # A source file registered in the catalog vanished or is corrupt: the request is fine,
     # a resource it depends on failed.
     eox.DataUnavailable: status.HTTP_424_FAILED_DEPENDENCY,
+    # Object storage behind the catalog's https:// / s3:// hrefs failed: a gateway error.
+    eox.StorageUnavailable: status.HTTP_502_BAD_GATEWAY,
+    eox.StorageTimeout: status.HTTP_504_GATEWAY_TIMEOUT,
     eox.CatalogError: status.HTTP_503_SERVICE_UNAVAILABLE,
     NotImplementedError: status.HTTP_501_NOT_IMPLEMENTED,  # e.g. writing a read-only catalog
     BodyTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,

@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import rasterio.warp
+from rasterio.errors import RasterioError
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
@@ -51,6 +52,7 @@ from engine.chain.raster import TimeStack
 from engine.chain.steps import Execute
 from engine.errors import DataUnavailable, InvalidInput, SandboxError
 from engine.render.renderer import TileRenderer
+from engine.storage import gdal_path, read_error
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +152,11 @@ def probe(p: Plan) -> Output:
 
 def _synthetic(p: Plan):
     """The chain applied to ones of the source dtype (the probe window had no data)."""
-    with rasterio.open(p.scenes[0].hrefs[0]) as ds:
-        dtype = ds.dtypes[0]
+    try:
+        with rasterio.open(gdal_path(p.scenes[0].hrefs[0])) as ds:
+            dtype = "float32" if any(p.scenes[0].transforms) else ds.dtypes[0]
+    except RasterioError as exc:
+        raise read_error(p.scenes[0].hrefs[0], exc, what="open") from None
     names = list(p.chain.read_bands())
     if p.chain.source.times:
         dates = tuple(date_groups(p.scenes))

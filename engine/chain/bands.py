@@ -1,8 +1,11 @@
 """Resolve a user's band name to an item's asset key (see the item conventions).
 
-Order: an asset key equal to the name, else an asset whose ``eo:bands`` name equals it,
-else one whose ``eo:bands`` common_name equals it (case-insensitive). So on Sentinel-2
-"B08" and "nir" name the same asset.
+Order: an asset key equal to the name (case-insensitive), else a single-band data asset
+whose key or ``eo:bands`` name means the same band in the item's sensor family
+(:mod:`engine.chain.aliases`: ``B04`` = ``red`` = ``B04_10m`` on Sentinel-2, ``SR_B4`` =
+``red`` on Landsat 8/9), preferring COGs and the finest resolution, else one whose
+``eo:bands`` common_name equals it. So on any Sentinel-2 catalog "B08" and "nir" name the
+same asset.
 """
 
 from __future__ import annotations
@@ -12,6 +15,14 @@ from typing import Any
 
 import pystac
 
+from engine.chain.aliases import (
+    REFLECTANCE as _REFLECTANCE,
+    aliases,
+    canonical,
+    family,
+    split_resolution,
+    value_transform,
+)
 from engine.errors import ChainError
 
 #: Sentinel-2 band -> common name, used when an item or collection lacks eo:bands.
@@ -31,6 +42,11 @@ def _asset_bands(asset: pystac.Asset | Mapping[str, Any]) -> list[dict]:
     return [b for b in bands if isinstance(b, dict)]
 
 
+def item_family(item: pystac.Item) -> str | None:
+    """The sensor family of ``item`` (see :func:`engine.chain.aliases.family`)."""
+    return family(item.properties, item.collection_id or "")
+
+
 def resolve_asset(item: pystac.Item, name: str) -> str:
     """The asset key of ``item`` holding band ``name``; ChainError listing the bands if none."""
     assets = item.assets
@@ -40,13 +56,53 @@ def resolve_asset(item: pystac.Item, name: str) -> str:
     for key in assets:
         if key.lower() == low:
             return key
-    for field in ("name", "common_name"):
-        for key, asset in assets.items():
-            for b in _asset_bands(asset):
-                v = b.get(field)
-                if isinstance(v, str) and v.lower() == low:
-                    return key
+    fam = item_family(item)
+    want = canonical(name, fam)
+    found = []
+    for key, asset in assets.items():
+        bands = _asset_bands(asset)
+        roles = asset.roles or []
+        if len(bands) > 1 or (roles and "data" not in roles):
+            continue  # a true-colour composite is not "the red band"
+        names = [key] + [str(b["name"]) for b in bands if b.get("name")]
+        if any(n.lower() == low or canonical(n, fam) == want for n in names):
+            found.append(key)
+    if found:
+        return min(found, key=lambda k: _preference(k, assets[k]))
+    for key, asset in assets.items():
+        for b in _asset_bands(asset):
+            v = b.get("common_name")
+            if isinstance(v, str) and v.lower() == low:
+                return key
     raise ChainError(f"unknown band {name!r} in item {item.id!r}", choices=item_band_names(item))
+
+
+def _preference(key: str, asset: pystac.Asset) -> tuple[bool, float]:
+    """Sort key among assets holding the same band: COGs first, then the finest pixels."""
+    res = split_resolution(key)[1]
+    rb = asset.extra_fields.get("raster:bands") or [{}]
+    if res is None and isinstance(rb[0], dict):
+        res = rb[0].get("spatial_resolution")
+    if res is None:
+        res = asset.extra_fields.get("gsd")
+    media = asset.media_type or ""
+    return ("jp2" in media or key.lower().endswith("-jp2"),
+            float(res) if isinstance(res, int | float) else 0.0)
+
+
+def band_transform(item: pystac.Item, key: str) -> tuple[float, float] | None:
+    """``(mul, add)`` bringing the stored numbers of asset ``key`` to engine values, from
+    its ``raster:bands`` scale/offset (None: use them as stored); see
+    :func:`engine.chain.aliases.value_transform`."""
+    asset = item.assets[key]
+    rb = asset.extra_fields.get("raster:bands") or [{}]
+    names = [key] + [str(b["name"]) for b in _asset_bands(asset) if b.get("name")]
+    fam = item_family(item)
+    ids = {canonical(n, fam) for n in names}
+    reflectance = next((i for i in ids if i in _REFLECTANCE), next(iter(ids)))
+    applied = item.properties.get("earthsearch:boa_offset_applied") is True
+    return value_transform(rb[0] if isinstance(rb[0], dict) else None, reflectance,
+                           offset_applied=applied)
 
 
 def item_band_names(item: pystac.Item) -> list[str]:
@@ -77,8 +133,17 @@ def common_band_names(items: Iterable[pystac.Item]) -> list[str]:
     return names or []
 
 
+def collection_families(collection: pystac.Collection) -> list[str | None]:
+    """The sensor families of a collection's platforms (summaries), at least one entry."""
+    summaries = collection.summaries.to_dict() if collection.summaries else {}
+    platforms = summaries.get("platform") or [None]
+    fams = {family({**summaries, "platform": p}, collection.id) for p in platforms}
+    return sorted(fams, key=str)
+
+
 def collection_band_names(collection: pystac.Collection) -> list[str]:
-    """Band names (and common names) from the collection's ``eo:bands`` summary."""
+    """Band names (and common names) from the collection's ``eo:bands`` summary and item
+    assets, plus every alias of them in the collection's sensor families."""
     names: list[str] = []
     summaries = collection.summaries.to_dict() if collection.summaries else {}
     for b in summaries.get("eo:bands") or summaries.get("bands") or []:
@@ -89,6 +154,7 @@ def collection_band_names(collection: pystac.Collection) -> list[str]:
         names.append(key)
         for b in _asset_bands(asset):
             names.extend(str(b[f]) for f in ("name", "common_name") if b.get(f))
+    names += aliases(names, collection_families(collection))
     return list(dict.fromkeys(names))
 
 

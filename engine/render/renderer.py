@@ -37,7 +37,7 @@ from rio_tiler.mosaic.methods.defaults import FirstMethod, HighestMethod, Median
 from shapely.geometry import shape
 
 from engine.catalog.base import Catalog
-from engine.chain.bands import cloud_asset, resolve_asset
+from engine.chain.bands import band_transform, cloud_asset, resolve_asset
 from engine.chain.expression import parse_expression
 from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
@@ -46,16 +46,17 @@ from engine.errors import ChainError, DataUnavailable, InvalidInput
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
+from engine.storage import gdal_options, read_error
 
 log = logging.getLogger(__name__)
 
 WGS84 = CRS.from_epsg(4326)
-#: GDAL options for reading local COGs fast. Set ONCE per process (not per request: a
-#: per-request ``rasterio.Env(GDAL_CACHEMAX=...)`` resizes and so flushes the block cache).
+#: GDAL options for reading COGs fast, locally and over HTTP/S3 (the defaults of
+#: :func:`engine.storage.gdal_options`; the app passes its settings' values). Set ONCE
+#: per process (not per request: a per-request ``rasterio.Env(GDAL_CACHEMAX=...)``
+#: resizes and so flushes the block cache).
 #: GDAL's default block cache (5% of RAM) is kept unless ``configure_gdal(cache_mb=...)``.
-GDAL_OPTIONS: dict[str, Any] = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-}
+GDAL_OPTIONS: dict[str, Any] = gdal_options()
 _gdal_configured = False
 _gdal_lock = threading.Lock()
 
@@ -98,6 +99,8 @@ class Scene:
     nodata: tuple[float | None, ...]
     cloud_href: str | None = None
     cloud_name: str | None = None
+    #: per band, ``(mul, add)`` from ``raster:bands`` scale/offset, or None (as stored)
+    transforms: tuple[tuple[float, float] | None, ...] = ()
 
 
 @dataclass
@@ -115,7 +118,8 @@ class SceneSet:
                        if self.scenes else np.zeros((0, 4)))
         h = hashlib.sha256(repr(self.band_names).encode())
         for s in self.scenes:  # what an ingest changes: ids, dates, files, in mosaic order
-            h.update(repr((s.id, s.datetime, s.hrefs, s.nodata, s.cloud_href)).encode())
+            h.update(repr((s.id, s.datetime, s.hrefs, s.nodata, s.cloud_href, s.transforms)
+                          ).encode())
         self.fingerprint = h.hexdigest()[:16]
 
     def intersecting(self, bbox: Sequence[float]) -> list[Scene]:
@@ -231,11 +235,12 @@ class TileRenderer:
                             .get("constellation", ""))
         scenes = []
         for item in items:
-            hrefs, nodata = [], []
+            hrefs, nodata, transforms = [], [], []
             for name in read:
                 key = resolve_asset(item, name)
                 asset = item.assets[key]
                 hrefs.append(asset.get_absolute_href() or asset.href)
+                transforms.append(band_transform(item, key))
                 rb = asset.extra_fields.get("raster:bands") or [{}]
                 nodata.append(rb[0].get("nodata") if isinstance(rb[0], dict) else None)
             cloud_href = cloud_name = None
@@ -252,7 +257,7 @@ class TileRenderer:
             scenes.append(Scene(
                 id=item.id, datetime=item.datetime, cloud_cover=item.properties.get(
                     "eo:cloud_cover"), bbox=tuple(bbox), hrefs=tuple(hrefs), nodata=tuple(nodata),
-                cloud_href=cloud_href, cloud_name=cloud_name))
+                cloud_href=cloud_href, cloud_name=cloud_name, transforms=tuple(transforms)))
         if src.times:
             scenes.sort(key=lambda s: (s.datetime is None, s.datetime or datetime.min))
         elif src.mosaic == "latest":
@@ -286,7 +291,8 @@ class TileRenderer:
                     self.handles.release(ds)
                 bands.append(scene.cloud_name)
         except RasterioError as exc:
-            raise DataUnavailable(f"cannot read scene {scene.id!r} from {href}: {exc}") from None
+            raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
+        arrays = apply_transforms(arrays, scene.transforms)
         if len(arrays) == 1:
             arr = arrays[0]
         else:
@@ -608,6 +614,23 @@ class TileRenderer:
                 break
             names = step.band_names_out(names)
         return names
+
+
+def apply_transforms(arrays: list[np.ma.MaskedArray],
+                     transforms: Sequence[tuple[float, float] | None]) -> list[np.ma.MaskedArray]:
+    """``arrays`` (one per band, then any class band) with each band's ``(mul, add)``
+    applied; all float32 when any band is transformed, so they stack. Masks are kept:
+    nodata was recognised on the stored numbers."""
+    if not any(transforms):
+        return arrays
+    out = []
+    for i, a in enumerate(arrays):
+        t = transforms[i] if i < len(transforms) else None
+        data = np.ma.getdata(a).astype(np.float32)
+        if t is not None:
+            data = data * np.float32(t[0]) + np.float32(t[1])
+        out.append(np.ma.MaskedArray(data, mask=np.ma.getmaskarray(a), copy=False))
+    return out
 
 
 def raster_assets(raster: Raster) -> list[str]:
