@@ -49,6 +49,22 @@ class Settings(BaseSettings):
         256, ge=16, description="GDAL block cache per process, MiB (GDAL's default is 5 % "
         "of RAM per process, which adds up over workers)."
     )
+    remote_timeout_s: float = Field(
+        10.0, ge=1, le=300, description="Longest one HTTP/S3 request for a band file may "
+        "take (GDAL_HTTP_TIMEOUT); then the request fails with a 504 naming the host."
+    )
+    remote_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed HTTP/S3 request (5xx, 429, reset) "
+        "before a 502 naming the host (GDAL_HTTP_MAX_RETRY)."
+    )
+    remote_cache_mb: int = Field(
+        128, ge=1, description="Blocks of remote COGs kept in memory per process, MiB "
+        "(CPL_VSIL_CURL_CACHE_SIZE), so neighbouring tiles reuse downloaded ranges."
+    )
+    remote_file_cache_mb: int = Field(
+        4, ge=1, le=256, description="Read-ahead cache per open remote file, MiB "
+        "(VSI_CACHE_SIZE; up to 64 files stay open per process)."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
     basemap: str | None = Field(
         None, description="Optional XYZ basemap URL; offline the map works without one."

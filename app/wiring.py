@@ -21,6 +21,15 @@ def catalog_from(settings: Settings) -> Catalog:
     return _catalog_for(settings.catalog)
 
 
+def gdal_settings(settings: Settings) -> dict[str, str]:
+    """GDAL's configuration for these settings (remote timeouts, retries, caches)."""
+    from engine.storage import gdal_options
+
+    return gdal_options(timeout_s=settings.remote_timeout_s, retries=settings.remote_retries,
+                        cache_mb=settings.remote_cache_mb,
+                        handle_cache_mb=settings.remote_file_cache_mb)
+
+
 def build_service(settings: Settings):
     """The tile service (FastAPI app) over the configured catalog."""
     from app.auth import access_policy
@@ -30,7 +39,7 @@ def build_service(settings: Settings):
     from service.diskcache import DiskTileCache
 
     settings.chain_db.parent.mkdir(parents=True, exist_ok=True)
-    configure_gdal(cache_mb=settings.gdal_cache_mb)
+    configure_gdal(gdal_settings(settings), cache_mb=settings.gdal_cache_mb)
     sandbox = configure_sandbox(settings)
     disk = (DiskTileCache(settings.data_dir / "tile-cache", settings.tile_disk_cache_mb * 2**20)
             if settings.tile_disk_cache_mb else None)

@@ -71,11 +71,11 @@ def family(properties: Mapping[str, Any], collection_id: str = "") -> str | None
     """
     text = " ".join(_strings(properties.get(k)) for k in ("constellation", "platform",
                                                           "mission", "instruments"))
-    text = f"{text} {collection_id}".lower()
+    text = re.sub(r"[\s_]+", "-", f"{text} {collection_id}".lower())  # "Sentinel 2"
     if "sentinel-2" in text or "sentinel2" in text or re.search(r"\bs2[ab_-]", text):
         return "sentinel-2"
     if "landsat" in text:
-        platforms = _strings(properties.get("platform")).lower()
+        platforms = re.sub(r"[\s_]+", "-", _strings(properties.get("platform")).lower())
         if re.search(r"landsat-?[89]", platforms):
             return "landsat-oli"
         if re.search(r"landsat-?[457]", platforms):
@@ -86,6 +86,11 @@ def family(properties: Mapping[str, Any], collection_id: str = "") -> str | None
     if "dem" in re.split(r"[^a-z0-9]+", text) or "elevation" in text:
         return "dem"
     return None
+
+
+def base_family(fam: str | None) -> str | None:
+    """``"landsat-oli"``/``"landsat-tm"`` -> ``"landsat"``; other families unchanged."""
+    return "landsat" if fam is not None and fam.startswith("landsat") else fam
 
 
 def canonical(name: str, fam: str | None) -> str:
@@ -99,8 +104,7 @@ def canonical(name: str, fam: str | None) -> str:
         tables = {"landsat-oli": (LANDSAT_OLI,), "landsat-tm": (LANDSAT_TM,)}.get(fam, ())
         for table in tables:
             low = table.get(low, low)
-    base = "landsat" if fam.startswith("landsat") else fam
-    return SYNONYMS.get(base, {}).get(low, low)
+    return SYNONYMS.get(base_family(fam) or "", {}).get(low, low)
 
 
 def aliases(names: Iterable[str], fams: Iterable[str | None]) -> list[str]:
@@ -113,7 +117,7 @@ def aliases(names: Iterable[str], fams: Iterable[str | None]) -> list[str]:
         if fam is None:
             continue
         wanted = {canonical(n, fam) for n in names}
-        base = "landsat" if fam.startswith("landsat") else fam
+        base = base_family(fam) or ""
         tables = {"sentinel-2": S2_BANDS, "landsat-oli": LANDSAT_OLI,
                   "landsat-tm": LANDSAT_TM}.get(fam, {})
         out += [k.upper() for k, v in tables.items() if v in wanted]

@@ -42,9 +42,35 @@ def _asset_bands(asset: pystac.Asset | Mapping[str, Any]) -> list[dict]:
     return [b for b in bands if isinstance(b, dict)]
 
 
+def raster_band(asset: pystac.Asset) -> dict[str, Any]:
+    """The first band's ``nodata``/``scale``/``offset``/... of an asset, from STAC 1.0's
+    ``raster:bands`` or STAC 1.1's ``bands`` (``raster:scale``, ``raster:offset``,
+    ``nodata``) and asset-level fields."""
+    extra = asset.extra_fields
+    rb = extra.get("raster:bands") or []
+    if rb and isinstance(rb[0], dict):
+        return dict(rb[0])
+    first = next(iter(_asset_bands(asset)), {})
+    out: dict[str, Any] = {}
+    for field, names in (("scale", ("raster:scale",)), ("offset", ("raster:offset",)),
+                         ("nodata", ("nodata",)), ("data_type", ("data_type",))):
+        for source in (first, extra):
+            value = next((source[n] for n in names if n in source), None)
+            if value is not None:
+                out[field] = value
+                break
+    return out
+
+
 def item_family(item: pystac.Item) -> str | None:
     """The sensor family of ``item`` (see :func:`engine.chain.aliases.family`)."""
     return family(item.properties, item.collection_id or "")
+
+
+def _labels(band: dict) -> list[str]:
+    """A band's name and common name (STAC 1.0 ``common_name``, 1.1 ``eo:common_name``)."""
+    found = (band.get("name"), band.get("common_name") or band.get("eo:common_name"))
+    return [str(v) for v in found if v]
 
 
 def resolve_asset(item: pystac.Item, name: str) -> str:
@@ -71,7 +97,7 @@ def resolve_asset(item: pystac.Item, name: str) -> str:
         return min(found, key=lambda k: _preference(k, assets[k]))
     for key, asset in assets.items():
         for b in _asset_bands(asset):
-            v = b.get("common_name")
+            v = b.get("common_name") or b.get("eo:common_name")
             if isinstance(v, str) and v.lower() == low:
                 return key
     raise ChainError(f"unknown band {name!r} in item {item.id!r}", choices=item_band_names(item))
@@ -80,9 +106,8 @@ def resolve_asset(item: pystac.Item, name: str) -> str:
 def _preference(key: str, asset: pystac.Asset) -> tuple[bool, float]:
     """Sort key among assets holding the same band: COGs first, then the finest pixels."""
     res = split_resolution(key)[1]
-    rb = asset.extra_fields.get("raster:bands") or [{}]
-    if res is None and isinstance(rb[0], dict):
-        res = rb[0].get("spatial_resolution")
+    if res is None:
+        res = raster_band(asset).get("spatial_resolution")
     if res is None:
         res = asset.extra_fields.get("gsd")
     media = asset.media_type or ""
@@ -95,14 +120,12 @@ def band_transform(item: pystac.Item, key: str) -> tuple[float, float] | None:
     its ``raster:bands`` scale/offset (None: use them as stored); see
     :func:`engine.chain.aliases.value_transform`."""
     asset = item.assets[key]
-    rb = asset.extra_fields.get("raster:bands") or [{}]
     names = [key] + [str(b["name"]) for b in _asset_bands(asset) if b.get("name")]
     fam = item_family(item)
     ids = {canonical(n, fam) for n in names}
     reflectance = next((i for i in ids if i in _REFLECTANCE), next(iter(ids)))
     applied = item.properties.get("earthsearch:boa_offset_applied") is True
-    return value_transform(rb[0] if isinstance(rb[0], dict) else None, reflectance,
-                           offset_applied=applied)
+    return value_transform(raster_band(asset), reflectance, offset_applied=applied)
 
 
 def item_band_names(item: pystac.Item) -> list[str]:
@@ -116,7 +139,7 @@ def item_band_names(item: pystac.Item) -> list[str]:
             continue
         names.append(key)
         for b in _asset_bands(asset):
-            names.extend(str(b[f]) for f in ("name", "common_name") if b.get(f))
+            names.extend(_labels(b))
     return list(dict.fromkeys(names))
 
 
@@ -148,12 +171,12 @@ def collection_band_names(collection: pystac.Collection) -> list[str]:
     summaries = collection.summaries.to_dict() if collection.summaries else {}
     for b in summaries.get("eo:bands") or summaries.get("bands") or []:
         if isinstance(b, dict):
-            names.extend(str(b[f]) for f in ("name", "common_name") if b.get(f))
+            names.extend(_labels(b))
     item_assets = collection.extra_fields.get("item_assets") or {}
     for key, asset in item_assets.items():
         names.append(key)
         for b in _asset_bands(asset):
-            names.extend(str(b[f]) for f in ("name", "common_name") if b.get(f))
+            names.extend(_labels(b))
     names += aliases(names, collection_families(collection))
     return list(dict.fromkeys(names))
 

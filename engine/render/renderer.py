@@ -37,7 +37,7 @@ from rio_tiler.mosaic.methods.defaults import FirstMethod, HighestMethod, Median
 from shapely.geometry import shape
 
 from engine.catalog.base import Catalog
-from engine.chain.bands import band_transform, cloud_asset, resolve_asset
+from engine.chain.bands import band_transform, cloud_asset, raster_band, resolve_asset
 from engine.chain.expression import parse_expression
 from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
@@ -241,8 +241,7 @@ class TileRenderer:
                 asset = item.assets[key]
                 hrefs.append(asset.get_absolute_href() or asset.href)
                 transforms.append(band_transform(item, key))
-                rb = asset.extra_fields.get("raster:bands") or [{}]
-                nodata.append(rb[0].get("nodata") if isinstance(rb[0], dict) else None)
+                nodata.append(raster_band(asset).get("nodata"))
             cloud_href = cloud_name = None
             if cloud:
                 ckey = cloud_asset(item)

@@ -43,6 +43,7 @@ from engine.chain.bands import (
     check_bands,
     cloud_asset,
     collection_band_names,
+    raster_band,
     resolve_asset,
 )
 from engine.chain.expression import Expression, parse_expression
@@ -295,8 +296,7 @@ def _nothing_here(collection: Collection, where: str) -> str:
 
 
 def _nodata(asset: pystac.Asset) -> float | None:
-    rb = asset.extra_fields.get("raster:bands") or [{}]
-    value = rb[0].get("nodata") if isinstance(rb[0], dict) else None
+    value = raster_band(asset).get("nodata")
     return float(value) if isinstance(value, int | float) else None
 
 
