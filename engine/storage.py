@@ -96,7 +96,6 @@ def gdal_options(*, timeout_s: float = 10.0, retries: int = 2, cache_mb: int = 1
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.JP2,.nc,.zarr",
         # the COG header and IFDs in the first GET (16 KiB is GDAL's default)
         "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
-        "CPL_VSIL_CURL_USE_HEAD": "NO",  # the first ranged GET gives the size; skip HEAD
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIPLEX": "YES" if multiplex else "NO",
         "GDAL_HTTP_VERSION": "2",  # falls back to 1.1 where the server has no HTTP/2

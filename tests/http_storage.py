@@ -1,0 +1,156 @@
+"""Object storage stand-ins on 127.0.0.1 for the remote-COG tests.
+
+- :class:`StaticServer`: nginx serving a folder (static files answer HTTP Range requests
+  with 206), so ``http://127.0.0.1:PORT/<path>`` and, with GDAL's S3 settings pointed at
+  it, ``s3://<first folder>/<rest>`` read the files through GDAL's network drivers. Its
+  access log tells which requests were made (status, ``Range`` header).
+- :class:`SilentServer`: accepts connections and never answers (a hung storage backend).
+
+nginx is a test dependency (deploy/install-system-deps.sh); tests skip without it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, *, timeout: float = 10.0, up: bool = True) -> None:
+    """Wait until 127.0.0.1:``port`` accepts connections (or refuses them, ``up=False``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                if up:
+                    return
+        except OSError:
+            if not up:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"port {port} still {'closed' if up else 'open'} after {timeout} s")
+
+
+class StaticServer:
+    """nginx serving ``root`` on 127.0.0.1 (``start``/``stop``; ``url``; ``requests()``)."""
+
+    def __init__(self, root: Path, run_dir: Path) -> None:
+        self.root = root
+        self.run_dir = run_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _conf(self) -> Path:
+        run = self.run_dir
+        (run / "tmp").mkdir(parents=True, exist_ok=True)
+        user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""
+        temps = "".join(f"    {k}_temp_path {run / 'tmp' / k};\n"
+                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        log_format = '\'$status "$request" range=$http_range sent=$body_bytes_sent\''
+        conf = run / "nginx.conf"
+        conf.write_text(
+            f"{user}worker_processes 1;\npid {run / 'nginx.pid'};\n"
+            f"error_log {run / 'error.log'} warn;\nevents {{ worker_connections 256; }}\n"
+            f"http {{\n{temps}    log_format ranges {log_format};\n"
+            f"    access_log {run / 'access.log'} ranges;\n"
+            "    default_type application/octet-stream;\n"
+            f"    server {{\n        listen 127.0.0.1:{self.port};\n"
+            f"        root {self.root};\n    }}\n}}\n")
+        return conf
+
+    def start(self) -> StaticServer:
+        nginx = shutil.which("nginx")
+        if nginx is None:
+            raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
+        conf = self._conf()
+        self.proc = subprocess.Popen(
+            [nginx, "-p", str(self.run_dir), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop nginx (the process this object started) and wait until the port refuses."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+        wait_port(self.port, up=False)
+
+    def requests(self) -> list[str]:
+        """Access-log lines so far: ``'<status> "<request line>" range=<Range header>
+        sent=<body bytes sent>'``."""
+        path = self.run_dir / "access.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never sends a byte (until ``stop``)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self._conns.append(conn)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for c in self._conns:
+            c.close()
+        self.sock.close()
+
+
+def rehost(item, root: Path, base: str):
+    """A copy of pystac ``item`` whose asset hrefs under ``root`` point to ``base`` +
+    their path below ``root`` (``http://127.0.0.1:PORT/...`` or ``s3://bucket/...``)."""
+    out = item.clone()
+    for asset in out.assets.values():
+        rel = Path(asset.href).resolve().relative_to(root.resolve())
+        asset.href = f"{base.rstrip('/')}/{rel.as_posix()}"
+    return out
