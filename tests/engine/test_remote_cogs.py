@@ -231,3 +231,44 @@ def test_stopped_storage_is_unavailable_naming_the_host(tmp_path, short_timeouts
             assert not isinstance(err.value, StorageTimeout)
     finally:
         server.stop()
+
+
+@needs_nginx
+def test_stac_api_with_earth_search_layout_over_http(storage, tmp_path):
+    """The whole path of a user pointing the app at a STAC API: items with Earth Search v1
+    keys (red, nir) and baseline-04.00 offsets, hrefs on the HTTP server; the user's B04/B08
+    and NDVI give the values computed here from the files with the offset applied."""
+    from stacapi_server import make_stacapi_catalog
+
+    items = []
+    for item in storage["items"]:
+        es = rehost(item, storage["tmp"] / "root", storage["server"].url)
+        es.properties.update({"s2:processing_baseline": "04.00",
+                              "earthsearch:boa_offset_applied": False})
+        for old, new in (("B04", "red"), ("B08", "nir"), ("SCL", "scl")):
+            asset = es.assets.pop(old)
+            asset.extra_fields["eo:bands"] = [{"name": new, "common_name": new}]
+            asset.extra_fields["raster:bands"] = [
+                {"data_type": "uint16"} if new == "scl" else
+                {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": -0.1}]
+            es.add_asset(new, asset)
+        items.append(es)
+    cat = make_stacapi_catalog({"sentinel-2-l2a": items},
+                               [build_collection("sentinel-2-l2a", items)], tmp_path)
+    try:
+        lon, lat = _centre(storage)
+        coll = Collection("sentinel-2-l2a", catalog=cat).ids("D1")
+        r = TileRenderer(cat)
+        got = r.point(coll.process().bands("B04", "B08"), lon, lat)["values"]
+        nd = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat)["values"][0]
+        dn = []
+        for band in ("B04", "B08"):
+            with rasterio.open(storage["items"][1].assets[band].href) as ds:
+                x, y = pyproj.Transformer.from_crs(4326, ds.crs, always_xy=True).transform(
+                    lon, lat)
+                dn.append(float(ds.read(1)[ds.index(x, y)]))
+        assert got == pytest.approx([dn[0] - 1000, dn[1] - 1000])
+        red, nir = (v * 1e-4 - 0.1 for v in dn)
+        assert nd == pytest.approx((nir - red) / (nir + red), abs=1e-5)
+    finally:
+        cat.close()
