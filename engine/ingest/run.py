@@ -61,8 +61,7 @@ def ingest_paths(
         What was added, skipped (already present) and failed (with the reason).
     """
     name = collection.id if isinstance(collection, pystac.Collection) else str(collection)
-    if not _COLLECTION_ID.match(name):
-        raise InvalidInput(f"invalid collection id {name!r}: use letters, digits, '.', '_', '-'")
+    check_collection_id(name)
     template = collection if isinstance(collection, pystac.Collection) else None
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -81,6 +80,12 @@ def ingest_paths(
             dict(properties or {}),
             progress=progress,
         )
+
+
+def check_collection_id(name: str) -> None:
+    """InvalidInput unless ``name`` is a usable collection id."""
+    if not _COLLECTION_ID.match(name):
+        raise InvalidInput(f"invalid collection id {name!r}: use letters, digits, '.', '_', '-'")
 
 
 def _is_partial(name: str) -> bool:
@@ -175,9 +180,9 @@ def _ingest(
             report.warnings.extend((source.path, w) for w in source.warnings)
         todo = _select(catalog, name, sources, report)
         items = _build_all(todo, ctx, report, progress=progress)
-        _check_one_sensor(catalog, name, items)
+        check_one_sensor(catalog, name, items)
         if items:
-            _commit(catalog, name, template, items)
+            commit_items(catalog, name, template, items)
             committed = True
             report.added.extend(item.id for item in items)
     except BaseException:
@@ -200,7 +205,7 @@ def _ingest(
     return report
 
 
-def _check_one_sensor(catalog: Catalog, name: str, items: list[pystac.Item]) -> None:
+def check_one_sensor(catalog: Catalog, name: str, items: list[pystac.Item]) -> None:
     """IngestError when the items and the collection hold more than one sensor family
     (Sentinel-2, Landsat, Sentinel-1, DEM): band names such as B04 or SR_B4 mean
     different bands on each, so one collection per sensor."""
@@ -272,7 +277,7 @@ def _build_all(
     return items
 
 
-def _commit(
+def commit_items(
     catalog: Catalog, name: str, template: pystac.Collection | None, items: list[pystac.Item]
 ) -> None:
     """Write the collection (extent/summaries grown) and the items; undo on failure."""
