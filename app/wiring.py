@@ -34,7 +34,7 @@ def build_service(settings: Settings):
     """The tile service (FastAPI app) over the configured catalog."""
     from app.auth import access_policy
     from engine.chain.store import ChainStore
-    from engine.render.renderer import configure_gdal
+    from engine.storage import configure_gdal
     from service import create_service
     from service.diskcache import DiskTileCache
 

@@ -13,9 +13,12 @@ the host: :class:`~engine.errors.StorageTimeout` (504) or
 from __future__ import annotations
 
 import os
+import threading
 from urllib.parse import urlparse
 
-from engine.errors import DataUnavailable, StorageTimeout, StorageUnavailable
+import rasterio.env
+
+from engine.errors import DataUnavailable, InvalidInput, StorageTimeout, StorageUnavailable
 
 #: href scheme -> GDAL virtual file system prefix.
 SCHEMES: dict[str, str] = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/",
@@ -31,9 +34,14 @@ def is_remote(href: str) -> bool:
 
 def gdal_path(href: str) -> str:
     """The path GDAL opens for a catalog href: ``https://h/a.tif`` -> ``/vsicurl/https://
-    h/a.tif``, ``s3://bucket/key`` -> ``/vsis3/bucket/key``; local paths unchanged."""
+    h/a.tif``, ``s3://bucket/key`` -> ``/vsis3/bucket/key``; local paths unchanged.
+
+    Before the first remote open GDAL gets :data:`GDAL_OPTIONS` (if nothing configured it
+    yet), so every reader, also in a notebook or a Dask worker, has request timeouts."""
     parsed = urlparse(href)
     scheme = parsed.scheme.lower()
+    if is_remote(href):
+        configure_gdal()
     if scheme in ("http", "https"):
         return SCHEMES[scheme] + href
     if scheme in ("s3", "gs"):
@@ -107,3 +115,31 @@ def gdal_options(*, timeout_s: float = 10.0, retries: int = 2, cache_mb: int = 1
         "GDAL_HTTP_MAX_RETRY": str(int(retries)),
         "GDAL_HTTP_RETRY_DELAY": "0.5",
     }
+
+
+#: GDAL options for reading COGs fast, locally and over HTTP/S3 (:func:`gdal_options`'s
+#: defaults; the app passes its settings' values). Set ONCE per process, not per request
+#: (a per-request ``rasterio.Env(GDAL_CACHEMAX=...)`` resizes and so flushes the block
+#: cache). GDAL's default block cache (5% of RAM) is kept unless
+#: ``configure_gdal(cache_mb=...)``.
+GDAL_OPTIONS: dict[str, str] = gdal_options()
+_gdal_configured = False
+_gdal_lock = threading.Lock()
+
+
+def configure_gdal(options: dict[str, str] | None = None, *,
+                   cache_mb: int | None = None) -> None:
+    """Apply :data:`GDAL_OPTIONS` process-wide (idempotent), and size GDAL's block cache to
+    ``cache_mb`` MiB when given (its default, 5 % of RAM per process, adds up when
+    several workers share a host)."""
+    global _gdal_configured
+    if cache_mb is not None and cache_mb < 1:
+        raise InvalidInput(f"GDAL cache must be at least 1 MiB, got {cache_mb}")
+    with _gdal_lock:
+        if cache_mb is not None:  # an int is bytes to rasterio (GDALSetCacheMax64)
+            rasterio.env.set_gdal_config("GDAL_CACHEMAX", int(cache_mb) * 2**20)
+        if _gdal_configured and options is None:
+            return
+        for key, value in (options or GDAL_OPTIONS).items():
+            rasterio.env.set_gdal_config(key, value)
+        _gdal_configured = True

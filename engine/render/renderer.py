@@ -46,37 +46,11 @@ from engine.errors import ChainError, DataUnavailable, InvalidInput
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
-from engine.storage import gdal_options, read_error
+from engine.storage import configure_gdal, read_error
 
 log = logging.getLogger(__name__)
 
 WGS84 = CRS.from_epsg(4326)
-#: GDAL options for reading COGs fast, locally and over HTTP/S3 (the defaults of
-#: :func:`engine.storage.gdal_options`; the app passes its settings' values). Set ONCE
-#: per process (not per request: a per-request ``rasterio.Env(GDAL_CACHEMAX=...)``
-#: resizes and so flushes the block cache).
-#: GDAL's default block cache (5% of RAM) is kept unless ``configure_gdal(cache_mb=...)``.
-GDAL_OPTIONS: dict[str, Any] = gdal_options()
-_gdal_configured = False
-_gdal_lock = threading.Lock()
-
-
-def configure_gdal(options: dict[str, Any] | None = None, *,
-                   cache_mb: int | None = None) -> None:
-    """Apply :data:`GDAL_OPTIONS` process-wide (idempotent), and size GDAL's block cache to
-    ``cache_mb`` MiB when given (its default, 5 % of RAM per process, adds up when
-    several workers share a host)."""
-    global _gdal_configured
-    if cache_mb is not None and cache_mb < 1:
-        raise InvalidInput(f"GDAL cache must be at least 1 MiB, got {cache_mb}")
-    with _gdal_lock:
-        if cache_mb is not None:  # an int is bytes to rasterio (GDALSetCacheMax64)
-            rasterio.env.set_gdal_config("GDAL_CACHEMAX", int(cache_mb) * 2**20)
-        if _gdal_configured and options is None:
-            return
-        for key, value in (options or GDAL_OPTIONS).items():
-            rasterio.env.set_gdal_config(key, value)
-        _gdal_configured = True
 PERCENTILES: tuple[int, ...] = (2, 5, 25, 50, 75, 95, 98)
 #: Histogram bins of ``statistics`` by default, and the most a caller may ask for.
 HISTOGRAM_BINS = 64

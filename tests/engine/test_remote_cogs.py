@@ -24,8 +24,14 @@ from engine.errors import StorageTimeout, StorageUnavailable
 from engine.extract import extract
 from engine.ingest.items import build_collection
 from engine.render import TileRenderer
-from engine.render.renderer import GDAL_OPTIONS, configure_gdal
-from engine.storage import gdal_options, gdal_path, host_of, is_remote
+from engine.storage import (
+    GDAL_OPTIONS,
+    configure_gdal,
+    gdal_options,
+    gdal_path,
+    host_of,
+    is_remote,
+)
 from engine.timeseries.profiles import profile
 from tests.http_storage import SilentServer, StaticServer, rehost
 

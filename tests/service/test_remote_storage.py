@@ -18,8 +18,7 @@ from app.wiring import gdal_settings
 from engine.catalog import Query, SQLiteCatalog
 from engine.chain.store import ChainStore
 from engine.ingest.items import build_collection
-from engine.render.renderer import GDAL_OPTIONS, configure_gdal
-from engine.storage import gdal_options
+from engine.storage import GDAL_OPTIONS, configure_gdal, gdal_options
 from service import create_service
 from tests.http_storage import SilentServer, StaticServer, rehost
 
