@@ -5,17 +5,20 @@
   it, ``s3://<first folder>/<rest>`` read the files through GDAL's network drivers. Its
   access log tells which requests were made (status, ``Range`` header).
 - :class:`SilentServer`: accepts connections and never answers (a hung storage backend).
+- :class:`DelayProxy`: adds a fixed latency per request in front of a server (benchmarks).
 
 nginx is a test dependency (deploy/install-system-deps.sh); tests skip without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -154,3 +157,65 @@ def rehost(item, root: Path, base: str):
         rel = Path(asset.href).resolve().relative_to(root.resolve())
         asset.href = f"{base.rstrip('/')}/{rel.as_posix()}"
     return out
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port`` that waits ``delay_ms`` before
+    forwarding each chunk a client sends (one chunk per HTTP request on a keep-alive
+    connection): object-storage latency on loopback. It runs in its own process (this
+    module as a script): GDAL may hold the GIL while it opens a remote file, so a proxy
+    thread in the reading process would stall with it."""
+
+    def __init__(self, port: int, delay_ms: float) -> None:
+        self.target = port
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, __file__, str(self.port), str(port),
+                                      str(delay_ms)])
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Stop the proxy process this object started."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+async def _proxy(listen: int, target: int, delay: float) -> None:
+    async def pipe(reader, writer, wait: float) -> None:
+        try:
+            while data := await reader.read(65536):
+                if wait:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r, client_w) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", target)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(pipe(client_r, server_w, delay), pipe(server_r, client_w, 0.0))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":  # the DelayProxy process: LISTEN_PORT TARGET_PORT DELAY_MS
+    asyncio.run(_proxy(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000))
