@@ -45,6 +45,16 @@ def wait_port(port: int, *, timeout: float = 10.0, up: bool = True) -> None:
     raise TimeoutError(f"port {port} still {'closed' if up else 'open'} after {timeout} s")
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """Stop a process this module started: SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 class StaticServer:
     """nginx serving ``root`` on 127.0.0.1 (``start``/``stop``; ``url``; ``requests()``)."""
 
@@ -99,12 +109,7 @@ class StaticServer:
         """Stop nginx (the process this object started) and wait until the port refuses."""
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.proc = None
         wait_port(self.port, up=False)
 
@@ -183,12 +188,7 @@ class DelayProxy:
 
     def stop(self) -> None:
         """Stop the proxy process this object started."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        terminate(self.proc)
 
 
 async def _proxy(listen: int, target: int, delay: float) -> None:
