@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def run(mode: str, delay_ms: float, n_tiles: int, workdir: Path) -> dict:
         status, request = line.split()[0], line.split('"')[1]
         key = f"{status} {request.split()[0]}"
         kinds[key] = kinds.get(key, 0) + 1
-    sent = sum(int(line.rsplit("sent=", 1)[1]) for line in lines)
+    sent = sum(int(re.search(r"sent=(\d+)", line)[1]) for line in lines)
     return {"mode": mode, "delay_ms": delay_ms, "tiles": len(tiles), "requests": len(lines),
             "by_status": kinds, "MiB_sent": round(sent / 2**20, 2),
             "median_tile_ms": round(1000 * statistics.median(times), 1),

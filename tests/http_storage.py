@@ -56,17 +56,31 @@ def terminate(proc: subprocess.Popen) -> None:
 
 
 class StaticServer:
-    """nginx serving ``root`` on 127.0.0.1 (``start``/``stop``; ``url``; ``requests()``)."""
+    """nginx serving ``root`` on 127.0.0.1 (``start``/``stop``; ``url``; ``requests()``).
 
-    def __init__(self, root: Path, run_dir: Path) -> None:
+    ``tls=True``: HTTPS with HTTP/2 and a self-signed certificate for 127.0.0.1 made with
+    the ``openssl`` command (``cert`` is its path)."""
+
+    def __init__(self, root: Path, run_dir: Path, *, tls: bool = False) -> None:
         self.root = root
         self.run_dir = run_dir
+        self.tls = tls
+        self.cert = run_dir / "cert.pem"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _make_cert(self) -> str:
+        key = self.run_dir / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "2", "-subj", "/CN=127.0.0.1", "-addext",
+                        "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
+                        str(self.cert)], check=True, capture_output=True, timeout=60)
+        return (f"        ssl_certificate {self.cert};\n"
+                f"        ssl_certificate_key {key};\n")
 
     @property
     def host(self) -> str:
@@ -78,7 +92,10 @@ class StaticServer:
         user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""
         temps = "".join(f"    {k}_temp_path {run / 'tmp' / k};\n"
                         for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        log_format = '\'$status "$request" range=$http_range sent=$body_bytes_sent\''
+        log_format = ('\'$status "$request" range=$http_range sent=$body_bytes_sent '
+                      'protocol=$server_protocol\'')
+        tls = self._make_cert() if self.tls else ""
+        listen = f"127.0.0.1:{self.port}" + (" ssl http2" if self.tls else "")
         conf = run / "nginx.conf"
         conf.write_text(
             f"{user}worker_processes 1;\npid {run / 'nginx.pid'};\n"
@@ -86,7 +103,7 @@ class StaticServer:
             f"http {{\n{temps}    log_format ranges {log_format};\n"
             f"    access_log {run / 'access.log'} ranges;\n"
             "    default_type application/octet-stream;\n"
-            f"    server {{\n        listen 127.0.0.1:{self.port};\n"
+            f"    server {{\n        listen {listen};\n{tls}"
             f"        root {self.root};\n    }}\n}}\n")
         return conf
 
@@ -115,7 +132,7 @@ class StaticServer:
 
     def requests(self) -> list[str]:
         """Access-log lines so far: ``'<status> "<request line>" range=<Range header>
-        sent=<body bytes sent>'``."""
+        sent=<body bytes sent> protocol=<HTTP/1.1 or HTTP/2.0>'``."""
         path = self.run_dir / "access.log"
         return path.read_text().splitlines() if path.exists() else []
 

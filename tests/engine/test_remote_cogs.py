@@ -187,6 +187,33 @@ def test_remote_profiles_extract_and_batch_equal_local(storage, tmp_path):
                                           outs["local" + suffix].filled(-9))
 
 
+@needs_nginx
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
+def test_https_over_http2_equals_local(storage, tmp_path):
+    """https:// hrefs (nginx with TLS and HTTP/2): the same tiles as the local files, every
+    GET ranged and over HTTP/2. The certificate is self-signed and the GDAL of rasterio's
+    wheel ignored CURL_CA_BUNDLE pointing at it, so verification is off for this test."""
+    server = StaticServer(storage["tmp"] / "root", tmp_path / "nginx", tls=True).start()
+    rasterio.env.set_gdal_config("GDAL_HTTP_UNSAFESSL", "YES")
+    try:
+        items = [rehost(i, storage["tmp"] / "root", server.url) for i in storage["items"]]
+        assert items[0].assets["B04"].href.startswith("https://127.0.0.1:")
+        with _catalog(tmp_path / "https.sqlite", items) as cat:
+            lon, lat = _centre(storage)
+            local, remote = TileRenderer(storage["local"]), TileRenderer(cat)
+            a, b = _chains(storage["local"])["ndvi"], _chains(cat)["ndvi"]
+            for z in (11, 14):
+                t = TMS.tile(lon, lat, z)
+                np.testing.assert_array_equal(remote.tile(b, t.z, t.x, t.y).array.filled(0),
+                                              local.tile(a, t.z, t.x, t.y).array.filled(0))
+        gets = [line for line in server.requests() if '"GET ' in line]
+        assert gets and all(line.startswith("206 ") and "protocol=HTTP/2.0" in line
+                            for line in gets), gets
+    finally:
+        rasterio.env.set_gdal_config("GDAL_HTTP_UNSAFESSL", None)
+        server.stop()
+
+
 @pytest.fixture
 def short_timeouts():
     """1 s per HTTP request, no retries, for this test only."""
