@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def test_calls_are_isolated_from_each_other(one, img):
     after = one.run(draw, "d", img)
     np.random.seed(42)
     assert not np.allclose(after, np.random.random(img.shape[-2:]))
-    np.testing.assert_array_equal(after, one.run(draw, "d", img))  # same fresh state
+    assert not np.array_equal(after, one.run(draw, "d", img))  # seeded afresh per call
     # numpy error state
     one.run("def e(img):\n    np.seterr(all='raise')\n    return img[0]\n", "e", img)
     out = one.run("def z(img):\n    return img[0] / np.zeros(img.shape[-2:])\n", "z", img)
@@ -169,8 +170,10 @@ def test_capabilities_are_verified(pool):
     for key in ("seccomp", "netns", "readonly_fs", "rlimits", "unprivileged", "no_network",
                 "no_fs_write", "no_subprocess"):
         assert isinstance(caps[key], bool), key
-    if caps["seccomp"]:  # the filter is verified by trying what it forbids
-        assert caps["blocked"] == {"socket": True, "write": True, "fork": True}
+    if caps["seccomp"]:  # the filter is verified by a probe child trying what it forbids
+        assert caps["blocked"] == {k: True for k in ("open", "listdir", "write", "socket",
+                                                     "fork", "exec", "signal_parent")}
+        assert caps["zygote_threads"] == 1 and "zygote" in caps["design"]
     if os.geteuid() == 0 and Path("/proc/self/ns/net").exists():
         # as root on Linux (this project's machines and CI) everything must be enforced
         assert all(caps[k] for k in ("seccomp", "netns", "readonly_fs", "rlimits",
@@ -178,11 +181,23 @@ def test_capabilities_are_verified(pool):
                                      "no_subprocess")), caps
 
 
-def test_workers_run_unprivileged_with_limits(pool):
+def test_call_processes_run_unprivileged_with_limits(pool, img):
     caps = pool.capabilities()
-    for pid in pool.worker_pids():
-        status = Path(f"/proc/{pid}/status").read_text()
-        limits = Path(f"/proc/{pid}/limits").read_text()
+    slow = "def f(img):\n    x = 0\n    for i in range(10 ** 7):\n        x += 1\n    return img[0]\n"
+    thread = threading.Thread(target=lambda: pool.run(slow, "f", img))
+    thread.start()
+    while not pool.busy_pids() and thread.is_alive():
+        time.sleep(0.005)
+    pids = pool.busy_pids()
+    for p in pids:  # wait until the child has restricted itself (before reading its call)
+        while "NoNewPrivs:\t1" not in Path(f"/proc/{p}/status").read_text() \
+                and thread.is_alive():
+            time.sleep(0.005)
+    texts = [(Path(f"/proc/{p}/status").read_text(), Path(f"/proc/{p}/limits").read_text())
+             for p in pids]
+    thread.join()
+    assert len(texts) == 1
+    for status, limits in texts:
         assert re.search(r"Max file size\s+0\s+0", limits)
         assert re.search(r"Max core file size\s+0\s+0", limits)
         assert re.search(rf"Max address space\s+{768 * 1024 * 1024}\s", limits)
