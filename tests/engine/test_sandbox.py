@@ -157,6 +157,31 @@ def test_calls_are_isolated_from_each_other(one, img):
     np.testing.assert_array_equal(out, np.where(img[0] > 0, 1, 0))
 
 
+def test_found_leaks_between_calls_are_contained(one, img):
+    """Issue 13's leaks that pass the static check: each call's process is fresh."""
+    marker = 48611
+    one.run(f"def a(img):\n    t = np.full((4, 256, 256), {marker}, dtype=np.uint16)\n"
+            "    u = t + 0\n    return u[0, :64, :64]\n", "a", img)
+    leaked = one.run(f"def b(img):\n    e = np.empty((4, 256, 256), dtype=np.uint16)\n"
+                     f"    return np.full(img.shape[-2:], (e == {marker}).sum())\n", "b", img)
+    assert int(leaked[0, 0]) == 0  # np.empty hands out nothing of the previous call
+    # fullwidth letters are normalised by Python: this is np.random.seed(1)
+    one.run("def s(img):\n    np.\uff52\uff41\uff4e\uff44\uff4f\uff4d.seed(1)\n"
+            "    return img[0]\n", "s", img)
+    draw = one.run("def d(img):\n    return np.random.random(img.shape[-2:])\n", "d", img)
+    assert not np.allclose(draw, np.random.RandomState(1).random_sample(img.shape[-2:]))
+    one.run("def g(img):\n    np.random.set_bit_generator(np.random.PCG64(1))\n"
+            "    return img[0]\n", "g", img)
+    draw = one.run("def d(img):\n    return np.random.random(img.shape[-2:])\n", "d", img)
+    assert draw.shape == img.shape[-2:]
+    with pytest.raises(FunctionFailed, match="read-only"):
+        one.run("def w(img):\n    np.copyto(np.ma.masked.mask, False)\n    return img[0]\n",
+                "w", img)
+    out = one.run("def m(img):\n    return np.ma.masked_less(img[0], 2000).filled(0)\n",
+                  "m", img)
+    np.testing.assert_array_equal(out, np.ma.masked_less(img[0], 2000).filled(0))
+
+
 def test_print_repr_and_warnings_are_harmless(pool, img):
     src = ("def f(img):\n    print('hello', img.dtype, repr(img[0, 0, :2]))\n"
            "    s = str(img.dtype) + repr(img.shape)\n    return np.log(img[0] * 0.0)\n")

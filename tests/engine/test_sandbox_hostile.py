@@ -127,6 +127,22 @@ STATIC = [
     ("breakpoint", "breakpoint()\nreturn img[0]", 2, "'breakpoint'"),
     ("dunder-name", "x = __name__\nreturn img[0]", 2, "'__name__'"),
     ("match", "match img:\n    case _:\n        pass\nreturn img[0]", 2, "match"),
+    # issue 13, "what was found": the real ndarray class, raw buffers, library flags, runners
+    ("ma-baseclass", "nd = np.ma.MaskedArray(img).baseclass\nreturn img[0]", 2, "'baseclass'"),
+    ("masked-baseclass", "nd = np.ma.masked.baseclass\nreturn img[0]", 2, "'baseclass'"),
+    ("mvoid", "v = np.ma.mvoid(img[0, 0, :2])\nreturn img[0]", 2, "'mvoid'"),
+    ("array-base", "b = img.base\nreturn img[0]", 2, "'base'"),
+    ("view-base", "b = img[0].base\nreturn img[0]", 2, "'base'"),
+    ("setflags-mask", "m = np.ma.masked.mask\nm.setflags(write=True)\nreturn img[0]", 3,
+     "'setflags'"),
+    ("linalg-test", "np.linalg.test()\nreturn img[0]", 2, "numpy.linalg.test is not"),
+    ("fft-test", "np.fft.test()\nreturn img[0]", 2, "numpy.fft.test is not"),
+    ("random-test", "np.random.test()\nreturn img[0]", 2, "numpy.random.test is not"),
+    ("ma-test", "np.ma.test()\nreturn img[0]", 2, "numpy.ma.test is not"),
+    ("ndimage-test", "from scipy import ndimage\nndimage.test()\nreturn img[0]", 3,
+     "scipy.ndimage.test is not"),
+    ("from-ndimage-test", "from scipy.ndimage import test\nreturn img[0]", 2,
+     "scipy.ndimage.test is not"),
 ]
 
 
@@ -169,6 +185,25 @@ def test_syntax_error_and_missing_function(pool, img):
         pool.run("import numpy as np\nnp.ones(3)\n" + NDVI, "ndvi", img)
 
 
+@pytest.mark.parametrize(("source", "line"), [
+    ("def f(img):\n    return img[0]\n\nf = np.asarray\n", 4),
+    ("def f(img):\n    return img[0]\n\nx = (f := np.asarray)\n", 4),
+    ("def f(img):\n    return img[0]\n\nfrom numpy import asarray as f\n", 4),
+    ("def f(img):\n    return img[0]\n\nimport numpy as f\n", 4),
+    ("def f(img):\n    return img[0]\n\nf, g = np.asarray, 1\n", 4),
+])
+def test_the_checked_function_cannot_be_rebound(pool, img, source, line):
+    with pytest.raises(FunctionRejected, match=f"^line {line}: the top level rebinds 'f'"):
+        pool.run(source, "f", img)
+
+
+@pytest.mark.parametrize("source", ["-" * 24000 + "img", ".T" * 24000, "()" * 24000,
+                                    "img" + ".T" * 24000, "[" * 24000 + "]" * 24000])
+def test_deep_or_huge_sources_are_refused(pool, img, source):
+    with pytest.raises(FunctionRejected):
+        pool.run(source, "f", img)
+
+
 # (id, body, exception, message fragment, line or None) - these pass the static check.
 RUNTIME = [
     ("infinite-loop", "while True:\n    pass", SandboxLimitExceeded, "time limit", None),
@@ -205,6 +240,12 @@ RUNTIME = [
     ("lambda-write", "h = lambda: 0\nh.x = 1\nreturn img[0]", FunctionRejected,
      "cannot be modified", 3),
     ("big-int", "x = 10 ** (10 ** 9)\nreturn img[0]", SandboxLimitExceeded, "limit", None),
+    ("deep-error-value", "x = []\nfor i in range(200000):\n    x = [x]\nraise ValueError(x)",
+     FunctionFailed, "ValueError: <the exception's value cannot be printed>", 5),
+    ("masked-mask-write", "np.copyto(np.ma.masked.mask, False)\nreturn img[0]", FunctionFailed,
+     "read-only", 2),
+    ("control-chars-in-error", "raise ValueError('a\\x1b[31mb\\x00c' * 5000)", FunctionFailed,
+     "a?[31mb?c", 2),
 ]
 
 
