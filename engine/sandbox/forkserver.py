@@ -189,7 +189,11 @@ class ForkServer:
 
 
 class Call:
-    """One call's segments and socket (all closed by :meth:`close`)."""
+    """A call process's segments and socket (all closed by :meth:`close`).
+
+    The input segment is sized for one input and rewritten whole before each call, so it
+    only ever holds the current call's pixels.
+    """
 
     def __init__(self, array: np.ndarray, out_bytes: int) -> None:
         self.in_fd = os.memfd_create("eox-sandbox-in", os.MFD_CLOEXEC)
@@ -198,21 +202,26 @@ class Call:
         self.in_size = max(array.nbytes, 1)
         self.out_size = out_bytes
         self._rbuf = bytearray()
+        os.ftruncate(self.in_fd, self.in_size)
+        os.ftruncate(self.out_fd, out_bytes)
+        self.write_input(array)
+
+    def write_input(self, array: np.ndarray) -> None:
+        """Copy ``array`` into the input segment (same size as the first input)."""
         data = np.ascontiguousarray(array)
         view = memoryview(data).cast("B") if data.nbytes else memoryview(b"\0")
+        if len(view) != self.in_size:
+            raise ValueError("the input does not match this call process's segment")
         offset = 0
         while offset < len(view):
             offset += os.pwrite(self.in_fd, view[offset:], offset)
-        os.ftruncate(self.out_fd, out_bytes)
 
     def child_fds(self) -> list[int]:
         return [self.theirs.fileno(), self.in_fd, self.out_fd]
 
     def handed_over(self) -> None:
-        """The zygote has its copies: drop ours of what only the child needs."""
+        """The zygote has its copy: drop ours of the child's end of the socket."""
         self.theirs.close()
-        os.close(self.in_fd)
-        self.in_fd = -1
 
     def send(self, message: dict[str, Any]) -> None:
         try:

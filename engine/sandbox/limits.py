@@ -146,9 +146,9 @@ def drop_privileges() -> bool:
     return os.geteuid() != 0
 
 
-def set_rlimits(*, memory_mb: int, cpu_s: float | None, max_fd: int) -> bool:
-    """Address space, CPU seconds (SIGXCPU, then SIGKILL a second later), no file writes,
-    no core files, no new processes, no new descriptors above ``max_fd``."""
+def set_rlimits(*, memory_mb: int, cpu_s: float | None, max_fd: int, calls: int = 1) -> bool:
+    """Address space, CPU seconds (hard: ``calls`` x ``cpu_s``; see :func:`arm_cpu`), no
+    file writes, no core files, no new processes, no new descriptors above ``max_fd``."""
     limits = {
         resource.RLIMIT_AS: memory_mb * 1024 * 1024,
         resource.RLIMIT_FSIZE: 0,
@@ -164,8 +164,16 @@ def set_rlimits(*, memory_mb: int, cpu_s: float | None, max_fd: int) -> bool:
             ok = False
     if cpu_s:
         soft = math.ceil(time.process_time() + cpu_s)
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, math.ceil(cpu_s * calls) + 1))
     return ok
+
+
+def arm_cpu(cpu_s: float) -> None:
+    """SIGXCPU ``cpu_s`` CPU seconds from now (within the hard limit set at start)."""
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft = math.ceil(time.process_time() + cpu_s)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY
+                                             else min(soft, hard), hard))
 
 
 class _SockFilter(ctypes.Structure):

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import atexit
 import base64
+import hashlib
 import json
 import logging
 import marshal
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
@@ -40,6 +42,20 @@ _MB = 1024 * 1024
 #: What the machine enforces, in words, for /healthz and the README.
 DESIGN = ("one disposable process per call, forked from a single-threaded zygote that "
           "holds no secrets and no other call's data")
+DESIGN_BOUND = ("disposable processes forked from a single-threaded zygote that holds no "
+                "secrets and no other call's data; a process runs at most {n} calls, all of "
+                "ONE function with the same arguments and input shape, never another's")
+
+
+@dataclass
+class _Process:
+    """A call process bound to one function identity (``key``)."""
+
+    key: str
+    call: Call
+    pid: int
+    born: float = field(default_factory=time.monotonic)
+    used: int = 0
 
 
 class SandboxPool:
@@ -54,14 +70,22 @@ class SandboxPool:
         max_array_mb: largest input or output array of one call.
         isolate: apply namespaces/rlimits/seccomp (False only for debugging).
         start_timeout_s: how long the zygote may take to start.
+        calls_per_process: 1 = a fresh process for every call; N > 1 = a process may
+            serve up to N calls of the very same function, arguments and input shape
+            (never another function's), then exits; idle ones exit after ``idle_s``.
+        idle_s: how long an idle bound process is kept.
     """
 
     def __init__(self, size: int = 2, *, timeout_s: float = 5.0, cpu_s: float | None = None,
                  memory_mb: int = 2048, allowed_imports: Iterable[str] | None = None,
                  max_array_mb: int = 128, isolate: bool = True,
-                 start_timeout_s: float = 60.0) -> None:
-        if size < 1:
-            raise ValueError("size must be at least 1")
+                 start_timeout_s: float = 60.0, calls_per_process: int = 64,
+                 idle_s: float = 10.0) -> None:
+        if size < 1 or calls_per_process < 1:
+            raise ValueError("size and calls_per_process must be at least 1")
+        self.calls_per_process = int(calls_per_process)
+        self.idle_s = float(idle_s)
+        self._idle: dict[str, list[_Process]] = {}
         self.size = size
         self.timeout_s = float(timeout_s)
         self.cpu_s = float(cpu_s) if cpu_s is not None else float(timeout_s)
@@ -179,35 +203,95 @@ class SandboxPool:
     def _in_child(self, server: ForkServer, message: dict[str, Any], array: np.ndarray,
                   function: str) -> np.ndarray:
         deadline = time.monotonic() + self.timeout_s
-        call = Call(array, self.max_array_bytes)
-        pid = 0
+        proc = self._take_idle(_binding(message), array)
+        healthy = False
         try:
             try:
-                pid = server.fork(call.child_fds(),
-                                  {"in_size": call.in_size, "out_size": call.out_size,
-                                   "deadline_s": self.timeout_s + 2}, deadline)
-                call.handed_over()
+                if proc is None:
+                    proc = self._fork(server, message, array, deadline)
                 with self._lock:
-                    self._busy.add(pid)
-                call.send(message)
-                reply = call.receive(deadline)
+                    self._busy.add(proc.pid)
+                proc.used += 1
+                proc.call.send(message)
+                reply = proc.call.receive(deadline)
             except TimeoutError:
-                if pid:
-                    server.kill(pid)
+                if proc is not None:
+                    server.kill(proc.pid)
                 raise SandboxLimitExceeded(
                     f"{function}() exceeded the time limit of {self.timeout_s:g} s") from None
             except ChildDied as exc:
-                reason = server.exit_reason(pid) if pid else str(exc)
-                log.warning("sandbox call %s() ended in process %s: %s", function, pid, reason)
+                reason = server.exit_reason(proc.pid) if proc is not None else str(exc)
+                log.warning("sandbox call %s() ended in process %s: %s", function,
+                            proc.pid if proc else None, reason)
                 raise SandboxLimitExceeded(f"{function}() stopped its sandbox process: the "
                                            f"process {reason}") from None
             if reply.get("ok") is True:
-                return self._output(call, reply, array.shape, function)
+                out = self._output(proc.call, reply, array.shape, function)
+                healthy = True
+                return out
             raise _reply_error(function, reply)
         finally:
-            with self._lock:
-                self._busy.discard(pid)
+            if proc is not None:
+                with self._lock:
+                    self._busy.discard(proc.pid)
+                self._release(proc, healthy)
+
+    def _fork(self, server: ForkServer, message: dict[str, Any], array: np.ndarray,
+              deadline: float) -> _Process:
+        call = Call(array, self.max_array_bytes)
+        try:
+            pid = server.fork(call.child_fds(),
+                              {"in_size": call.in_size, "out_size": call.out_size,
+                               "calls": self.calls_per_process,
+                               "lifetime_s": self._lifetime_s()}, deadline)
+        except BaseException:
             call.close()
+            raise
+        call.handed_over()
+        return _Process(_binding(message), call, pid)
+
+    def _lifetime_s(self) -> float:
+        if self.calls_per_process == 1:
+            return self.timeout_s + 2
+        return self.idle_s + self.timeout_s * 2 + 5
+
+    def _take_idle(self, key: str, array: np.ndarray) -> _Process | None:
+        """An idle process bound to ``key`` with the input copied in, or None."""
+        if self.calls_per_process == 1:
+            return None
+        now = time.monotonic()
+        expired: list[_Process] = []
+        found = None
+        with self._lock:
+            for k in list(self._idle):
+                keep = [p for p in self._idle[k] if now - p.born < self.idle_s]
+                expired += [p for p in self._idle[k] if p not in keep]
+                if keep:
+                    self._idle[k] = keep
+                else:
+                    del self._idle[k]
+            if self._idle.get(key):
+                found = self._idle[key].pop()
+        for p in expired:
+            p.call.close()  # the child reads end-of-file and exits
+        if found is not None:
+            found.call.write_input(array)
+        return found
+
+    def _release(self, proc: _Process, healthy: bool) -> None:
+        """Keep a healthy, not yet used-up process for its function's next call."""
+        if not healthy or proc.used >= self.calls_per_process or self._closed:
+            proc.call.close()
+            return
+        with self._lock:
+            self._idle.setdefault(proc.key, []).append(proc)
+            total = sum(len(v) for v in self._idle.values())
+            oldest = None
+            if total > self.size:
+                oldest = min((p for v in self._idle.values() for p in v), key=lambda p: p.born)
+                self._idle[oldest.key].remove(oldest)
+        if oldest is not None:
+            oldest.call.close()
 
     def _output(self, call: Call, reply: dict[str, Any], in_shape: tuple[int, ...],
                 function: str) -> np.ndarray:
@@ -232,7 +316,10 @@ class SandboxPool:
         if server is None:
             return {"available": False, "error": self._start_error}
         caps = dict(server.capabilities)
-        caps.update(available=True, design=DESIGN, workers=self.size,
+        design = DESIGN if self.calls_per_process == 1 else DESIGN_BOUND.format(
+            n=self.calls_per_process)
+        caps.update(available=True, design=design, workers=self.size,
+                    calls_per_process=self.calls_per_process,
                     timeout_s=self.timeout_s, cpu_s=self.cpu_s, memory_mb=self.memory_mb,
                     allowed_imports=list(self.allowed_imports))
         return caps
@@ -264,6 +351,10 @@ class SandboxPool:
         with self._lock:
             self._closed = True
             server, self._server = self._server, None
+            idle = [p for v in self._idle.values() for p in v]
+            self._idle.clear()
+        for proc in idle:
+            proc.call.close()
         if server is not None:
             server.close()
 
@@ -272,6 +363,14 @@ class SandboxPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _binding(message: dict[str, Any]) -> str:
+    """What a reused process is bound to: the code, function, arguments and input layout."""
+    text = json.dumps([message["code"], message["function"], message["args"],
+                       message["kwargs"], message["raw"], message["shape"], message["dtype"]],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _jsonable(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

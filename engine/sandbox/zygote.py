@@ -10,11 +10,13 @@ any other call.
 
 A child closes every other descriptor, maps its two segments, applies rlimits,
 no-new-privs and the seccomp allow-list, and only then reads its call from its socket,
-runs it, writes the answer and exits. The zygote reaps children, kills those past their
+runs it and writes the answer; it exits after ``calls`` calls (1 by default; more only
+for further calls of the very same function and arguments, see SandboxPool) or when the
+parent closes its socket. The zygote reaps children, kills those past their
 deadline, and reports every exit status to the parent.
 
 Control protocol (SOCK_SEQPACKET, one JSON object per packet): parent -> zygote
-``{"op": "fork", "id", "in_size", "out_size", "deadline_s"}`` + 3 fds,
+``{"op": "fork", "id", "in_size", "out_size", "calls", "lifetime_s"}`` + 3 fds,
 ``{"op": "kill", "pid"}``; zygote -> parent ``{"id", "pid"}``, ``{"exit": pid, "status"}``.
 """
 
@@ -80,11 +82,12 @@ class Zygote:
         gc.freeze()  # children then never touch the zygote's objects to scan them
 
     # -- children -------------------------------------------------------------------------
-    def _restrict(self, max_fd: int) -> dict[str, bool]:
+    def _restrict(self, max_fd: int, calls: int = 1) -> dict[str, bool]:
         """In a child: rlimits, no-new-privs and seccomp (what worked)."""
         if not self.isolate:
             return {"rlimits": False, "seccomp_loaded": False}
-        rl = limits.set_rlimits(memory_mb=self.memory_mb, cpu_s=self.cpu_s, max_fd=max_fd)
+        rl = limits.set_rlimits(memory_mb=self.memory_mb, cpu_s=self.cpu_s, max_fd=max_fd,
+                                calls=calls)
         return {"rlimits": rl, "seccomp_loaded": self.filter.load()}
 
     def _probe(self) -> dict[str, Any]:
@@ -129,7 +132,7 @@ class Zygote:
         for fd in fds:
             os.close(fd)
         if pid > 0:
-            self.children[pid] = time.monotonic() + float(msg.get("deadline_s", 60))
+            self.children[pid] = time.monotonic() + float(msg.get("lifetime_s", 60))
         return pid
 
     def _child(self, fds: list[int], msg: dict[str, Any]) -> NoReturn:
@@ -143,18 +146,26 @@ class Zygote:
                 os.dup2(target + 100, target)
             os.closerange(OUT_FD + 1, 1 << 20)  # the zygote's socket and everything else
             in_size, out_size = int(msg["in_size"]), int(msg["out_size"])
-            in_buf = mmap.mmap(IN_FD, in_size, flags=mmap.MAP_PRIVATE,
-                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
-            out_buf = mmap.mmap(OUT_FD, out_size, flags=mmap.MAP_SHARED,
-                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            rw = mmap.PROT_READ | mmap.PROT_WRITE
+            in_buf = mmap.mmap(IN_FD, in_size, flags=mmap.MAP_SHARED, prot=rw)
+            out_buf = mmap.mmap(OUT_FD, out_size, flags=mmap.MAP_SHARED, prot=rw)
             os.close(IN_FD)
             os.close(OUT_FD)
-            self.runner.np.random.seed()  # a fresh stream for this call
-            applied = self._restrict(max_fd=CHAN_FD)
+            calls = max(1, int(msg.get("calls", 1)))
+            applied = self._restrict(max_fd=CHAN_FD, calls=calls)
             if self.isolate and not all(applied.values()) and self.capabilities["seccomp"]:
                 os._exit(4)  # restrictions that worked at start failed now: run nothing
-            call = Reader(CHAN_FD).read()
-            if call is not None:
+            reader = Reader(CHAN_FD)
+            np = self.runner.np
+            defaults = np.geterr()
+            for _ in range(calls):  # calls of ONE function (same code and arguments)
+                call = reader.read()
+                if call is None:
+                    break
+                np.random.seed()  # a fresh stream and default error handling per call
+                np.seterr(**defaults)
+                if self.cpu_s and self.isolate:
+                    limits.arm_cpu(self.cpu_s)
                 write_message(CHAN_FD, self.runner.run(call, in_buf, out_buf))
             code = 0
         finally:

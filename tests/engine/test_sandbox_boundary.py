@@ -265,3 +265,27 @@ def test_a_crashing_call_process_does_not_hurt_the_zygote(pool, img):
     assert pool.worker_pids() == [zygote]
     os.kill(zygote, 0)  # still alive
     _healthy(pool, img)
+
+
+PID = "import os\ndef {name}(img, k=0):\n    return np.full(img.shape[-2:], os.getpid())\n"
+
+
+def test_a_process_only_ever_serves_one_function(img):
+    """Bound processes (calls_per_process > 1) are reused only for the same function with
+    the same arguments and input layout, and retired after N calls; with 1 each call gets
+    a new process."""
+    with SandboxPool(2, timeout_s=5, memory_mb=768, max_array_mb=16,
+                     calls_per_process=3) as pool:
+        def pid(name, arr=img, k=0):
+            return int(pool._run_unchecked(PID.format(name=name), name, arr, args=(k,))[0, 0])
+
+        f = [pid("f") for _ in range(4)]
+        assert f[0] == f[1] == f[2] != f[3]  # reused for f, retired after 3 calls
+        g, f_other_arg, f_other_shape = pid("g"), pid("f", k=1), pid("f", arr=img[:, :16])
+        assert len({f[3], g, f_other_arg, f_other_shape}) == 4
+    with SandboxPool(1, timeout_s=5, memory_mb=768, max_array_mb=16,
+                     calls_per_process=1) as strict:
+        pids = {int(strict._run_unchecked(PID.format(name="f"), "f", img)[0, 0])
+                for _ in range(3)}
+        assert len(pids) == 3
+        assert "one disposable process per call" in strict.capabilities()["design"]
