@@ -202,6 +202,9 @@ class Call:
         self.in_size = max(array.nbytes, 1)
         self.out_size = out_bytes
         self._rbuf = bytearray()
+        self._poller = select.poll()
+        self._poller.register(self.ours.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._out_map: mmap.mmap | None = None
         os.ftruncate(self.in_fd, self.in_size)
         os.ftruncate(self.out_fd, out_bytes)
         self.write_input(array)
@@ -246,11 +249,9 @@ class Call:
     def _read(self, n: int, deadline: float) -> bytes:
         buf = self._rbuf
         fd = self.ours.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while len(buf) < n:
             left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
+            if left <= 0 or not self._poller.poll(left * 1000):
                 raise TimeoutError("time limit")
             try:
                 chunk = os.read(fd, 1 << 16)
@@ -265,16 +266,20 @@ class Call:
 
     def output(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A copy of the output segment as ``shape``/``dtype`` (already validated)."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if nbytes == 0:
+        if int(np.prod(shape, dtype=np.int64)) == 0:
             return np.empty(shape, dtype=dtype)
-        with mmap.mmap(self.out_fd, nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as m:
-            view = np.ndarray(shape, dtype=dtype, buffer=m)
-            out = view.copy()
-            del view
+        if self._out_map is None:  # mapped once per process, read-only here
+            self._out_map = mmap.mmap(self.out_fd, self.out_size, flags=mmap.MAP_SHARED,
+                                      prot=mmap.PROT_READ)
+        view = np.ndarray(shape, dtype=dtype, buffer=self._out_map)
+        out = view.copy()
+        del view
         return out
 
     def close(self) -> None:
+        if self._out_map is not None:
+            self._out_map.close()
+            self._out_map = None
         for fd in (self.in_fd, self.out_fd):
             if fd >= 0:
                 os.close(fd)

@@ -3,6 +3,7 @@ the chain executor adapter and test_execute."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from rio_tiler.models import ImageData
 
-from engine.errors import FunctionFailed, FunctionRejected, SandboxError
+from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
 from engine.sandbox import (
     SandboxPool,
     chain_executor,
@@ -209,7 +210,11 @@ def test_capabilities_are_verified(pool):
 def test_call_processes_run_unprivileged_with_limits(pool, img):
     caps = pool.capabilities()
     slow = "def f(img):\n    x = 0\n    for i in range(10 ** 7):\n        x += 1\n    return img[0]\n"
-    thread = threading.Thread(target=lambda: pool.run(slow, "f", img))
+    def call():
+        with contextlib.suppress(SandboxLimitExceeded):  # a loaded machine may be slow
+            pool.run(slow, "f", img)
+
+    thread = threading.Thread(target=call)
     thread.start()
     while not pool.busy_pids() and thread.is_alive():
         time.sleep(0.005)
