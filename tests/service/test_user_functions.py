@@ -309,7 +309,8 @@ def test_healthz_shows_the_sandbox_capabilities(client):
     assert caps["available"] is True and caps["workers"] == 1
     assert caps["timeout_s"] == 3.0 and caps["memory_mb"] == 768
     assert "numpy" in caps["allowed_imports"]
-    assert "one disposable process per call" in caps["design"]
+    assert caps["calls_per_process"] == 64  # EOX_SANDBOX_CALLS_PER_PROCESS's default
+    assert "ONE function" in caps["design"] and "zygote" in caps["design"]
     if caps["seccomp"]:  # what a probe child, restricted like a call's, could not do
         assert caps["blocked"] == {k: True for k in ("open", "listdir", "write", "socket",
                                                      "fork", "exec", "signal_parent")}
