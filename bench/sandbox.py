@@ -162,10 +162,13 @@ def _cpu_s(pid: int) -> float:
 
 def _retire_idle(pool: SandboxPool) -> None:
     """Let bound call processes exit and be reaped, so the zygote's CPU counts them."""
-    for procs in list(getattr(pool, "_idle", {}).values()):
+    idle = getattr(pool, "_idle", None)
+    if not isinstance(idle, dict):  # the old warm worker: nothing to retire
+        return
+    for procs in list(idle.values()):
         for proc in procs:
             proc.call.close()
-    getattr(pool, "_idle", {}).clear()
+    idle.clear()
     time.sleep(0.3)
 
 

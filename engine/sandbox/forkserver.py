@@ -10,6 +10,7 @@ sends is trusted beyond a small JSON answer that the caller validates.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -28,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import SandboxError
-from engine.sandbox.worker import HEADER, MAX_MESSAGE, frame
+from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
+from engine.sandbox.worker import HEADER, MAX_MESSAGE, frame, sanitize
 
 log = logging.getLogger(__name__)
 
@@ -286,3 +287,44 @@ class Call:
         self.in_fd = self.out_fd = -1
         self.ours.close()
         self.theirs.close()
+
+
+def binding(message: dict[str, Any]) -> str:
+    """What a reused process is bound to: the code, function, arguments and input layout."""
+    text = json.dumps([message["code"], message["function"], message["args"],
+                       message["kwargs"], message["raw"], message["shape"], message["dtype"]],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def jsonable(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments as JSON round-trips them (numbers, strings, booleans, lists)."""
+    try:
+        text = json.dumps([args, kwargs], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SandboxError(f"function arguments must be numbers, strings, booleans or lists "
+                           f"of them: {exc}") from None
+    if len(text) > MAX_MESSAGE // 2:
+        raise SandboxError("function arguments are too large")
+    loaded = json.loads(text)
+    return loaded[0], loaded[1]
+
+
+def reply_error(function: str, reply: dict[str, Any]) -> SandboxError:
+    kind = reply.get("kind")
+    reason = sanitize(str(reply.get("message", "unknown failure")))
+    lineno = reply.get("lineno") if isinstance(reply.get("lineno"), int) else None
+    where = f"line {lineno}: " if lineno else ""
+    if kind == "rejected":
+        return FunctionRejected(f"{where}{reason}", lineno=lineno, reason=reason)
+    if kind == "memory":
+        return SandboxLimitExceeded(f"{where}{function}() exceeded the memory limit",
+                                    lineno=lineno, reason=reason)
+    if kind == "violation":
+        return FunctionRejected(f"{where}{reason}", lineno=lineno, reason=reason)
+    if kind == "output":
+        return FunctionFailed(f"{function}(): {reason}", reason=reason)
+    if kind == "error":
+        return FunctionFailed(f"{where}{function}() raised {reason}", lineno=lineno,
+                              reason=reason)
+    return SandboxError(f"{function}(): sandbox failure: {reason}")

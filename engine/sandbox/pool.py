@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import hashlib
-import json
 import logging
 import marshal
 import threading
@@ -25,7 +23,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
+from engine.errors import SandboxError, SandboxLimitExceeded
 from engine.sandbox.check import (
     USER_FILENAME,
     CheckedFunction,
@@ -33,8 +31,16 @@ from engine.sandbox.check import (
     default_imports,
     set_default_imports,
 )
-from engine.sandbox.forkserver import Call, ChildDied, ForkServer, StartRefused
-from engine.sandbox.worker import MAX_MESSAGE, OUTPUT_KINDS, output_problem, sanitize
+from engine.sandbox.forkserver import (
+    Call,
+    ChildDied,
+    ForkServer,
+    StartRefused,
+    binding,
+    jsonable,
+    reply_error,
+)
+from engine.sandbox.worker import OUTPUT_KINDS, output_problem
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +190,7 @@ class SandboxPool:
         if array.nbytes > self.max_array_bytes:
             raise SandboxError(f"the input is too large for the sandbox ({array.nbytes} "
                                f"bytes, at most {self.max_array_bytes})")
-        args_list, kwargs_dict = _jsonable(list(args), dict(kwargs or {}))
+        args_list, kwargs_dict = jsonable(list(args), dict(kwargs or {}))
         message = {"function": function, "code": base64.b64encode(code).decode(),
                    "shape": list(array.shape), "dtype": array.dtype.str,
                    "args": args_list, "kwargs": kwargs_dict, "raw": raw}
@@ -203,7 +209,7 @@ class SandboxPool:
     def _in_child(self, server: ForkServer, message: dict[str, Any], array: np.ndarray,
                   function: str) -> np.ndarray:
         deadline = time.monotonic() + self.timeout_s
-        proc = self._take_idle(_binding(message), array)
+        proc = self._take_idle(binding(message), array)
         healthy = False
         try:
             try:
@@ -229,7 +235,7 @@ class SandboxPool:
                 out = self._output(proc.call, reply, array.shape, function)
                 healthy = True
                 return out
-            raise _reply_error(function, reply)
+            raise reply_error(function, reply)
         finally:
             if proc is not None:
                 with self._lock:
@@ -248,7 +254,7 @@ class SandboxPool:
             call.close()
             raise
         call.handed_over()
-        return _Process(_binding(message), call, pid)
+        return _Process(binding(message), call, pid)
 
     def _lifetime_s(self) -> float:
         if self.calls_per_process == 1:
@@ -363,47 +369,6 @@ class SandboxPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _binding(message: dict[str, Any]) -> str:
-    """What a reused process is bound to: the code, function, arguments and input layout."""
-    text = json.dumps([message["code"], message["function"], message["args"],
-                       message["kwargs"], message["raw"], message["shape"], message["dtype"]],
-                      sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _jsonable(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Arguments as JSON round-trips them (numbers, strings, booleans, lists)."""
-    try:
-        text = json.dumps([args, kwargs], allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SandboxError(f"function arguments must be numbers, strings, booleans or lists "
-                           f"of them: {exc}") from None
-    if len(text) > MAX_MESSAGE // 2:
-        raise SandboxError("function arguments are too large")
-    loaded = json.loads(text)
-    return loaded[0], loaded[1]
-
-
-def _reply_error(function: str, reply: dict[str, Any]) -> SandboxError:
-    kind = reply.get("kind")
-    reason = sanitize(str(reply.get("message", "unknown failure")))
-    lineno = reply.get("lineno") if isinstance(reply.get("lineno"), int) else None
-    where = f"line {lineno}: " if lineno else ""
-    if kind == "rejected":
-        return FunctionRejected(f"{where}{reason}", lineno=lineno, reason=reason)
-    if kind == "memory":
-        return SandboxLimitExceeded(f"{where}{function}() exceeded the memory limit",
-                                    lineno=lineno, reason=reason)
-    if kind == "violation":
-        return FunctionRejected(f"{where}{reason}", lineno=lineno, reason=reason)
-    if kind == "output":
-        return FunctionFailed(f"{function}(): {reason}", reason=reason)
-    if kind == "error":
-        return FunctionFailed(f"{where}{function}() raised {reason}", lineno=lineno,
-                              reason=reason)
-    return SandboxError(f"{function}(): sandbox failure: {reason}")
 
 
 # -- the process-wide default pool --------------------------------------------------------

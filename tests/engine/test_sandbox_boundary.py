@@ -17,9 +17,8 @@ import pytest
 
 from engine.errors import FunctionFailed, SandboxLimitExceeded
 from engine.sandbox import SandboxPool
+from sandbox_cases import assert_healthy, small_img
 
-NDVI = ("def ndvi(img):\n    a = img.astype('float32')\n"
-        "    return (a[1] - a[0]) / (a[1] + a[0] + 1)\n")
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +33,9 @@ def pool():
 
 @pytest.fixture
 def img():
-    return np.arange(4 * 32 * 32, dtype=np.uint16).reshape(4, 32, 32)
+    return small_img()
 
 
-def _ndvi(img):
-    a = img.astype("float32")
-    return (a[1] - a[0]) / (a[1] + a[0] + 1)
-
-
-def _healthy(pool, img):
-    np.testing.assert_allclose(pool.run(NDVI, "ndvi", img), _ndvi(img), rtol=1e-6)
 
 
 #: Each attempt returns True when the child was refused (an OSError).
@@ -90,7 +82,7 @@ def test_unchecked_code_can_only_compute(pool, img, tmp_path):
     assert refused == {name: True for name in ATTEMPT_NAMES}
     assert list(tmp_path.iterdir()) == []
     assert pool.worker_pids() == [zygote]
-    _healthy(pool, img)
+    assert_healthy(pool, img)
 
 
 def test_unchecked_thread_creation_fails(pool, img):
@@ -98,7 +90,7 @@ def test_unchecked_thread_creation_fails(pool, img):
            "    t.start()\n    return img[0]\n")
     with pytest.raises(FunctionFailed, match="RuntimeError: can't start new thread"):
         pool._run_unchecked(src, "f", img)
-    _healthy(pool, img)
+    assert_healthy(pool, img)
 
 
 SECRET = "s3cr3t-7f1d2c"
@@ -198,9 +190,9 @@ def test_nothing_an_escaped_call_changes_reaches_the_next(pool, img):
     pool._run_unchecked(POISON, "poison", img)
     flags = pool._run_unchecked(CHECK_CLEAN, "clean", img)[:, 0, 0]
     assert flags.tolist() == [True] * 6
-    _healthy(pool, img)  # the next user's NDVI: its own pixels, not the attacker's
+    assert_healthy(pool, img)  # the next user's NDVI: its own pixels, not the attacker's
     for _ in range(3):
-        _healthy(pool, img)
+        assert_healthy(pool, img)
 
 
 def test_concurrent_users_each_get_their_own_result_while_one_is_killed(img):
@@ -264,7 +256,7 @@ def test_a_crashing_call_process_does_not_hurt_the_zygote(pool, img):
         pool._run_unchecked(src, "f", img)
     assert pool.worker_pids() == [zygote]
     os.kill(zygote, 0)  # still alive
-    _healthy(pool, img)
+    assert_healthy(pool, img)
 
 
 PID = "import os\ndef {name}(img, k=0):\n    return np.full(img.shape[-2:], os.getpid())\n"

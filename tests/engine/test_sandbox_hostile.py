@@ -18,9 +18,8 @@ import pytest
 
 from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
 from engine.sandbox import SandboxPool
+from sandbox_cases import NDVI, assert_healthy, expected_ndvi, small_img
 
-NDVI = ("def ndvi(img):\n    a = img.astype('float32')\n"
-        "    return (a[1] - a[0]) / (a[1] + a[0] + 1)\n")
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +31,9 @@ def pool():
 
 @pytest.fixture
 def img():
-    return np.arange(4 * 32 * 32, dtype=np.uint16).reshape(4, 32, 32)
+    return small_img()
 
 
-def _expected_ndvi(img):
-    a = img.astype("float32")
-    return (a[1] - a[0]) / (a[1] + a[0] + 1)
-
-
-def _assert_healthy(pool, img):
-    out = pool.run(NDVI, "ndvi", img)
-    np.testing.assert_allclose(out, _expected_ndvi(img), rtol=1e-6)
 
 
 def _src(body: str, target: str) -> str:
@@ -155,7 +146,7 @@ def test_static_refusal(pool, img, tmp_path, body, line, reason):
     assert info.value.lineno == line, str(info.value)
     assert reason in str(info.value)
     assert str(info.value).startswith(f"line {line}: ")
-    _assert_healthy(pool, img)
+    assert_healthy(pool, img)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -259,7 +250,7 @@ def test_runtime_containment(pool, img, tmp_path, body, exc, fragment, line):
     assert fragment in str(info.value)
     if line is not None:
         assert info.value.lineno == line, str(info.value)
-    _assert_healthy(pool, img)
+    assert_healthy(pool, img)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -274,7 +265,7 @@ def test_timeout_is_wall_clock_and_kills_the_call_process(pool, img):
     assert len(seen) == 1 and pool.busy_pids() == []
     _wait_gone(seen[0])
     assert pool.worker_pids() == zygote  # the zygote never runs user code: it stays
-    _assert_healthy(pool, img)
+    assert_healthy(pool, img)
 
 
 def _wait_gone(pid: int, timeout_s: float = 10) -> None:
@@ -316,9 +307,9 @@ def test_worker_killed_mid_call_while_another_thread_calls(pool, img):
     assert "SIGKILL" in str(errors[0])
     assert len(results) == 5
     for out in results:
-        np.testing.assert_allclose(out, _expected_ndvi(img), rtol=1e-6)
+        np.testing.assert_allclose(out, expected_ndvi(img), rtol=1e-6)
     _wait_gone(pid)
-    _assert_healthy(pool, img)
+    assert_healthy(pool, img)
 
 
 def test_segfaulting_worker_is_reported_and_replaced(pool, img):
@@ -335,7 +326,7 @@ def test_segfaulting_worker_is_reported_and_replaced(pool, img):
     with pytest.raises(SandboxLimitExceeded, match="crashed \\(SIGSEGV\\)"):
         pool.run(slow, "f", img)
     timer.join()
-    _assert_healthy(pool, img)
+    assert_healthy(pool, img)
 
 
 def test_cpu_limit_kills_busy_function():
