@@ -188,6 +188,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=400, help="calls per measurement")
     parser.add_argument("--tiles", type=int, default=300, help="tile renders per variant")
+    parser.add_argument("--modes", default="bound,per-call",
+                        help="which process modes to measure (comma-separated)")
     args = parser.parse_args()
     img = simulated_input((4, 256, 256))
     cases = [("ndvi", *algorithms.load("ndvi")[:2], (2, 3)),
@@ -197,6 +199,7 @@ def main() -> None:
     print(f"# {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}, "
           f"numpy {np.__version__}, load avg {os.getloadavg()[0]:.1f}, n={args.n}")
     modes = {"bound": {}, "per-call": {"calls_per_process": 1}}
+    modes = {k: v for k, v in modes.items() if k in args.modes.split(",")}
     if "calls_per_process" not in SandboxPool.__init__.__code__.co_varnames:
         modes = {"old warm worker": {}}  # run from the old tree
     for mode, options in modes.items():

@@ -217,8 +217,10 @@ class SandboxPool:
                     proc = self._fork(server, message, array, deadline)
                 with self._lock:
                     self._busy.add(proc.pid)
+                # the process keeps the code of its one function after the first call
+                proc.call.send(message if proc.used == 0 else
+                               {k: v for k, v in message.items() if k != "code"})
                 proc.used += 1
-                proc.call.send(message)
                 reply = proc.call.receive(deadline)
             except TimeoutError:
                 if proc is not None:

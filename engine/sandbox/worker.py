@@ -162,12 +162,12 @@ class Runner:
         return fn(img, *args, **kwargs)
 
     # -- one call -----------------------------------------------------------------------
-    def run(self, msg: dict[str, Any], in_buf: Any, out_buf: Any) -> dict[str, Any]:
-        """Run the call described by ``msg``; the answer says ok (output in ``out_buf``)
-        or what failed."""
+    def run(self, msg: dict[str, Any], in_buf: Any, out_buf: Any,
+            code: types.CodeType) -> dict[str, Any]:
+        """Run the call described by ``msg`` (``code`` from :func:`load_code`); the answer
+        says ok (output in ``out_buf``) or what failed."""
         np = self.np
         function = str(msg["function"])
-        code = marshal.loads(base64.b64decode(msg["code"]))
         dtype = np.dtype(msg["dtype"])
         shape = tuple(int(s) for s in msg["shape"])
         img = np.ndarray(shape, dtype=dtype, buffer=in_buf)
@@ -215,6 +215,11 @@ class Runner:
         view = np.ndarray(out.shape, dtype=out.dtype, buffer=out_buf)
         view[...] = out
         return {"ok": True, "shape": list(out.shape), "dtype": out.dtype.str}
+
+
+def load_code(msg: dict[str, Any]) -> types.CodeType:
+    """The compiled user module a call message carries (sent once per process)."""
+    return marshal.loads(base64.b64decode(msg["code"]))
 
 
 def output_problem(shape: tuple[int, ...], itemsize: int, in_shape: tuple[int, ...],

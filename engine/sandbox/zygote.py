@@ -34,7 +34,7 @@ import time
 from typing import Any, NoReturn
 
 from engine.sandbox import limits
-from engine.sandbox.worker import Reader, Runner, write_message
+from engine.sandbox.worker import Reader, Runner, load_code, write_message
 
 CONTROL_MAX = 1 << 16
 #: Descriptor numbers a child's call socket, input and output segment are moved to.
@@ -158,15 +158,18 @@ class Zygote:
             reader = Reader(CHAN_FD)
             np = self.runner.np
             defaults = np.geterr()
+            code = None
             for _ in range(calls):  # calls of ONE function (same code and arguments)
                 call = reader.read()
                 if call is None:
                     break
+                if code is None:
+                    code = load_code(call)  # only the first message carries it
                 np.random.seed()  # a fresh stream and default error handling per call
                 np.seterr(**defaults)
                 if self.cpu_s and self.isolate:
                     limits.arm_cpu(self.cpu_s)
-                write_message(CHAN_FD, self.runner.run(call, in_buf, out_buf))
+                write_message(CHAN_FD, self.runner.run(call, in_buf, out_buf, code))
             code = 0
         finally:
             os._exit(code)
