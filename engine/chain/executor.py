@@ -11,10 +11,14 @@ It returns (y, x), (band, y, x) or, for stacks, (time, band, y, x) / (band, y, x
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 Executor = Callable[..., Any]
+#: The id of the chain whose steps run now (the sandbox binds its processes to it).
+_chain_scope: ContextVar[str] = ContextVar("eox_chain_scope", default="")
 
 _lock = threading.Lock()
 _executor: Executor | None = None
@@ -31,3 +35,18 @@ def set_executor(executor: Executor | None) -> Executor | None:
 def get_executor() -> Executor | None:
     """The executor in use, or None when server-side functions are not enabled."""
     return _executor
+
+
+@contextmanager
+def chain_scope(chain_id: str) -> Iterator[None]:
+    """Mark the steps run inside as steps of chain ``chain_id``."""
+    token = _chain_scope.set(chain_id)
+    try:
+        yield
+    finally:
+        _chain_scope.reset(token)
+
+
+def current_chain() -> str:
+    """The id of the chain whose steps run now ('' outside :meth:`Chain.apply`)."""
+    return _chain_scope.get()

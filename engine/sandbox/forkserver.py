@@ -289,9 +289,10 @@ class Call:
         self.theirs.close()
 
 
-def binding(message: dict[str, Any]) -> str:
-    """What a reused process is bound to: the code, function, arguments and input layout."""
-    text = json.dumps([message["code"], message["function"], message["args"],
+def binding(message: dict[str, Any], scope: str) -> str:
+    """What a reused process is bound to: the scope (chain id), code, function, arguments
+    and input layout."""
+    text = json.dumps([scope, message["code"], message["function"], message["args"],
                        message["kwargs"], message["raw"], message["shape"], message["dtype"]],
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -50,7 +50,7 @@ DESIGN = ("one disposable process per call, forked from a single-threaded zygote
           "holds no secrets and no other call's data")
 DESIGN_BOUND = ("disposable processes forked from a single-threaded zygote that holds no "
                 "secrets and no other call's data; a process runs at most {n} calls, all of "
-                "ONE function with the same arguments and input shape, never another's")
+                "ONE function of ONE chain with the same arguments and input shape")
 
 
 @dataclass
@@ -148,7 +148,7 @@ class SandboxPool:
         return check_function(source, function, allowed_imports=self.allowed_imports)
 
     def run(self, source: str, function: str, array: np.ndarray, args: Sequence[Any] = (),
-            kwargs: dict[str, Any] | None = None) -> np.ndarray:
+            kwargs: dict[str, Any] | None = None, *, scope: str = "") -> np.ndarray:
         """Call ``function(array, *args, **kwargs)`` from ``source`` in a fresh process.
 
         Args:
@@ -157,6 +157,8 @@ class SandboxPool:
             array: (band, y, x), (y, x) or, for time stacks, (time, band, y, x) numbers.
             args: JSON-able positional arguments after the array.
             kwargs: JSON-able keyword arguments.
+            scope: who the call belongs to (the chain id for tiles): a process is only
+                reused for calls of the same scope, function, arguments and input shape.
 
         Returns:
             The validated output: (y, x), (band, y, x) or (time, band, y, x) numbers
@@ -168,21 +170,21 @@ class SandboxPool:
             SandboxLimitExceeded: time/CPU/memory limit hit or the process crashed.
         """
         checked = self.check(source, function)
-        return self._call(checked.code, function, array, args, kwargs, raw=False)
+        return self._call(checked.code, function, array, args, kwargs, raw=False, scope=scope)
 
     def _run_unchecked(self, source: str, function: str, array: np.ndarray,
-                       args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
-                       ) -> np.ndarray:
+                       args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                       scope: str = "") -> np.ndarray:
         """TESTS ONLY: run plain, unchecked Python (real builtins, real numpy) in a child.
 
         Proves the process boundary with the static check and the guards switched off
         (what an escaped function could do). Not reachable from HTTP or chains.
         """
         code = marshal.dumps(compile(source, USER_FILENAME, "exec"))
-        return self._call(code, function, array, args, kwargs, raw=True)
+        return self._call(code, function, array, args, kwargs, raw=True, scope=scope)
 
     def _call(self, code: bytes, function: str, array: np.ndarray, args: Sequence[Any],
-              kwargs: dict[str, Any] | None, *, raw: bool) -> np.ndarray:
+              kwargs: dict[str, Any] | None, *, raw: bool, scope: str) -> np.ndarray:
         array = np.asarray(array)
         if array.dtype.kind not in OUTPUT_KINDS or array.ndim not in (2, 3, 4):
             raise SandboxError(f"the input must be a 2-4 dimensional numeric array, got "
@@ -202,19 +204,20 @@ class SandboxPool:
                 if self._closed:
                     raise SandboxError("the sandbox pool is closed")
                 raise SandboxLimitExceeded(f"the sandbox is not available ({self._start_error})")
-            return self._in_child(server, message, array, function)
+            return self._in_child(server, message, array, function, scope)
         finally:
             self._slots.release()
 
     def _in_child(self, server: ForkServer, message: dict[str, Any], array: np.ndarray,
-                  function: str) -> np.ndarray:
+                  function: str, scope: str) -> np.ndarray:
         deadline = time.monotonic() + self.timeout_s
-        proc = self._take_idle(binding(message), array)
+        key = binding(message, scope)
+        proc = self._take_idle(key, array)
         healthy = False
         try:
             try:
                 if proc is None:
-                    proc = self._fork(server, message, array, deadline)
+                    proc = self._fork(server, key, array, deadline)
                 with self._lock:
                     self._busy.add(proc.pid)
                 # the process keeps the code of its one function after the first call
@@ -244,7 +247,7 @@ class SandboxPool:
                     self._busy.discard(proc.pid)
                 self._release(proc, healthy)
 
-    def _fork(self, server: ForkServer, message: dict[str, Any], array: np.ndarray,
+    def _fork(self, server: ForkServer, key: str, array: np.ndarray,
               deadline: float) -> _Process:
         call = Call(array, self.max_array_bytes)
         try:
@@ -256,7 +259,7 @@ class SandboxPool:
             call.close()
             raise
         call.handed_over()
-        return _Process(binding(message), call, pid)
+        return _Process(key, call, pid)
 
     def _lifetime_s(self) -> float:
         if self.calls_per_process == 1:
@@ -295,7 +298,7 @@ class SandboxPool:
             self._idle.setdefault(proc.key, []).append(proc)
             total = sum(len(v) for v in self._idle.values())
             oldest = None
-            if total > self.size:
+            if total > 4 * self.size:  # idle processes kept: a few per call slot
                 oldest = min((p for v in self._idle.values() for p in v), key=lambda p: p.born)
                 self._idle[oldest.key].remove(oldest)
         if oldest is not None:

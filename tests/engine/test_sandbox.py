@@ -317,6 +317,44 @@ def test_chain_execute_step_runs_in_the_sandbox(pool, img):
         Execute(function="f", source="def f(img):\n    import os\n    return img\n")
 
 
+def test_a_process_never_serves_two_chains(img):
+    from engine.chain.executor import chain_scope
+
+    with SandboxPool(1, timeout_s=5, memory_mb=768, max_array_mb=16,
+                     calls_per_process=8) as p:
+        run = chain_executor(p)
+        step = _Step(NDVI, "ndvi")
+        with chain_scope("chain-a"):
+            for _ in range(3):
+                np.testing.assert_allclose(run(step, img).data, _ndvi(img), rtol=1e-6)
+        with chain_scope("chain-b"):
+            np.testing.assert_allclose(run(step, img).data, _ndvi(img), rtol=1e-6)
+        bound = sorted((p_.key, p_.pid, p_.used) for v in p._idle.values() for p_ in v)
+        assert len(bound) == 2 and bound[0][1] != bound[1][1]  # same step, two processes
+        assert sorted(u for _, _, u in bound) == [1, 3]  # chain-a's reused for its 3 calls
+
+
+def test_chain_apply_scopes_its_steps_to_the_chain_id(pool, img):
+    from engine.chain import Chain
+    from engine.chain.executor import current_chain, set_executor
+
+    chain = Chain.model_validate({"source": {"collection": "c", "bands": ["a", "b", "c", "d"]},
+                                  "steps": [{"name": "execute", "function": "ndvi",
+                                             "source": NDVI}]})
+    seen = []
+
+    def recording(step, array, **kwargs):
+        seen.append(current_chain())
+        return chain_executor(pool)(step, array, **kwargs)
+
+    previous = set_executor(recording)
+    try:
+        chain.apply(ImageData(np.ma.MaskedArray(img), band_names=["a", "b", "c", "d"]))
+    finally:
+        set_executor(previous)
+    assert seen == [chain.id] and current_chain() == ""
+
+
 # -- test_execute (the seed's testExecute) --------------------------------------------------
 @pytest.fixture(scope="module")
 def default_pool_small():
