@@ -17,8 +17,8 @@ from contextvars import ContextVar
 from typing import Any
 
 Executor = Callable[..., Any]
-#: The id of the chain whose steps run now (the sandbox binds its processes to it).
-_chain_scope: ContextVar[str] = ContextVar("eox_chain_scope", default="")
+#: The chain whose steps run now (the sandbox binds its processes to its id).
+_chain_scope: ContextVar[Any] = ContextVar("eox_chain_scope", default=None)
 
 _lock = threading.Lock()
 _executor: Executor | None = None
@@ -38,9 +38,9 @@ def get_executor() -> Executor | None:
 
 
 @contextmanager
-def chain_scope(chain_id: str) -> Iterator[None]:
-    """Mark the steps run inside as steps of chain ``chain_id``."""
-    token = _chain_scope.set(chain_id)
+def chain_scope(chain: Any) -> Iterator[None]:
+    """Mark the steps run inside as steps of ``chain`` (a Chain, or its id)."""
+    token = _chain_scope.set(chain)
     try:
         yield
     finally:
@@ -48,5 +48,7 @@ def chain_scope(chain_id: str) -> Iterator[None]:
 
 
 def current_chain() -> str:
-    """The id of the chain whose steps run now ('' outside :meth:`Chain.apply`)."""
-    return _chain_scope.get()
+    """The id of the chain whose steps run now ('' outside :meth:`Chain.apply`); computed
+    only when asked (by execute steps), not for every tile of every chain."""
+    chain = _chain_scope.get()
+    return "" if chain is None else chain if isinstance(chain, str) else chain.id

@@ -275,7 +275,7 @@ class Chain(BaseModel):
         ``skip_cloud`` leaves out cloud masking (already done per scene by the renderer),
         but still applies a cloud step's ``values``.
         """
-        with chain_scope(self.id):  # execute steps run in processes bound to this chain
+        with chain_scope(self):  # execute steps run in processes bound to this chain
             for step in self.steps:
                 if analytic_only and step.kind == "visual":
                     break
