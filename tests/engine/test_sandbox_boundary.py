@@ -53,6 +53,16 @@ def spawn():
     if os.fork() == 0:
         os._exit(0)
 
+def libc_call(name, *args):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) == -1:
+        raise OSError(ctypes.get_errno(), name)
+
+def exec_memory():
+    import mmap
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+
 def attempts(img, parent, zygote, path):
     out = [
         refused(lambda: open('/etc/hostname').read()),
@@ -67,11 +77,15 @@ def attempts(img, parent, zygote, path):
         refused(lambda: os.kill(parent, signal.SIGKILL)),
         refused(lambda: os.kill(zygote, signal.SIGKILL)),
         refused(lambda: os.kill(os.getpid(), 0)),
+        refused(lambda: libc_call('ptrace', 16, parent, 0, 0)),  # PTRACE_ATTACH
+        refused(exec_memory),
+        refused(lambda: libc_call('unshare', 0x10000000)),  # a new user namespace
     ]
     return np.array(out, dtype=bool)[:, None, None] & np.ones(img.shape[-2:], dtype=bool)
 """
 ATTEMPT_NAMES = ["open", "open-proc", "listdir", "stat", "write", "inet-socket",
-                 "unix-socket", "fork", "exec", "kill-parent", "kill-zygote", "kill-self"]
+                 "unix-socket", "fork", "exec", "kill-parent", "kill-zygote", "kill-self",
+                 "ptrace", "exec-memory", "unshare"]
 
 
 def test_unchecked_code_can_only_compute(pool, img, tmp_path):
