@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -295,3 +296,18 @@ def test_a_process_only_ever_serves_one_function(img):
                 for _ in range(3)}
         assert len(pids) == 3
         assert "one disposable process per call" in strict.capabilities()["design"]
+
+
+def test_a_killed_zygote_is_replaced(img):
+    with SandboxPool(1, timeout_s=5, memory_mb=768, max_array_mb=16) as pool:
+        assert pool.wait_ready(timeout_s=60)
+        (zygote,) = pool.worker_pids()
+        assert_healthy(pool, img)
+        os.kill(zygote, 9)
+        deadline = time.monotonic() + 10
+        while pool.worker_pids() == [zygote] and time.monotonic() < deadline:
+            time.sleep(0.01)  # the pool notices the closed control socket
+        assert_healthy(pool, img)
+        assert_healthy(pool, img[:2])  # a new process, forked by a new zygote
+        (new,) = pool.worker_pids()
+        assert new != zygote
