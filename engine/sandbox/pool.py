@@ -149,7 +149,7 @@ class SandboxPool:
 
     def run(self, source: str, function: str, array: np.ndarray, args: Sequence[Any] = (),
             kwargs: dict[str, Any] | None = None, *, scope: str = "") -> np.ndarray:
-        """Call ``function(array, *args, **kwargs)`` from ``source`` in a fresh process.
+        """Call ``function(array, *args, **kwargs)`` from ``source`` in a sandbox process.
 
         Args:
             source: the user's Python source (checked first).

@@ -136,7 +136,7 @@ class Zygote:
         return pid
 
     def _child(self, fds: list[int], msg: dict[str, Any]) -> NoReturn:
-        code = 3
+        status = 3  # whatever happens, the child never returns into the zygote's code
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -154,7 +154,8 @@ class Zygote:
             calls = max(1, int(msg.get("calls", 1)))
             applied = self._restrict(max_fd=CHAN_FD, calls=calls)
             if self.isolate and not all(applied.values()) and self.capabilities["seccomp"]:
-                os._exit(4)  # restrictions that worked at start failed now: run nothing
+                status = 4  # restrictions that worked at start failed now: run nothing
+                raise SystemExit(status)
             reader = Reader(CHAN_FD)
             np = self.runner.np
             defaults = np.geterr()
@@ -170,9 +171,9 @@ class Zygote:
                 if self.cpu_s and self.isolate:
                     limits.arm_cpu(self.cpu_s)
                 write_message(CHAN_FD, self.runner.run(call, in_buf, out_buf, code))
-            code = 0
+            status = 0
         finally:
-            os._exit(code)
+            os._exit(status)
 
     # -- the loop -------------------------------------------------------------------------
     def serve(self, ctrl: socket.socket) -> None:
