@@ -65,7 +65,7 @@ class _InProcess:
     def __init__(self) -> None:
         self._functions: dict[tuple[str, str], object] = {}
 
-    def run(self, source, function, array, args=(), kwargs=None):
+    def run(self, source, function, array, args=(), kwargs=None, scope=""):
         key = (source, function)
         if key not in self._functions:
             self._functions[key] = _in_process(source, function)
