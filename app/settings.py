@@ -73,12 +73,18 @@ class Settings(BaseSettings):
     functions_enabled: bool = Field(
         True, description="Run users' Python functions (execute steps) in the sandbox."
     )
-    sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
+    sandbox_workers: int = Field(
+        2, ge=1, le=64, description="User-function calls run at once (one process each)."
+    )
     sandbox_timeout_s: float = Field(
         5.0, gt=0, le=600, description="Wall-clock limit of one user-function call."
     )
     sandbox_memory_mb: int = Field(
-        2048, ge=256, description="Address-space limit of a sandbox worker."
+        2048, ge=256, description="Address-space limit of a sandbox call process."
+    )
+    sandbox_calls_per_process: int = Field(
+        64, ge=1, le=10_000, description="Calls of ONE function (same source, arguments and "
+        "input shape) a sandbox process may serve before it exits; 1 = a fresh process per call."
     )
     sandbox_imports: list[str] = Field(
         default_factory=lambda: ["numpy", "scipy.ndimage", "math"],

@@ -77,6 +77,7 @@ def configure_sandbox(settings: Settings):
         size=settings.sandbox_workers,
         timeout_s=settings.sandbox_timeout_s,
         memory_mb=settings.sandbox_memory_mb,
+        calls_per_process=settings.sandbox_calls_per_process,
         allowed_imports=tuple(settings.sandbox_imports),
     )
     install_executor()

@@ -27,6 +27,7 @@ from pydantic import (
 
 from engine.catalog.base import OPERATORS, Filter, Query
 from engine.chain.bands import check_bands
+from engine.chain.executor import chain_scope
 from engine.chain.expression import parse_expression
 from engine.chain.raster import Raster
 from engine.chain.steps import (
@@ -274,14 +275,15 @@ class Chain(BaseModel):
         ``skip_cloud`` leaves out cloud masking (already done per scene by the renderer),
         but still applies a cloud step's ``values``.
         """
-        for step in self.steps:
-            if analytic_only and step.kind == "visual":
-                break
-            if skip_cloud and isinstance(step, Mask) and step.cloud:
-                if step.values:
-                    img = Mask(values=step.values)(img)
-                continue
-            img = step(img)
+        with chain_scope(self):  # execute steps run in processes bound to this chain
+            for step in self.steps:
+                if analytic_only and step.kind == "visual":
+                    break
+                if skip_cloud and isinstance(step, Mask) and step.cloud:
+                    if step.values:
+                        img = Mask(values=step.values)(img)
+                    continue
+                img = step(img)
         return img
 
     def describe(self) -> str:

@@ -225,6 +225,9 @@ class Execute(Step):
         except SyntaxError as exc:
             raise ChainError(f"execute: the source does not parse (line {exc.lineno}): "
                              f"{exc.msg}") from None
+        except (RecursionError, MemoryError, ValueError) as exc:  # e.g. "-" * 24000 + "img"
+            raise ChainError(f"execute: the source is too deeply nested or complex to parse "
+                             f"({type(exc).__name__})") from None
         defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
         if self.function not in defined:
             raise ChainError(f"execute: the source defines no top-level function "
