@@ -51,6 +51,7 @@ from engine.chain.raster import TimeStack
 from engine.chain.steps import Execute
 from engine.errors import DataUnavailable, InvalidInput, SandboxError
 from engine.render.renderer import TileRenderer
+from engine.security.gdal_paths import open_raster
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def probe(p: Plan) -> Output:
 
 def _synthetic(p: Plan):
     """The chain applied to ones of the source dtype (the probe window had no data)."""
-    with rasterio.open(p.scenes[0].hrefs[0]) as ds:
+    with open_raster(p.scenes[0].hrefs[0]) as ds:
         dtype = ds.dtypes[0]
     names = list(p.chain.read_bands())
     if p.chain.source.times:

@@ -23,6 +23,7 @@ from rasterio.errors import CRSError
 from engine.chain.model import Chain
 from engine.errors import InvalidInput
 from engine.render.renderer import Scene
+from engine.security.gdal_paths import open_raster
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -165,7 +166,7 @@ def _spans(size: int, step: int) -> list[tuple[int, int]]:
 
 def default_grid(scene: Scene) -> tuple[CRS, float]:
     """CRS and pixel size of a scene's first band (the default output grid)."""
-    with rasterio.open(scene.hrefs[0]) as ds:
+    with open_raster(scene.hrefs[0]) as ds:
         return ds.crs, float(min(abs(ds.res[0]), abs(ds.res[1])))
 
 

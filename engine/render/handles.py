@@ -21,6 +21,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from engine.errors import DataUnavailable
+from engine.security.gdal_paths import check_gdal_path, open_raster
 
 Key = tuple[str, int | None]
 Sig = tuple[int, int, int]
@@ -46,6 +47,7 @@ class HandleCache:
         overview), for this thread alone until ``release``; DataUnavailable if it is
         missing or unreadable."""
         key = (path, overview)
+        check_gdal_path(path, what="source file")
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -72,8 +74,8 @@ class HandleCache:
         if found is not None:
             return entry[2]
         try:
-            ds = (rasterio.open(path) if overview is None
-                  else rasterio.open(path, overview_level=overview))
+            ds = (open_raster(path) if overview is None
+                  else open_raster(path, overview_level=overview))
         except RasterioIOError as exc:
             raise DataUnavailable(f"cannot open source file {path}: {exc}") from None
         with self._lock:

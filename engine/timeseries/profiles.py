@@ -40,6 +40,7 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from engine.chain.bands import check_bands, cloud_asset, collection_band_names, resolve_asset
+from engine.security.gdal_paths import check_gdal_path, open_raster
 from engine.chain.expression import Expression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
 from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
@@ -88,6 +89,7 @@ class Handles:
     @contextmanager
     def open(self, path: str) -> Iterator[DatasetReader]:
         """A dataset for ``path`` used exclusively inside the ``with`` block."""
+        check_gdal_path(path, what="source file")
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -105,7 +107,7 @@ class Handles:
                 candidate[1].close()
         if entry is None:
             try:
-                entry = (sig, rasterio.open(path))
+                entry = (sig, open_raster(path))
             except RasterioError as exc:
                 raise DataUnavailable(f"cannot open source file {path}: {exc}") from None
         try:
