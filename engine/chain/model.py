@@ -1,7 +1,8 @@
 """The chain: a source (a catalog query + mosaic rule) and a list of steps; immutable data.
 
-Its canonical JSON (sorted keys, no whitespace) is its identity: ``chain.id`` is the first
-16 hex digits of its sha256, so tile URLs, caches and share links agree.
+Its canonical JSON (sorted keys, no whitespace) is its identity: ``chain.id`` is its full
+sha256 (64 hex digits; ids stored earlier with 16 digits stay readable), so tile URLs,
+caches and share links agree and two chains never share an id.
 """
 
 from __future__ import annotations
@@ -203,8 +204,9 @@ class Chain(BaseModel):
 
     @property
     def id(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical JSON."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """The sha256 of the canonical JSON, 64 hex digits (a shorter id could be claimed
+        by a second, crafted chain)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def __eq__(self, other: object) -> bool:
         """Chains are equal when their canonical JSON is (early-check hints aside)."""

@@ -193,7 +193,9 @@ class TileRenderer:
         """The scenes of the chain's source, band files resolved, in mosaic order (cached)."""
         read = self._read_names(chain)
         cloud = bool(chain.cloud_masks())
-        key = f"{chain.source.model_dump_json()}|{','.join(read)}|{cloud}"
+        # hashed: a source's JSON can be ~1 MB (an intersects polygon), the cache holds 256
+        key = hashlib.sha256(f"{chain.source.model_dump_json()}|{','.join(read)}|{cloud}"
+                             .encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
             hit = self._scenes.get(key)
