@@ -126,10 +126,13 @@ class Expression:
             raise ChainError(f"malformed expression {self.text!r}{where}: {exc.msg}") from None
         self.tree = tree
         self._names: tuple[str, ...] | None = None
-        for count, node in enumerate(ast.walk(tree)):
-            if count >= MAX_NODES:
+        count = 0
+        for count, node in enumerate(ast.walk(tree), start=1):
+            if count > MAX_NODES:
                 raise ChainError(f"expression has more than {MAX_NODES} terms")
             self._check(node)
+        #: syntax nodes: each is about one numpy operation per pixel (the cost budget)
+        self.terms = count
 
     def _check(self, node: ast.AST) -> None:
         text = self.text

@@ -28,6 +28,7 @@ from pydantic import (
 
 from engine.catalog.base import OPERATORS, Filter, Query
 from engine.chain.bands import check_bands
+from engine.chain.budget import check_chain_cost, check_steps
 from engine.chain.expression import parse_expression
 from engine.chain.raster import Raster
 from engine.chain.steps import (
@@ -194,7 +195,13 @@ class Chain(BaseModel):
     def _parse_steps(cls, v: Any) -> Any:
         if not isinstance(v, list | tuple):
             raise ChainError("steps must be a list")
+        check_steps(len(v))  # before parsing them: 30k steps held the render slots
         return tuple(STEPS.parse(s) for s in v)
+
+    @model_validator(mode="after")
+    def _cost(self) -> Chain:
+        check_chain_cost(self)
+        return self
 
     # -- identity and serialisation ---------------------------------------------------
     def to_json(self) -> str:
@@ -244,6 +251,7 @@ class Chain(BaseModel):
         """A new chain with ``step`` appended (validated against known bands if any)."""
         step = STEPS.parse(step)
         new = self.model_copy(update={"steps": (*self.steps, step)})
+        check_chain_cost(new)
         new._known_bands = self._known_bands
         if self._known_bands and self.source.bands is None and not self.steps:
             names = step.source_bands()

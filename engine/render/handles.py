@@ -47,7 +47,7 @@ class HandleCache:
         overview), for this thread alone until ``release``; DataUnavailable if it is
         missing or unreadable."""
         key = (path, overview)
-        check_gdal_path(path, what="source file")
+        check_gdal_path(path, what="source file", error=DataUnavailable)
         try:
             st = os.stat(path)
         except OSError as exc:

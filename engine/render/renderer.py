@@ -38,6 +38,7 @@ from shapely.geometry import shape
 
 from engine.catalog.base import Catalog
 from engine.chain.bands import cloud_asset, resolve_asset
+from engine.chain.budget import check_read_cost
 from engine.chain.expression import parse_expression
 from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
@@ -151,6 +152,11 @@ class MaxIndexMethod(MosaicMethodBase):
 
 def _to_utc_date(d: datetime | None) -> str:
     return d.date().isoformat() if d else "unknown"
+
+
+def _dates(chain: Chain, scenes: Sequence[Scene]) -> int:
+    """Layers a read stacks: the scenes' dates for a time stack, else one mosaic."""
+    return len({_to_utc_date(s.datetime) for s in scenes}) if chain.source.times else 1
 
 
 class TileRenderer:
@@ -415,6 +421,7 @@ class TileRenderer:
         scenes = self._limit(chain, sset.intersecting(wgs))
         if not scenes:
             return None
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=tilesize * tilesize)
         crs = self.tms.rasterio_crs
         read = self._window_reader(Grid(crs, tuple(bounds), tilesize, tilesize))
 
@@ -443,6 +450,7 @@ class TileRenderer:
         scenes = self._limit(chain, sset.intersecting(wgs))
         if not scenes:
             return None
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=int(width) * int(height))
         read = self._window_reader(Grid(dst, bounds, int(width), int(height)))
         raster = self._assemble(chain, scenes, read, names=sset.band_names)
         if analytic:
@@ -563,6 +571,7 @@ class TileRenderer:
         if factor > 1:
             width, height = max(1, round(width / factor)), max(1, round(height / factor))
         bounds = (minx, miny, maxx, maxy)
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=width * height)
         read = self._window_reader(Grid(crs, bounds, width, height))
 
         raster = self._assemble(chain, scenes, read, names=sset.band_names)

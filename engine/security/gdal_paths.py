@@ -15,7 +15,7 @@ import os
 import re
 from typing import Any
 
-from engine.errors import InvalidInput
+from engine.errors import DataUnavailable, EOXError, InvalidInput
 
 #: The driver a raster is opened with, by the first bytes of a local file: never VRT or a
 #: driver taking connection strings, whatever the file says it is.
@@ -41,8 +41,10 @@ _INSTRUCTION_SUFFIXES: tuple[str, ...] = (".vrt", ".ovr.vrt", ".xml", ".aux.xml"
                                           ".gti.gpkg")
 
 
-def check_gdal_path(text: str, *, what: str = "path", allow_urls: bool = True) -> str:
-    """``text`` unchanged if GDAL may open it, else InvalidInput naming ``what`` and why.
+def check_gdal_path(text: str, *, what: str = "path", allow_urls: bool = True,
+                    error: type[EOXError] = InvalidInput) -> str:
+    """``text`` unchanged if GDAL may open it, else ``error`` (InvalidInput: user text;
+    DataUnavailable: a catalog's href) naming ``what`` and why.
 
     Refused: empty text, NUL or newline characters, GDAL virtual file systems (``/vsi*``
     anywhere in the text), driver or connection prefixes (``CSV:``, ``PG:``,
@@ -51,36 +53,38 @@ def check_gdal_path(text: str, *, what: str = "path", allow_urls: bool = True) -
     paths, and http(s) URLs.
     """
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInput(f"{what} is empty")
+        raise error(f"{what} is empty")
     if any(c in text for c in "\x00\r\n"):
-        raise InvalidInput(f"{what} contains control characters")
+        raise error(f"{what} contains control characters")
     low = text.strip().lower()
     if "/vsi" in low or low.startswith("vsi") or "\\vsi" in low:
-        raise InvalidInput(f"{what} {text!r:.120}: GDAL virtual file systems (/vsi...) are "
+        raise error(f"{what} {text!r:.120}: GDAL virtual file systems (/vsi...) are "
                            "not accepted; give a file path or an http(s) URL")
     if low.startswith(URL_SCHEMES):
         if not allow_urls:
-            raise InvalidInput(f"{what} {text!r:.120}: URLs are not accepted here; give a "
+            raise error(f"{what} {text!r:.120}: URLs are not accepted here; give a "
                                "file path")
     elif low.startswith("file://"):
         pass
     elif _DRIVER_PREFIX.match(text.strip()):
         scheme = text.strip().split(":", 1)[0]
-        raise InvalidInput(f"{what} {text!r:.120}: {scheme!r} is a GDAL driver or connection "
+        raise error(f"{what} {text!r:.120}: {scheme!r} is a GDAL driver or connection "
                            "prefix, not accepted; give a file path"
                            + (" or an http(s) URL" if allow_urls else ""),
                            choices=[s.rstrip(":/") for s in URL_SCHEMES] if allow_urls else None)
     path = low.split("?", 1)[0].split("#", 1)[0]
     if path.endswith(_INSTRUCTION_SUFFIXES):
-        raise InvalidInput(f"{what} {text!r:.120}: VRT and other GDAL instruction files are "
+        raise error(f"{what} {text!r:.120}: VRT and other GDAL instruction files are "
                            "not accepted; give the raster file itself")
     return text
 
 
-def raster_driver(path: str, *, what: str = "source file") -> str:
+def raster_driver(path: str, *, what: str = "source file",
+                  error: type[EOXError] = InvalidInput) -> str:
     """The GDAL driver to read ``path`` with, from its first bytes (local files) or its
-    suffix (URLs, GeoTIFF when it has none); InvalidInput for any other content."""
-    check_gdal_path(path, what=what)
+    suffix (URLs, GeoTIFF when it has none); DataUnavailable for any other content,
+    ``error`` for text :func:`check_gdal_path` refuses."""
+    check_gdal_path(path, what=what, error=error)
     if path.lower().startswith(URL_SCHEMES):
         suffix = os.path.splitext(path.split("?", 1)[0].split("#", 1)[0])[1].lower()
         return _URL_SUFFIX.get(suffix, "GTiff")
@@ -93,17 +97,18 @@ def raster_driver(path: str, *, what: str = "source file") -> str:
     for magic, driver in _MAGIC:
         if head.startswith(magic):
             return driver
-    raise InvalidInput(f"{what} {path!r:.120} is not a GeoTIFF, JPEG 2000, netCDF/HDF5, PNG "
+    raise DataUnavailable(f"{what} {path!r:.120} is not a GeoTIFF, JPEG 2000, netCDF/HDF5, PNG "
                        "or JPEG file (by its content): not opened",
                        choices=RASTER_DRIVERS)
 
 
-def open_raster(path: str, *, what: str = "source file", **kwargs: Any) -> Any:
+def open_raster(path: str, *, what: str = "source file", error: type[EOXError] = InvalidInput,
+                **kwargs: Any) -> Any:
     """``rasterio.open(path, **kwargs)`` for reading, after :func:`check_gdal_path` and with
     the one driver :func:`raster_driver` allows (a VRT named ``.tif`` is refused)."""
     import rasterio
 
-    return rasterio.open(path, driver=raster_driver(path, what=what), **kwargs)
+    return rasterio.open(path, driver=raster_driver(path, what=what, error=error), **kwargs)
 
 
 __all__ = ["RASTER_DRIVERS", "URL_SCHEMES", "check_gdal_path", "open_raster", "raster_driver"]

@@ -89,7 +89,7 @@ class Handles:
     @contextmanager
     def open(self, path: str) -> Iterator[DatasetReader]:
         """A dataset for ``path`` used exclusively inside the ``with`` block."""
-        check_gdal_path(path, what="source file")
+        check_gdal_path(path, what="source file", error=DataUnavailable)
         try:
             st = os.stat(path)
         except OSError as exc:

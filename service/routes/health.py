@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from engine.catalog.base import Catalog
+from engine.security.redact import shown_path
 from service.cache import TileCache
 
 
@@ -40,7 +41,8 @@ class HealthRoutes:
             answer: dict[str, Any] = {
                 "status": "ok",
                 "version": version,
-                "catalog": {"kind": self.catalog.kind, "location": self.catalog.location},
+                "catalog": {"kind": self.catalog.kind,
+                            "location": shown_path(str(self.catalog.location))},
                 "cache": self.cache.stats(),
             }
             for key, section in self.sections.items():
