@@ -76,7 +76,7 @@ def allowed_hosts(settings: Settings) -> list[str]:
     from service.middleware import LOOPBACK_HOSTS
 
     wildcard = settings.address.strip() in ("", "0.0.0.0", "::")  # noqa: S104 - compared
-    return [*LOOPBACK_HOSTS, *([] if wildcard else [settings.address])]
+    return list(dict.fromkeys([*LOOPBACK_HOSTS, *([] if wildcard else [settings.address])]))
 
 
 def configure_sandbox(settings: Settings):
