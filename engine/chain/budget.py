@@ -131,6 +131,22 @@ def check_chain_cost(chain: Chain) -> None:
                                  "EOX_CHAIN_MAX_BANDS_X_DATES", "read fewer bands")
 
 
+def work_per_pixel(chain: Chain, *, dates: int = 1) -> int:
+    """About how many array operations a chain does per pixel: each band read and each
+    step once per date, and each expression term once per date (for scheduling: a tile
+    whose work is far above a plain one's can be made to wait in its own lane)."""
+    from engine.chain.expression import parse_expression
+    from engine.chain.steps import Expression
+
+    try:
+        read = len(chain.read_bands())
+    except ChainError:
+        read = 1
+    terms = sum(parse_expression(p).terms for s in chain.steps if isinstance(s, Expression)
+                for p in s.parts())
+    return max(1, dates) * (read + len(chain.steps) + terms)
+
+
 def estimate_bytes(chain: Chain, *, dates: int, pixels: int) -> int:
     """Bytes one read of ``pixels`` pixels over ``dates`` dates may allocate."""
     return _widest(chain) * max(1, dates) * pixels * BYTES_PER_VALUE
@@ -154,4 +170,4 @@ def check_read_cost(chain: Chain, *, dates: int, pixels: int) -> None:
 
 __all__ = ["BYTES_PER_VALUE", "ChainBudget", "ChainTooCostly", "check_chain_cost",
            "check_expression_parts", "check_read_cost", "check_steps", "estimate_bytes",
-           "get_budget", "set_budget"]
+           "get_budget", "set_budget", "work_per_pixel"]
