@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.security.redact import shown_path
 from service.cache import CachedTile
 
 log = logging.getLogger(__name__)
@@ -281,7 +280,7 @@ class DiskTileCache:
     def stats(self) -> dict[str, int | str | None]:
         """Counters for /healthz."""
         with self._lock:
-            return {"root": shown_path(str(self.root)), "max_bytes": self.max_bytes,
+            return {"root": str(self.root), "max_bytes": self.max_bytes,
                     "bytes_estimate": self._estimate, "hits": self.hits,
                     "misses": self.misses, "writes": self.writes, "errors": self.errors,
                     "sweeps": self.sweeps, "swept_files": self.swept_files}

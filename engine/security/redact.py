@@ -47,6 +47,18 @@ def redact_text(text: str) -> str:
     return _IN_TEXT.sub(lambda m: f".../{m.group(1)}", text)
 
 
+def redact_values(value: Any) -> Any:
+    """A copy of a JSON value whose string values that are local absolute paths are
+    shortened (for answers built from many sources, such as /healthz)."""
+    if _expose:
+        return value
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v) for v in value]
+    return shown_path(value) if isinstance(value, str) else value
+
+
 def redact_hrefs(value: Any) -> Any:
     """A copy of a JSON value (STAC item, collection) whose ``href`` strings that are local
     absolute paths are shortened (URLs and relative links are kept)."""
@@ -60,4 +72,5 @@ def redact_hrefs(value: Any) -> Any:
     return value
 
 
-__all__ = ["exposes_paths", "redact_hrefs", "redact_text", "set_expose_paths", "shown_path"]
+__all__ = ["exposes_paths", "redact_hrefs", "redact_text", "redact_values", "set_expose_paths",
+           "shown_path"]

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from engine.catalog.base import Catalog
-from engine.security.redact import shown_path
+from engine.security.redact import redact_values
 from service.cache import TileCache
 
 
@@ -42,9 +42,9 @@ class HealthRoutes:
                 "status": "ok",
                 "version": version,
                 "catalog": {"kind": self.catalog.kind,
-                            "location": shown_path(str(self.catalog.location))},
+                            "location": str(self.catalog.location)},
                 "cache": self.cache.stats(),
             }
             for key, section in self.sections.items():
                 answer[key] = section()
-            return answer
+            return redact_values(answer)  # sections report folders (disk cache, sandbox)
