@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,17 @@ FINGERPRINTS_KEPT = 4096
 #: slot from the others (a true-colour 256 px tile is ~0.3 M, an NDVI with a colormap
 #: ~0.8 M, the heaviest chain at 512 px ~530 M).
 HEAVY_WORK = 16_000_000
+#: Nice value of the heavy lane's threads (Linux schedules threads on their own): when the
+#: CPU is short, light tiles' threads run first.
+HEAVY_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at ``HEAVY_NICE`` (where the OS allows it)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICE)
+    except (OSError, AttributeError):  # not Linux, or not allowed: same priority
+        pass
 
 
 class _RenderAbandoned(Exception):
@@ -138,11 +149,12 @@ class ChainRoutes:
         # Threads of HTTP requests wait for a token BEFORE starting (the limiter), so
         # queued misses hold no thread; the semaphore also bounds the prefetch thread.
         self._limiter = anyio.CapacityLimiter(self.render_concurrency)
-        # heavy tiles wait for this one first (holding no render slot): the other slots
-        # stay free for light tiles whatever the heavy ones cost
+        # heavy tiles render in their own few, lower-priority threads (queued ones hold
+        # none): the other slots stay free for light tiles whatever the heavy ones cost
         if self.heavy_renders is None:
             self.heavy_renders = max(1, self.render_concurrency // 2)
-        self._heavy_lane = anyio.CapacityLimiter(self.heavy_renders)
+        self._heavy_lane = ThreadPoolExecutor(self.heavy_renders, "eox-heavy-tile",
+                                              initializer=_lower_priority)
         self.heavy_waits = 0
         self._slots = threading.BoundedSemaphore(self.render_concurrency)
         self._lock = threading.Lock()
@@ -284,7 +296,8 @@ class ChainRoutes:
     async def fetch(self, key: TileKey) -> CachedTile:
         """The tile of a cache miss: rendered in a thread once a render slot is free (a
         heavy tile first waits for the heavy lane), or the result of the render of the same
-        tile already under way."""
+        tile already under way. A heavy tile renders in the heavy lane's threads, also
+        holding one of the render slots (``_slots``) while it runs."""
         heavy = self.is_heavy(key[0], key[5])
         while True:
             fut, mine = self._claim(key)
@@ -298,9 +311,8 @@ class ChainRoutes:
                     return await anyio.to_thread.run_sync(self._produce, key, fut,
                                                           limiter=self._limiter)
                 self.heavy_waits += 1
-                async with self._heavy_lane:
-                    return await anyio.to_thread.run_sync(self._produce, key, fut,
-                                                          limiter=self._limiter)
+                return await asyncio.wrap_future(self._heavy_lane.submit(self._produce, key,
+                                                                         fut))
             finally:
                 self._release(key, fut)
 
