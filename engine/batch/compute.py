@@ -45,6 +45,7 @@ from engine.batch.plan import (
     parse_crs,
 )
 from engine.catalog.base import Catalog
+from engine.chain.budget import check_read_cost
 from engine.chain.executor import get_executor
 from engine.chain.model import Chain
 from engine.chain.raster import TimeStack
@@ -106,6 +107,10 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
     check_size(area, dates=len(dates), max_pixels=max_pixels)
     if chain.source.times and len(scenes) > max_items:
         r._limit(chain, scenes)  # ChainError naming the limit
+    # the cost budget of one block (what one task reads), before any work is sent
+    rows, cols = (min(n, c + 2 * overlap) for n, c in zip((area.height, area.width), chunks,
+                                                          strict=True))
+    check_read_cost(chain, dates=max(1, len(dates)), pixels=rows * cols)
     p = Plan(chain=chain, scenes=tuple(scenes), read_names=tuple(sset.band_names), area=area,
              chunks=chunks, overlap=overlap, analytic=analytic, max_items=max_items,
              sandbox=dict(sandbox or {}))

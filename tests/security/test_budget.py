@@ -118,3 +118,16 @@ def test_the_chain_cache_is_bounded_in_bytes(tmp_path):
     assert 0 < stats["chains"] < 15
     assert all(store.get(i).id == i for i in ids)  # evicted ones come back from the table
     assert store.cache_stats()["bytes"] <= 2 * 2**20
+
+
+def test_batch_blocks_are_checked_before_any_work(scene):
+    from engine.batch.compute import plan
+    from engine.catalog import SQLiteCatalog
+
+    chain = Chain.from_json(true_colour())
+    bbox = (14.95, 50.0, 15.2, 50.2)  # ~1,800 x 2,200 px at 10 m
+    set_budget(ChainBudget(max_tile_mb=8))  # 3 bands x 24 B: a 256 px block is 4.5 MiB
+    with SQLiteCatalog(scene.db) as catalog:
+        assert plan(chain, bbox=bbox, resolution=10, chunks=256, catalog=catalog).chain == chain
+        with pytest.raises(ChainTooCostly, match="EOX_TILE_MAX_MB"):
+            plan(chain, bbox=bbox, resolution=10, chunks=1024, catalog=catalog)
