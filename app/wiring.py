@@ -76,6 +76,10 @@ def allowed_hosts(settings: Settings) -> list[str]:
     from service.middleware import LOOPBACK_HOSTS
 
     wildcard = settings.address.strip() in ("", "0.0.0.0", "::")  # noqa: S104 - compared
+    if wildcard:
+        log.warning("binding every interface (%r) but answering only the host names %s: "
+                    "set EOX_ALLOWED_HOSTS to the names clients use", settings.address,
+                    ", ".join(LOOPBACK_HOSTS))
     return list(dict.fromkeys([*LOOPBACK_HOSTS, *([] if wildcard else [settings.address])]))
 
 
