@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from engine.errors import ChainError, InvalidInput, SandboxError, UnknownCollect
 from engine.render.renderer import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
 from service.cache import CachedTile, TileCache
 from service.diskcache import DiskKey, DiskTileCache, etag_of
+from service.lanes import EMPTY_PNG, HEAVY_WORK, heavy_lane
 from service.models import (
     ChainCreated,
     ImageFormat,
@@ -51,47 +52,12 @@ from service.models import (
 #: Tiles of a chain never change: browsers and proxies may keep them for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
 
-
-def _empty_png() -> bytes:
-    """A 1x1 fully transparent RGBA PNG (the map stretches it over the tile)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00\x00")) + chunk(b"IEND", b""))
-
-
-#: Answer to ``?empty=transparent`` for a tile without data.
-EMPTY_PNG = _empty_png()
-
 #: (chain id, scenes fingerprint, z, x, y, tilesize, format): a tile in both caches.
 TileKey = tuple[str, str, int, int, int, int, str]
 #: Fingerprint of renderers that have no ``fingerprint(chain)`` (test doubles).
 NO_FINGERPRINT = "any"
 #: Chains whose fingerprint is remembered per process.
 FINGERPRINTS_KEPT = 4096
-#: A tile whose estimated work (``engine.chain.budget.work_per_pixel`` x pixels) is above
-#: this is "heavy": heavy tiles render in their own lane, at most ``heavy_renders`` at once,
-#: so a client sending the costliest chains the budget allows cannot take every render
-#: slot from the others (a true-colour 256 px tile is ~0.3 M, an NDVI with a colormap
-#: ~0.8 M, the heaviest chain at 512 px ~530 M).
-HEAVY_WORK = 16_000_000
-#: Nice value of the heavy lane's threads (Linux schedules threads on their own): when the
-#: CPU is short, light tiles' threads run first.
-HEAVY_NICE = 10
-
-
-def _lower_priority() -> None:
-    """Run the calling thread at ``HEAVY_NICE`` (where the OS allows it)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICE)
-    except (OSError, AttributeError):  # not Linux, or not allowed: same priority
-        pass
 
 
 class _RenderAbandoned(Exception):
@@ -153,8 +119,7 @@ class ChainRoutes:
         # none): the other slots stay free for light tiles whatever the heavy ones cost
         if self.heavy_renders is None:
             self.heavy_renders = max(1, self.render_concurrency // 2)
-        self._heavy_lane = ThreadPoolExecutor(self.heavy_renders, "eox-heavy-tile",
-                                              initializer=_lower_priority)
+        self._heavy_lane = heavy_lane(self.heavy_renders)
         self.heavy_waits = 0
         self._slots = threading.BoundedSemaphore(self.render_concurrency)
         self._lock = threading.Lock()
