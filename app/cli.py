@@ -184,10 +184,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from app.wiring import catalog_from
+    from app.wiring import catalog_from, configure_limits
     from engine.batch import connect, run
     from engine.chain import Chain
 
+    configure_limits(settings)
     try:
         chain = Chain.from_json(Path(args.chain).read_text())
     except OSError as exc:

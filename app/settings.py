@@ -106,6 +106,26 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders whose rasters the dashboard may open by "
         "path (large raster layers); empty = the data dir and the working dir."
     )
+    # -- cost budget of a chain (engine.chain.budget; README "Security") --
+    chain_max_steps: int = Field(32, ge=1, le=10_000, description="Steps in one chain.")
+    chain_max_expression_parts: int = Field(
+        32, ge=1, le=10_000, description="';'-separated expression parts (output bands).")
+    chain_max_expression_terms: int = Field(
+        2000, ge=1, description="Terms of all a chain's expressions (numpy operations per pixel).")
+    chain_max_bands_x_dates: int = Field(
+        512, ge=1, description="Bands read x dates stacked by one request of a chain.")
+    tile_max_mb: int = Field(
+        256, ge=1, description="Estimated MiB one tile, image or statistics read may allocate.")
+    chain_cache_mb: int = Field(
+        64, ge=0, description="Parsed chains kept in memory per process (estimated MiB).")
+    # -- what the service answers with (service.middleware; README "Security") --
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names requests may name (Host header); "
+        "empty = localhost, 127.0.0.1, ::1 and the bound address; '*' = any (behind a proxy "
+        "that checks it). Others get 400.")
+    expose_paths: bool = Field(
+        False, description="Show absolute server paths in /healthz, search results, chain "
+        "JSON and Show code (off: file names only).")
     # -- access control (see README "Deploying safely"; applied by app/auth.py) --
     api_keys: list[str] = Field(
         default_factory=list,
@@ -152,8 +172,8 @@ class Settings(BaseSettings):
         """True when the servers bind a loopback address only (nobody else can connect)."""
         import ipaddress
 
-        if self.address in ("localhost", ""):
-            return True
+        if self.address == "localhost":
+            return True  # "" binds every interface, like 0.0.0.0 and ::
         try:
             return ipaddress.ip_address(self.address).is_loopback
         except ValueError:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from engine import errors as eox
+from engine.security.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def error_response(exc: BaseException, status_code: int | None = None) -> JSONRe
     code = status_code if status_code is not None else status_for(exc)
     if code >= 500:
         log.error("%s mapped to HTTP %s", type(exc).__name__, code, exc_info=exc)
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = redact_text(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
     return JSONResponse(
         error_body(message, type(exc).__name__, getattr(exc, "choices", None)),
         status_code=code,

@@ -23,7 +23,8 @@ from rasterio.errors import CRSError, RasterioError
 from engine.chain.model import Chain
 from engine.errors import InvalidInput
 from engine.render.renderer import Scene
-from engine.storage import gdal_path, read_error
+from engine.security.gdal_paths import open_raster
+from engine.storage import read_error
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -167,7 +168,7 @@ def _spans(size: int, step: int) -> list[tuple[int, int]]:
 def default_grid(scene: Scene) -> tuple[CRS, float]:
     """CRS and pixel size of a scene's first band (the default output grid)."""
     try:
-        with rasterio.open(gdal_path(scene.hrefs[0])) as ds:
+        with open_raster(scene.hrefs[0]) as ds:
             return ds.crs, float(min(abs(ds.res[0]), abs(ds.res[1])))
     except RasterioError as exc:
         raise read_error(scene.hrefs[0], exc, what="open") from None

@@ -20,7 +20,8 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from engine.errors import DataUnavailable
-from engine.storage import gdal_path, read_error, signature
+from engine.security.gdal_paths import check_gdal_path, open_raster
+from engine.storage import read_error, signature
 
 Key = tuple[str, int | None]
 Sig = tuple[int, int, int]
@@ -47,6 +48,7 @@ class HandleCache:
         ``release``; DataUnavailable (StorageUnavailable for remote files) if it is
         missing or unreadable."""
         key = (path, overview)
+        check_gdal_path(path, what="source file", error=DataUnavailable)
         try:
             sig = signature(path)
         except DataUnavailable:
@@ -72,8 +74,8 @@ class HandleCache:
         if found is not None:
             return entry[2]
         try:
-            ds = (rasterio.open(gdal_path(path)) if overview is None
-                  else rasterio.open(gdal_path(path), overview_level=overview))
+            ds = (open_raster(path) if overview is None
+                  else open_raster(path, overview_level=overview))
         except RasterioIOError as exc:
             raise read_error(path, exc, what="open") from None
         with self._lock:

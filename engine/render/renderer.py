@@ -38,6 +38,7 @@ from shapely.geometry import shape
 
 from engine.catalog.base import Catalog
 from engine.chain.bands import band_transform, cloud_asset, raster_band, resolve_asset
+from engine.chain.budget import check_read_cost
 from engine.chain.expression import parse_expression
 from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
@@ -131,6 +132,11 @@ def _to_utc_date(d: datetime | None) -> str:
     return d.date().isoformat() if d else "unknown"
 
 
+def _dates(chain: Chain, scenes: Sequence[Scene]) -> int:
+    """Layers a read stacks: the scenes' dates for a time stack, else one mosaic."""
+    return len({_to_utc_date(s.datetime) for s in scenes}) if chain.source.times else 1
+
+
 class TileRenderer:
     """Render chains against a catalog; thread-safe, one per process.
 
@@ -171,7 +177,9 @@ class TileRenderer:
         """The scenes of the chain's source, band files resolved, in mosaic order (cached)."""
         read = self._read_names(chain)
         cloud = bool(chain.cloud_masks())
-        key = f"{chain.source.model_dump_json()}|{','.join(read)}|{cloud}"
+        # hashed: a source's JSON can be ~1 MB (an intersects polygon), the cache holds 256
+        key = hashlib.sha256(f"{chain.source.model_dump_json()}|{','.join(read)}|{cloud}"
+                             .encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
             hit = self._scenes.get(key)
@@ -392,6 +400,7 @@ class TileRenderer:
         scenes = self._limit(chain, sset.intersecting(wgs))
         if not scenes:
             return None
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=tilesize * tilesize)
         crs = self.tms.rasterio_crs
         read = self._window_reader(Grid(crs, tuple(bounds), tilesize, tilesize))
 
@@ -420,6 +429,7 @@ class TileRenderer:
         scenes = self._limit(chain, sset.intersecting(wgs))
         if not scenes:
             return None
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=int(width) * int(height))
         read = self._window_reader(Grid(dst, bounds, int(width), int(height)))
         raster = self._assemble(chain, scenes, read, names=sset.band_names)
         if analytic:
@@ -540,6 +550,7 @@ class TileRenderer:
         if factor > 1:
             width, height = max(1, round(width / factor)), max(1, round(height / factor))
         bounds = (minx, miny, maxx, maxy)
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=width * height)
         read = self._window_reader(Grid(crs, bounds, width, height))
 
         raster = self._assemble(chain, scenes, read, names=sset.band_names)

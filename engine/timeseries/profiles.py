@@ -46,11 +46,12 @@ from engine.chain.bands import (
     raster_band,
     resolve_asset,
 )
+from engine.security.gdal_paths import check_gdal_path, open_raster
 from engine.chain.expression import Expression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
 from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
 from engine.timeseries import geotiff
-from engine.storage import gdal_path, is_remote, read_error, signature
+from engine.storage import is_remote, read_error, signature
 from engine.timeutil import format_datetime, normalize_geometry, normalize_point
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class Handles:
     @contextmanager
     def open(self, path: str) -> Iterator[DatasetReader]:
         """A dataset for ``path`` used exclusively inside the ``with`` block."""
+        check_gdal_path(path, what="source file", error=DataUnavailable)
         sig = signature(path)
         entry = None
         with self._lock:
@@ -108,7 +110,7 @@ class Handles:
                 candidate[1].close()
         if entry is None:
             try:
-                entry = (sig, rasterio.open(gdal_path(path)))
+                entry = (sig, open_raster(path))
             except RasterioError as exc:
                 raise read_error(path, exc, what="open") from None
         try:

@@ -146,7 +146,7 @@ def client(data, tmp_path_factory):
     app = _service(data[0], tmp_path_factory.mktemp("state"), sandbox_workers=1,
                    sandbox_timeout_s=3.0, sandbox_memory_mb=768)
     try:
-        with TestClient(app, raise_server_exceptions=False) as c:
+        with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
             caps = c.get("/healthz").json()["sandbox"]
             if not caps.get("available"):
                 pytest.skip(f"sandbox workers do not start here: {caps}")
@@ -324,7 +324,7 @@ def test_functions_disabled_refuses_execute_chains(data, tmp_path, client):
     previous = get_executor()
     try:
         app = _service(data[0], tmp_path, functions_enabled=False)
-        with TestClient(app, raise_server_exceptions=False) as c:
+        with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
             assert c.get("/healthz").json()["sandbox"]["available"] is False
             source, name, _ = algorithms.load("stubble")
             r = c.post("/api/chains", json=execute_json(name, source))
