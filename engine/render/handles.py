@@ -83,6 +83,13 @@ class HandleCache:
             self.opened += 1
         return ds
 
+    def href_of(self, ds: rasterio.io.DatasetReader) -> str:
+        """The path or href a lent dataset was opened from (its ``name`` is GDAL's, e.g. a
+        ``/vsicurl/`` path that :meth:`get` would refuse as user text)."""
+        with self._lock:
+            entry = self._lent.get(id(ds))
+        return entry[0][0] if entry is not None else ds.name
+
     def release(self, ds: rasterio.io.DatasetReader) -> None:
         """Give ``ds`` back: kept open for the next ``get`` of its file, or closed when the
         pool is full (the least recently used one) or disabled."""

@@ -304,7 +304,7 @@ class TileRenderer:
                     bounds_crs=grid.crs, indexes=1, nodata=nodata, **opts).array
             level = pick_overview(ds, coords.ratio(ds))
             if level is not None:
-                ods = self.handles.get(ds.name, overview=level)
+                ods = self.handles.get(self.handles.href_of(ds), overview=level)
                 try:
                     return read_nearest(ods, coords.plan(ods), nodata=nodata if nodata
                                         is not None else ds.nodata)
