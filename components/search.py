@@ -9,7 +9,19 @@ import pandas as pd
 import panel as pn
 import param
 
+from components.session import run_locked
 from components.state import AppState
+
+#: Runs in the browser when the server sends new place suggestions: shows them at once in
+#: the open menu (Bokeh refreshes it only on the next key press, so the suggestions for
+#: the last letters typed never appeared) and unfiltered (the server already matched them,
+#: also by other spellings: "Munch" -> "Munich, DE", which the browser's filter hid).
+SUGGEST_JS = """
+const view = Bokeh.index.find_one(cb_obj);
+if (view == null || view.input_el == null) return;
+view.compute_completions = () => [...cb_obj.completions];
+if (view.input_el.matches(':focus')) view._toggle_menu();
+"""
 
 #: Columns shown in the results table (the id stays hidden).
 COLUMNS = ["Date", "Platform", "Level", "Orbit", "Tile", "Cloud %", "Size MB"]
@@ -41,9 +53,10 @@ class SearchPanel(pn.viewable.Viewer):
             case_sensitive=False, search_strategy="includes", restrict=False,
             sizing_mode="stretch_width", value=s.place)
         self._place.param.watch(self._place_typed, "value_input")
+        self._place.jscallback(options=SUGGEST_JS)
         self._place.param.watch(self._place_chosen, "value")
         self._goto = pn.widgets.Button(name="Go to place", width=110)
-        self._goto.on_click(lambda e: self.state.zoom_to_place())
+        self._goto.on_click(lambda e: self._go_to_typed())
         self._pick = pn.widgets.RadioButtonGroup.from_param(
             s.param.pick, name="On the map", button_type="light",
             options={"Off": "off", "Click a point": "point", "Drag a box": "box"})
@@ -60,7 +73,7 @@ class SearchPanel(pn.viewable.Viewer):
         self._limit = pn.widgets.IntInput.from_param(s.param.limit, name="Limit", width=90)
         self._go = pn.widgets.Button(name="Search", button_type="primary",
                                      sizing_mode="stretch_width")
-        self._go.on_click(lambda e: self.state.search())
+        self._go.on_click(lambda e: self._search())
         self._table = pn.widgets.Tabulator(
             results_view(s.results), selectable="checkbox", show_index=False,
             hidden_columns=["id"], disabled=True, pagination="local", page_size=12,
@@ -80,14 +93,51 @@ class SearchPanel(pn.viewable.Viewer):
         if len(text) < 2:
             return
         found = search_places(text, limit=10)
-        labels = [f"{p.name}, {p.country}" if p.country else p.name for p in found]
-        self._place.options = list(dict.fromkeys(labels))
+        # labels place() resolves back to the same place ("Georgia (country)", "Bonn, DE")
+        self._place.options = list(dict.fromkeys(p.label for p in found))
 
     def _place_chosen(self, event: param.parameterized.Event) -> None:
-        text = (event.new or "").strip()
-        self.state.param.update(place=text, point=None, bbox=None)
+        self._accept((event.new or "").strip())
+
+    def _accept(self, text: str) -> bool:
+        """Take ``text`` as the place: a name the gazetteer knows as it is, else its best
+        suggestion (what Enter on a half-typed "Berl" means); the field shows the place."""
+        from engine.errors import PlaceNotFound
+        from engine.gazetteer import place, search_places
+
         if text:
-            self.state.zoom_to_place()
+            try:
+                place(text)
+            except PlaceNotFound:
+                best = search_places(text, limit=1)
+                text = best[0].label if best else text
+        if text != self._place.value:  # re-enters through _place_chosen with a known name
+            self._place.param.update(value_input=text, value=text)
+            return bool(text)
+        self.state.param.update(place=text, point=None, bbox=None)
+        if text:  # the map moves: Bokeh models change, which needs the document lock
+            run_locked(pn.state.curdoc, self.state.zoom_to_place)
+        return bool(text)
+
+    def _typed(self) -> str:
+        """What the place field shows now (typed, not necessarily committed)."""
+        return (self._place.value_input or self._place.value or "").strip()
+
+    def _go_to_typed(self) -> None:
+        text = self._typed()
+        if not text:
+            self.state.notify("Go to place: type a place name first", "warning")
+        elif text == self.state.place:
+            run_locked(pn.state.curdoc, self.state.zoom_to_place)
+        else:
+            self._accept(text)
+
+    def _search(self) -> None:
+        text = self._typed()
+        if text and text != self.state.place and self.state.point is None \
+                and self.state.bbox is None:
+            self._accept(text)
+        self.state.search()
 
     # -- results <-> selection -----------------------------------------------------------
     @param.depends("state.results", watch=True)
@@ -128,7 +178,7 @@ class SearchPanel(pn.viewable.Viewer):
     def _area_changed(self) -> None:
         self._area.object = self._area_text()
         if self.state.place != self._place.value and not self.state.place:
-            self._place.value = ""
+            self._place.param.update(value_input="", value="")
 
     def _area_text(self) -> str:
         s = self.state

@@ -110,11 +110,12 @@ class Collection:
         return self._with(bbox=None, intersects=normalize_geometry(geometry))
 
     def filter_place(self, name: str) -> Collection:
-        """Items intersecting a named place's bbox (from the offline gazetteer)."""
+        """Items intersecting a named place's search area (offline gazetteer): its bbox,
+        for a city at least 60 km around it (:attr:`engine.gazetteer.Place.search_bbox`)."""
         from engine.gazetteer import place
 
         found = place(name)
-        bbox = getattr(found, "bbox", None)
+        bbox = getattr(found, "search_bbox", getattr(found, "bbox", None))
         if bbox is None:
             return self.filter_point(found.lon, found.lat)
         w, s, e, n = bbox
