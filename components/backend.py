@@ -39,6 +39,17 @@ Prefetch = Callable[[Sequence[str], Sequence[tuple[int, int, int]], str], None]
 
 
 @dataclass(frozen=True)
+class CollectionFacts:
+    """What the search form fits itself to: the title, the properties scenes can be
+    filtered by, and the first and last scene dates (None when the catalog does not say)."""
+
+    title: str
+    queryables: frozenset[str]
+    first: datetime | None
+    last: datetime | None
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """Items of one search and their table (both cached per process)."""
 
@@ -137,6 +148,21 @@ class Backend:
         """Every name a band of the collection answers to (asset keys and common names)."""
         return list(self._cached(("bands", collection), lambda: collection_band_names(
             self.catalog.collection(collection))))
+
+    def facts(self, collection: str) -> CollectionFacts:
+        """Title, filterable properties and date range of a collection (cached)."""
+        def read() -> CollectionFacts:
+            col = self.catalog.collection(collection)
+            try:
+                queryables = frozenset(self.catalog.queryables(collection))
+            except EOXError as exc:
+                log.info("no queryables of %s: %s", collection, exc)
+                queryables = frozenset()
+            intervals = col.extent.temporal.intervals if col.extent else []
+            first, last = (intervals[0] if intervals and intervals[0] else (None, None))
+            return CollectionFacts(col.title or "", queryables, first, last)
+
+        return self._cached(("facts", collection), read)
 
     def search(self, coll: Collection) -> SearchResult:
         """Items and table of a query (one catalog search; cached per process)."""

@@ -9,6 +9,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from components.datefield import DateField
 from components.session import run_locked
 from components.state import AppState
 
@@ -62,13 +63,17 @@ class SearchPanel(pn.viewable.Viewer):
             options={"Off": "off", "Click a point": "point", "Drag a box": "box"})
         self._clear = pn.widgets.Button(name="Clear area", width=110)
         self._clear.on_click(lambda e: self.state.param.update(point=None, bbox=None, place=""))
-        # the two dates share the sidebar's width (a fixed width each overflowed it)
-        self._start = pn.widgets.DatePicker.from_param(
-            s.param.start, name="From", sizing_mode="stretch_width", width=None, min_width=120)
-        self._end = pn.widgets.DatePicker.from_param(
-            s.param.end, name="To", sizing_mode="stretch_width", width=None, min_width=120)
+        self._start = DateField(owner=s, field="start", label="From", span=s.date_range)
+        self._end = DateField(owner=s, field="end", end=True, label="To", span=s.date_range)
+        self._date_error = pn.pane.Alert("", alert_type="warning", visible=False,
+                                         margin=(0, 10), name="date-error")
+        for field in (self._start, self._end):
+            field.param.watch(self._date_typed, "error")
         self._cloud = pn.widgets.FloatSlider.from_param(s.param.max_cloud, name="Max cloud %",
-                                                        step=5, sizing_mode="stretch_width")
+                                                        step=5, sizing_mode="stretch_width",
+                                                        disabled=bool(s.cloud_reason))
+        self._cloud_reason = pn.pane.Markdown(s.cloud_reason, visible=bool(s.cloud_reason),
+                                              margin=(0, 10), name="cloud-reason")
         self._sort = pn.widgets.Select.from_param(s.param.sort, name="Sort", width=150)
         self._limit = pn.widgets.IntInput.from_param(s.param.limit, name="Limit", width=90)
         self._go = pn.widgets.Button(name="Search", button_type="primary",
@@ -139,6 +144,18 @@ class SearchPanel(pn.viewable.Viewer):
             self._accept(text)
         self.state.search()
 
+    # -- filters that fit the collection ---------------------------------------------------
+    @param.depends("state.cloud_reason", "state.date_range", watch=True)
+    def _collection_fitted(self) -> None:
+        reason = self.state.cloud_reason
+        self._cloud.disabled = bool(reason)
+        self._cloud_reason.param.update(object=reason, visible=bool(reason))
+        self._start.span = self._end.span = self.state.date_range
+
+    def _date_typed(self, *_: Any) -> None:
+        text = self._start.error or self._end.error
+        self._date_error.param.update(object=text, visible=bool(text))
+
     # -- results <-> selection -----------------------------------------------------------
     @param.depends("state.results", watch=True)
     def _results_changed(self) -> None:
@@ -196,8 +213,8 @@ class SearchPanel(pn.viewable.Viewer):
             pn.Row(self._place, self._goto, sizing_mode="stretch_width"),
             pn.Row(self._pick, self._clear),
             self._area,
-            pn.Row(self._start, self._end, sizing_mode="stretch_width", name="dates"),
-            self._cloud,
+            self._start, self._end, self._date_error,
+            self._cloud, self._cloud_reason,
             pn.Row(self._sort, self._limit),
             self._go,
             self._status,

@@ -78,6 +78,10 @@ class AppState(param.Parameterized):
     start = param.Date(default=None, allow_None=True, doc="First day searched.")
     end = param.Date(default=None, allow_None=True, doc="Last day searched.")
     max_cloud = param.Number(100.0, bounds=(0, 100), doc="Highest cloud cover, percent.")
+    cloud_reason = param.String("", doc="Why the cloud filter does not apply to the "
+                                "collection (empty: it does).")
+    date_range = param.Tuple(default=None, length=2, allow_None=True,
+                             doc="First and last scene day of the collection (or None).")
     sort = param.Selector(objects=list(SORTS), default="Newest first")
     limit = param.Integer(100, bounds=(1, 10_000), doc="Most scenes listed.")
 
@@ -167,15 +171,31 @@ class AppState(param.Parameterized):
         allowed = [p.key for p in presets_for(bands)]
         rgb = default_rgb(bands)
         self._found = {}
+        self._fit_filters()
         self.param.update(bands=bands, presets=allowed,
                           rgb=list(rgb) if rgb else (bands * 3)[:3],
-                          results=pd.DataFrame(), footprints={}, bounds={}, selected=[])
+                          results=pd.DataFrame(), footprints={}, bounds={}, selected=[],
+                          status="")
         if allowed:
             self.choose_preset(self.preset if self.preset in allowed else allowed[0])
         elif rgb is not None:
             self.choose_preset(CUSTOM_RGB)
         elif bands:  # masks plus at most two data bands: one band in greyscale, with a legend
             self.show_band(default_band(bands) or bands[0])
+
+    def _fit_filters(self) -> None:
+        """Fit the search form to the collection: the cloud filter only where scenes carry
+        eo:cloud_cover, the dates the collection spans."""
+        try:
+            facts = self.backend.facts(self.collection)
+        except EOXError as exc:
+            log.info("no facts about %s: %s", self.collection, exc)
+            self.param.update(cloud_reason="", date_range=None)
+            return
+        reason = "" if "eo:cloud_cover" in facts.queryables else \
+            f"{self.collection} scenes carry no cloud cover: the cloud filter does not apply"
+        span = (_day(facts.first), _day(facts.last)) if facts.first and facts.last else None
+        self.param.update(cloud_reason=reason, date_range=span)
 
     def choose_preset(self, key: str) -> None:
         """Switch to a preset: sets bands or expression, colormap and stretch together."""
@@ -210,7 +230,7 @@ class AppState(param.Parameterized):
             coll = coll.filter_place(self.place.strip())
         if self.start is not None or self.end is not None:
             coll = coll.filter_date(_day(self.start), _day(self.end))
-        if self.max_cloud < 100:
+        if self.max_cloud < 100 and not self.cloud_reason:
             coll = coll.filter("eo:cloud_cover", "<=", float(self.max_cloud))
         prop, ascending = SORTS[self.sort]
         return coll.sort(prop, ascending=ascending).limit(int(self.limit))
