@@ -78,9 +78,10 @@ def warm_first_view(res: Resources) -> bool:
 
 def warm_process(res: Resources) -> None:
     """What a server does once, in the background, before users need it: the first view's
-    tiles, then the offline gazetteer (place suggestions, the base layer's names), which
-    takes seconds to load and would otherwise stall the first session that types a place."""
-    from engine.gazetteer import load
+    tiles, then the offline gazetteer and base map (place suggestions, land and names), which
+    take seconds to load and would otherwise stall the first session that types a place."""
+    from engine import basemap, gazetteer
 
     warm_first_view(res)
-    load()
+    gazetteer.load()
+    basemap.load()

@@ -77,7 +77,8 @@ class Backend:
         chain_store: where chains are registered (the tile service reads the same store).
         renderer: an ``engine.render.TileRenderer`` (statistics of the visible pixels).
         api_base: URL of the service's ``/api`` relative to the page ("api" on one origin).
-        basemap: optional XYZ basemap URL template; None means no basemap (offline).
+        basemap: optional XYZ basemap URL template; None means the service's offline base
+            map (land, borders, place names: ``engine.basemap``).
         functions_enabled: whether server-side user functions (sandbox) can run.
         prefetch: renders tiles into the service's cache ahead of the browser (or None).
         raster_dirs: folders whose rasters may be opened by path as map layers (none: no
@@ -213,6 +214,11 @@ class Backend:
     def tile_url(self, chain_id: str) -> str:
         """The XYZ template of a registered chain, in Bokeh's {X}/{Y}/{Z} form."""
         return f"{self.api_base}/chains/{chain_id}/tiles/{{Z}}/{{X}}/{{Y}}.png"
+
+    @property
+    def basemap_url(self) -> str:
+        """XYZ template of the map's base layer: ``basemap``, else the offline one."""
+        return self.basemap or f"{self.api_base.rstrip('/')}/basemap/{{Z}}/{{X}}/{{Y}}.png"
 
     def map_tile_url(self, chain_id: str) -> str:
         """``tile_url`` for a Bokeh tile layer: tiles without data come as transparent

@@ -8,7 +8,8 @@ from typing import Any
 import panel as pn
 import param
 
-#: Layers of the map, bottom first: the optional basemap, the displayed scenes, footprints.
+#: Layers of the map, bottom first: the basemap (offline unless EOX_BASEMAP is set), the
+#: displayed scenes, footprints.
 LAYER_NAMES: tuple[str, ...] = ("basemap", "scenes", "footprints")
 
 LABELS = {"basemap": "Basemap", "scenes": "Scenes (display)", "footprints": "Footprints"}

@@ -115,9 +115,7 @@ class MapView(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         if not params.get("layers"):
-            basemap = params["state"].backend.basemap
-            params["layers"] = [LayerSpec(name=n) for n in LAYER_NAMES
-                                if n != "basemap" or basemap]
+            params["layers"] = [LayerSpec(name=n) for n in LAYER_NAMES]
         super().__init__(**params)
         self._size = GUESS_SIZE
         self._target: tuple | None = None  # the box last fitted, until the user moves away
@@ -213,8 +211,8 @@ class MapView(pn.viewable.Viewer):
 
     # -- layers -----------------------------------------------------------------------------
     def _layer_url(self, name: str) -> str:
-        if name == "basemap":
-            return self.state.backend.basemap or ""
+        if name == "basemap":  # EOX_BASEMAP, else the service's offline base map
+            return self.state.backend.basemap_url
         if name in self._extra_urls:
             return self._extra_urls[name]
         return self.state.tile_url

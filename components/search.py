@@ -187,8 +187,11 @@ class SearchPanel(pn.viewable.Viewer):
         if self._syncing:
             return
         frame = self._table.value
+        before = set(self.state.selected)
         self.state.selected = [str(frame["id"].iloc[i]) for i in sorted(event.new)
                                if i < len(frame)]
+        if set(self.state.selected) - before:  # a scene picked in the table: show it
+            run_locked(pn.state.curdoc, self.state.zoom_to_selected)
 
     # -- area text ------------------------------------------------------------------------
     @param.depends("state.point", "state.bbox", "state.place", watch=True)

@@ -234,6 +234,13 @@ def load() -> int:
     return len(_index()[0])
 
 
+def cities() -> list[tuple[str, float, float, int]]:
+    """Every city as (name, lon, lat, population): what the offline base map names."""
+    entries, _, _ = _index()
+    return [(e.place.name, e.place.lon, e.place.lat, e.population) for e in entries
+            if e.place.kind == "city"]
+
+
 def _names(primary: str, alternates: Iterable[str]) -> tuple[str, ...]:
     """The normalized primary name, then the alternates written in Latin script."""
     first = normalize(primary)

@@ -83,7 +83,8 @@ def test_map_layers_follow_state(state):
     assert model is not None and view._figure is not None
     scenes = view._tiles["scenes"]
     assert scenes.tile_source.url == state.tile_url and scenes.visible
-    assert "basemap" not in view._tiles  # no basemap unless configured (offline)
+    # the offline base map of the service unless EOX_BASEMAP names another
+    assert view._tiles["basemap"].tile_source.url.endswith("basemap/{Z}/{X}/{Y}.png")
     state.choose_preset("false-colour")
     assert scenes.tile_source.url == state.tile_url
     view.layers = [l if l.name != "scenes" else type(l)("scenes", False, 0.5)
