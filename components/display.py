@@ -1,5 +1,5 @@
 """Display tab: presets the collection allows, custom RGB bands, band math, colormap with a
-colorbar legend, opacity, and the user-function editor.
+colorbar legend and opacity (user functions have their own tab: components.functions).
 
 A display error (a band the scene lacks, a bad expression) is a ``state.notice``; the shell
 shows it once (its message bar and a toast), so this tab adds no alert of its own."""
@@ -12,7 +12,6 @@ import matplotlib
 import panel as pn
 import param
 
-from components.functions import FunctionPanel
 from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, RGB_VMAX, preset
 from components.state import AppState
 
@@ -39,7 +38,6 @@ class DisplayPanel(pn.viewable.Viewer):
     """The Display tab of a session."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView a user function's layer is drawn on.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -63,7 +61,6 @@ class DisplayPanel(pn.viewable.Viewer):
                                                           step=0.05, sizing_mode="stretch_width")
         self._legend = pn.pane.HTML("", margin=(5, 10))
         self._chain = pn.pane.Markdown("", styles={"font-size": "11px", "color": "#666"})
-        self._functions = FunctionPanel(state=s, map=self.map)
         self._sync()
 
     def _preset_options(self) -> dict[str, str]:
@@ -139,7 +136,5 @@ class DisplayPanel(pn.viewable.Viewer):
             self._legend,
             self._opacity,
             self._chain,
-            pn.pane.Markdown("**User function**", margin=(10, 10, 0, 10)),
-            self._functions,
             sizing_mode="stretch_width",
         )

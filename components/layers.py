@@ -12,6 +12,9 @@ import param
 #: displayed scenes, footprints.
 LAYER_NAMES: tuple[str, ...] = ("basemap", "scenes", "footprints")
 
+#: Name of the layer a user function (Functions tab) draws: ``AppState.function_layer``.
+FUNCTION_LAYER = "user function"
+
 LABELS = {"basemap": "Basemap", "scenes": "Scenes (display)", "footprints": "Footprints"}
 
 

@@ -103,6 +103,8 @@ class AppState(param.Parameterized):
     gamma = param.Number(1.0, bounds=(0.1, 5.0), doc="Stretch gamma.")
     opacity = param.Number(1.0, bounds=(0.0, 1.0), doc="Opacity of the scene layer.")
     function_code = param.String("", doc="Source of a user function (sandbox).")
+    function_layer = param.String("", doc="Chain id of the user function drawn on the map "
+                                  "(Functions tab, or a shared link); empty: none.")
 
     chain = param.ClassSelector(class_=Chain, default=None, allow_None=True,
                                 doc="The displayed chain.")

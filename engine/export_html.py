@@ -15,6 +15,7 @@ import json
 import re
 from datetime import UTC, datetime
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ def render_html(
     center: tuple[float, float] | None = None,
     zoom: float | None = None,
     band_names: list[str] | None = None,
+    overlays: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The page's HTML text, for a chain whose tiles are at the XYZ template ``tiles``.
 
@@ -132,6 +134,8 @@ def render_html(
         center: lon, lat to open on instead of the bounds (with ``zoom``).
         zoom: zoom to open on with ``center``.
         band_names: output band names when known (legend).
+        overlays: (name, absolute XYZ template) of layers drawn over the chain's (a user
+            function's output), listed in a layer switcher.
     """
     if center is not None and zoom is None:
         raise InvalidInput("export_html: give zoom= together with center=")
@@ -150,6 +154,7 @@ def render_html(
         "service_url": service_url,
         "exported": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "legend": legend_of(chain, band_names=band_names),
+        "overlays": [{"name": str(name), "tiles": str(url)} for name, url in overlays],
     }
     # "</" cannot close the script element the JSON sits in.
     text = json.dumps(config, ensure_ascii=False).replace("</", "<\\/")
