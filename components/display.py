@@ -6,6 +6,8 @@ shows it once (its message bar and a toast), so this tab adds no alert of its ow
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import matplotlib
@@ -42,8 +44,12 @@ class DisplayPanel(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.state
-        self._preset = pn.widgets.RadioBoxGroup(name="Preset", options=self._preset_options(),
-                                                value=s.preset, inline=False)
+        # one choice, shown as such: a column of buttons of which one is pressed (the FAST
+        # design drew the radio boxes as squares, which read as independent checkboxes)
+        self._preset = pn.widgets.RadioButtonGroup(
+            name="Preset", options=self._preset_options(), value=s.preset,
+            orientation="vertical", button_type="primary", button_style="outline",
+            sizing_mode="stretch_width")
         self._preset.param.watch(lambda e: self.state.choose_preset(e.new), "value")
         self._rgb = [pn.widgets.Select(name=c, options=list(s.bands), width=95)
                      for c in ("Red", "Green", "Blue")]
@@ -60,7 +66,12 @@ class DisplayPanel(pn.viewable.Viewer):
         self._opacity = pn.widgets.FloatSlider.from_param(s.param.opacity, name="Opacity",
                                                           step=0.05, sizing_mode="stretch_width")
         self._legend = pn.pane.HTML("", margin=(5, 10))
-        self._chain = pn.pane.Markdown("", styles={"font-size": "11px", "color": "#666"})
+        self._chain = pn.pane.Markdown("", margin=(0, 10), name="chain-words")
+        self._chain_json = pn.widgets.Toggle(name="Show the chain's JSON", width=170,
+                                             button_type="light")
+        self._json = pn.pane.JSON({}, depth=3, visible=False, sizing_mode="stretch_width",
+                                  name="chain-json")
+        self._chain_json.param.watch(lambda e: setattr(self._json, "visible", e.new), "value")
         self._sync()
 
     def _preset_options(self) -> dict[str, str]:
@@ -118,7 +129,8 @@ class DisplayPanel(pn.viewable.Viewer):
             self._legend.visible = True
         else:
             self._legend.visible = False
-        self._chain.object = f"Chain `{s.chain_id}`: {s.chain.describe()}" if s.chain else ""
+        self._chain.object = f"**Shown:** {s.plain_words()}" if s.chain else ""
+        self._json.object = json.loads(s.chain.to_json()) if s.chain else {}
 
     @property
     def legend(self) -> pn.pane.HTML:
@@ -136,5 +148,7 @@ class DisplayPanel(pn.viewable.Viewer):
             self._legend,
             self._opacity,
             self._chain,
+            self._chain_json,
+            self._json,
             sizing_mode="stretch_width",
         )

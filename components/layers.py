@@ -34,7 +34,9 @@ class LayerList(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._column = pn.Column(sizing_mode="stretch_width")
+        # a fixed height that scrolls: the map keeps its size as layers are added
+        self._column = pn.Column(sizing_mode="stretch_width", height=180, scroll=True,
+                                 name="layer-list")
         self._build()
 
     def _set(self, name: str, **changes: Any) -> None:

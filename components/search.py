@@ -12,6 +12,7 @@ import param
 from components.datefield import DateField
 from components.session import run_locked
 from components.state import AppState
+from engine.errors import EOXError
 
 #: Runs in the browser when the server sends new place suggestions: shows them at once in
 #: the open menu (Bokeh refreshes it only on the next key press, so the suggestions for
@@ -24,8 +25,9 @@ view.compute_completions = () => [...cb_obj.completions];
 if (view.input_el.matches(':focus')) view._toggle_menu();
 """
 
-#: Columns shown in the results table (the id stays hidden).
-COLUMNS = ["Date", "Platform", "Level", "Orbit", "Tile", "Cloud %", "Size MB"]
+#: Columns shown in the results table (the id stays hidden); Cloud % next to the date, so
+#: it is in view however narrow the sidebar.
+COLUMNS = ["Date", "Cloud %", "Platform", "Level", "Tile", "Orbit", "Size MB"]
 
 
 def results_view(frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,8 +49,10 @@ class SearchPanel(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.state
-        self._collection = pn.widgets.Select.from_param(s.param.collection, name="Collection",
-                                                        sizing_mode="stretch_width")
+        self._collection = pn.widgets.Select(name="Collection", options=self._titled(),
+                                             value=s.collection, sizing_mode="stretch_width")
+        self._collection.param.watch(lambda e: setattr(self.state, "collection", e.new),
+                                     "value")
         self._place = pn.widgets.AutocompleteInput(
             name="Place", placeholder="Type a city, region or country…", min_characters=2,
             case_sensitive=False, search_strategy="includes", restrict=False,
@@ -143,6 +147,22 @@ class SearchPanel(pn.viewable.Viewer):
                 and self.state.bbox is None:
             self._accept(text)
         self.state.search()
+
+    def _titled(self) -> dict[str, str]:
+        """Collection choices as "id — title" (the id is what links and code use)."""
+        out = {}
+        for name in self.state.param.collection.objects:
+            try:
+                title = self.state.backend.facts(name).title
+            except EOXError:
+                title = ""
+            out[f"{name} — {title}" if title else name] = name
+        return out
+
+    @param.depends("state.collection", watch=True)
+    def _collection_shown(self) -> None:
+        if self._collection.value != self.state.collection:
+            self._collection.value = self.state.collection
 
     # -- filters that fit the collection ---------------------------------------------------
     @param.depends("state.cloud_reason", "state.date_range", watch=True)

@@ -486,6 +486,29 @@ class AppState(param.Parameterized):
                 return key
         return changes["preset"]
 
+    def plain_words(self) -> str:
+        """The displayed chain as a person says it: "Landsat 5/7 surface reflectance,
+        2013-05-11, NDVI, RdYlGn -1..1" (collection title, scene dates, what, stretch)."""
+        if self.chain is None:
+            return ""
+        try:
+            title = self.backend.facts(self.collection).title.split(" (")[0] or self.collection
+        except EOXError:
+            title = self.collection
+        days = sorted({str(d)[:10] for d in self.results.get("Date", pd.Series(dtype=object))
+                       [self.results["id"].isin(self.selected)]} if not self.results.empty
+                      and "id" in self.results else set())
+        when = ", ".join(days[:3]) + (f" (+{len(days) - 3})" if len(days) > 3 else "")
+        if self.preset not in (CUSTOM_RGB, CUSTOM_EXPRESSION):
+            what = preset(self.preset).label
+        elif self.single_band:
+            what = self.expression
+        else:
+            what = "RGB " + " ".join(self.rgb)
+        lo, hi = (f"{v:g}" for v in (self.vmin[0], self.vmax[0])) if self.vmin else ("", "")
+        stretch = f"{self.colormap} {lo}..{hi}" if self.single_band else f"{lo}..{hi}"
+        return ", ".join(p for p in (title, when, what, stretch) if p)
+
     # -- stretch ------------------------------------------------------------------------
     def visible_geometry(self) -> dict:
         """The visible area (clipped to the selected scenes) as a GeoJSON polygon."""
