@@ -49,10 +49,11 @@ class SearchPanel(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.state
-        self._collection = pn.widgets.Select(name="Collection", options=self._titled(),
-                                             value=s.collection, sizing_mode="stretch_width")
-        self._collection.param.watch(lambda e: setattr(self.state, "collection", e.new),
-                                     "value")
+        self._collection = pn.widgets.Select.from_param(s.param.collection, name="Collection",
+                                                        sizing_mode="stretch_width")
+        # the title next to the id (the id stays the choice: links and code use it)
+        self._title = pn.pane.Markdown(self._collection_title(), margin=(0, 10),
+                                       name="collection-title")
         self._place = pn.widgets.AutocompleteInput(
             name="Place", placeholder="Type a city, region or country…", min_characters=2,
             case_sensitive=False, search_strategy="includes", restrict=False,
@@ -148,21 +149,15 @@ class SearchPanel(pn.viewable.Viewer):
             self._accept(text)
         self.state.search()
 
-    def _titled(self) -> dict[str, str]:
-        """Collection choices as "id — title" (the id is what links and code use)."""
-        out = {}
-        for name in self.state.param.collection.objects:
-            try:
-                title = self.state.backend.facts(name).title
-            except EOXError:
-                title = ""
-            out[f"{name} — {title}" if title else name] = name
-        return out
+    def _collection_title(self) -> str:
+        try:
+            return self.state.backend.facts(self.state.collection).title
+        except EOXError:
+            return ""
 
     @param.depends("state.collection", watch=True)
     def _collection_shown(self) -> None:
-        if self._collection.value != self.state.collection:
-            self._collection.value = self.state.collection
+        self._title.object = self._collection_title()
 
     # -- filters that fit the collection ---------------------------------------------------
     @param.depends("state.cloud_reason", "state.date_range", watch=True)
@@ -232,7 +227,7 @@ class SearchPanel(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            self._collection,
+            self._collection, self._title,
             pn.Row(self._place, self._goto, sizing_mode="stretch_width"),
             pn.Row(self._pick, self._clear),
             self._area,

@@ -287,5 +287,5 @@ def test_share_link_and_standalone_page_carry_the_function_layer(state, backend)
     html = exports.html_page()
     cfg = json.loads(_re.search(r'id="eox-config" type="application/json">(.*?)</script>',
                                 html, _re.S).group(1))
-    assert cfg["overlays"] == [{"name": FUNCTION_LAYER, "tiles":
-                                f"http://h:5006/api/chains/{panel.chain_id}/tiles/{{z}}/{{x}}/{{y}}.png"}]
+    tiles = f"http://h:5006/api/chains/{panel.chain_id}/tiles/{{z}}/{{x}}/{{y}}.png"
+    assert cfg["overlays"] == [{"name": FUNCTION_LAYER, "tiles": tiles}]
