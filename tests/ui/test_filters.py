@@ -36,6 +36,7 @@ def test_dates_typed_and_picked(server, page, artifacts):
     page.goto(server + "/")
     page.wait_for_function(LOADED_JS, timeout=30_000)
     page.locator("select").first.select_option("landsat-sr")
+    page.get_by_text("Landsat 5/7 surface reflectance").first.wait_for(timeout=10_000)
     page.wait_for_timeout(500)
     start = page.get_by_placeholder("2010, 2010-06 or 2010-06-15").nth(0)
     end = page.get_by_placeholder("2010, 2010-06 or 2010-06-15").nth(1)
