@@ -119,14 +119,14 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
 
     from app.create import create_app, load_extensions
     from app.origins import WebsocketOriginGuard
-    from app.state import resources, warm_first_view
+    from app.state import resources, warm_process
 
     load_extensions()
     serialize_websocket_writes()
     deliver_changes_after_pull()
     res = resources(settings)
     service = res.service
-    threading.Thread(target=warm_first_view, args=(res,), name="eox-first-view",
+    threading.Thread(target=warm_process, args=(res,), name="eox-first-view",
                      daemon=True).start()
     origins = [f"{h}:{settings.port}" for h in ("localhost", "127.0.0.1", settings.address)]
     origins += list(settings.allow_websocket_origin)

@@ -74,3 +74,14 @@ def warm_first_view(res: Resources) -> bool:
     state.viewport = lonlat_box(fit(state.view_request, GUESS_SIZE))
     state.prefetch_presets(include_current=True, group="first-view")
     return True
+
+
+def warm_process(res: Resources) -> None:
+    """What a server does once, in the background, before users need it: the first view's
+    tiles, then the offline gazetteer and base map (place suggestions, land and names), which
+    take seconds to load and would otherwise stall the first session that types a place."""
+    from engine import basemap, gazetteer
+
+    warm_first_view(res)
+    gazetteer.load()
+    basemap.load()

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: URL keys, in the order they appear.
 KEYS = ("center", "zoom", "collection", "place", "point", "bbox", "start", "end", "cloud",
-        "sort", "limit", "items", "chain")
+        "sort", "limit", "items", "chain", "fn")
 
 
 def _num(v: float, digits: int = 5) -> str:
@@ -60,6 +60,8 @@ def to_query(state: AppState) -> dict[str, str]:
         q["items"] = ",".join(state.selected)
     if state.chain_id:
         q["chain"] = state.chain_id
+    if state.function_layer:
+        q["fn"] = state.function_layer
     return q
 
 
@@ -138,6 +140,13 @@ def apply_query(state: AppState, query: dict[str, Any]) -> bool:
         ids = [i for i in q["items"].split(",") if i]
         state.selected = ids
         shown = bool(ids)
+    if "fn" in q:
+        try:
+            state.backend.chain_store.get(q["fn"])
+        except EOXError as exc:
+            problems.append(f"fn={q['fn']!r} ({exc})")
+        else:
+            state.function_layer = q["fn"]
     if "center" in q and "zoom" in q:
         try:
             state.view_request = view_of(q["center"], q["zoom"])
@@ -158,7 +167,8 @@ def bind_location(state: AppState, location: Any) -> None:
             f"{k}={_quote(v)}" for k, v in to_query(state).items())
 
     state.param.watch(push, ["viewport", "collection", "place", "point", "bbox", "start", "end",
-                             "max_cloud", "sort", "limit", "selected", "chain_id"])
+                             "max_cloud", "sort", "limit", "selected", "chain_id",
+                             "function_layer"])
     push()
     pn.state.onload(push)
 

@@ -39,6 +39,17 @@ Prefetch = Callable[[Sequence[str], Sequence[tuple[int, int, int]], str], None]
 
 
 @dataclass(frozen=True)
+class CollectionFacts:
+    """What the search form fits itself to: the title, the properties scenes can be
+    filtered by, and the first and last scene dates (None when the catalog does not say)."""
+
+    title: str
+    queryables: frozenset[str]
+    first: datetime | None
+    last: datetime | None
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """Items of one search and their table (both cached per process)."""
 
@@ -66,7 +77,8 @@ class Backend:
         chain_store: where chains are registered (the tile service reads the same store).
         renderer: an ``engine.render.TileRenderer`` (statistics of the visible pixels).
         api_base: URL of the service's ``/api`` relative to the page ("api" on one origin).
-        basemap: optional XYZ basemap URL template; None means no basemap (offline).
+        basemap: optional XYZ basemap URL template; None means the service's offline base
+            map (land, borders, place names: ``engine.basemap``).
         functions_enabled: whether server-side user functions (sandbox) can run.
         prefetch: renders tiles into the service's cache ahead of the browser (or None).
         raster_dirs: folders whose rasters may be opened by path as map layers (none: no
@@ -138,6 +150,21 @@ class Backend:
         return list(self._cached(("bands", collection), lambda: collection_band_names(
             self.catalog.collection(collection))))
 
+    def facts(self, collection: str) -> CollectionFacts:
+        """Title, filterable properties and date range of a collection (cached)."""
+        def read() -> CollectionFacts:
+            col = self.catalog.collection(collection)
+            try:
+                queryables = frozenset(self.catalog.queryables(collection))
+            except EOXError as exc:
+                log.info("no queryables of %s: %s", collection, exc)
+                queryables = frozenset()
+            intervals = col.extent.temporal.intervals if col.extent else []
+            first, last = (intervals[0] if intervals and intervals[0] else (None, None))
+            return CollectionFacts(col.title or "", queryables, first, last)
+
+        return self._cached(("facts", collection), read)
+
     def search(self, coll: Collection) -> SearchResult:
         """Items and table of a query (one catalog search; cached per process)."""
         def run() -> SearchResult:
@@ -187,6 +214,11 @@ class Backend:
     def tile_url(self, chain_id: str) -> str:
         """The XYZ template of a registered chain, in Bokeh's {X}/{Y}/{Z} form."""
         return f"{self.api_base}/chains/{chain_id}/tiles/{{Z}}/{{X}}/{{Y}}.png"
+
+    @property
+    def basemap_url(self) -> str:
+        """XYZ template of the map's base layer: ``basemap``, else the offline one."""
+        return self.basemap or f"{self.api_base.rstrip('/')}/basemap/{{Z}}/{{X}}/{{Y}}.png"
 
     def map_tile_url(self, chain_id: str) -> str:
         """``tile_url`` for a Bokeh tile layer: tiles without data come as transparent

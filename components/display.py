@@ -1,10 +1,12 @@
 """Display tab: presets the collection allows, custom RGB bands, band math, colormap with a
-colorbar legend, opacity, and the user-function editor.
+colorbar legend and opacity (user functions have their own tab: components.functions).
 
 A display error (a band the scene lacks, a bad expression) is a ``state.notice``; the shell
 shows it once (its message bar and a toast), so this tab adds no alert of its own."""
 
 from __future__ import annotations
+
+import json
 
 from typing import Any
 
@@ -12,7 +14,6 @@ import matplotlib
 import panel as pn
 import param
 
-from components.functions import FunctionPanel
 from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, RGB_VMAX, preset
 from components.state import AppState
 
@@ -39,13 +40,16 @@ class DisplayPanel(pn.viewable.Viewer):
     """The Display tab of a session."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView a user function's layer is drawn on.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         s = self.state
-        self._preset = pn.widgets.RadioBoxGroup(name="Preset", options=self._preset_options(),
-                                                value=s.preset, inline=False)
+        # one choice, shown as such: a column of buttons of which one is pressed (the FAST
+        # design drew the radio boxes as squares, which read as independent checkboxes)
+        self._preset = pn.widgets.RadioButtonGroup(
+            name="Preset", options=self._preset_options(), value=s.preset,
+            orientation="vertical", button_type="primary", button_style="outline",
+            sizing_mode="stretch_width")
         self._preset.param.watch(lambda e: self.state.choose_preset(e.new), "value")
         self._rgb = [pn.widgets.Select(name=c, options=list(s.bands), width=95)
                      for c in ("Red", "Green", "Blue")]
@@ -62,8 +66,12 @@ class DisplayPanel(pn.viewable.Viewer):
         self._opacity = pn.widgets.FloatSlider.from_param(s.param.opacity, name="Opacity",
                                                           step=0.05, sizing_mode="stretch_width")
         self._legend = pn.pane.HTML("", margin=(5, 10))
-        self._chain = pn.pane.Markdown("", styles={"font-size": "11px", "color": "#666"})
-        self._functions = FunctionPanel(state=s, map=self.map)
+        self._chain = pn.pane.Markdown("", margin=(0, 10), name="chain-words")
+        self._chain_json = pn.widgets.Toggle(name="Show the chain's JSON", width=170,
+                                             button_type="light")
+        self._json = pn.pane.JSON({}, depth=3, visible=False, sizing_mode="stretch_width",
+                                  name="chain-json")
+        self._chain_json.param.watch(lambda e: setattr(self._json, "visible", e.new), "value")
         self._sync()
 
     def _preset_options(self) -> dict[str, str]:
@@ -121,7 +129,8 @@ class DisplayPanel(pn.viewable.Viewer):
             self._legend.visible = True
         else:
             self._legend.visible = False
-        self._chain.object = f"Chain `{s.chain_id}`: {s.chain.describe()}" if s.chain else ""
+        self._chain.object = f"**Shown:** {s.plain_words()}" if s.chain else ""
+        self._json.object = json.loads(s.chain.to_json()) if s.chain else {}
 
     @property
     def legend(self) -> pn.pane.HTML:
@@ -139,7 +148,7 @@ class DisplayPanel(pn.viewable.Viewer):
             self._legend,
             self._opacity,
             self._chain,
-            pn.pane.Markdown("**User function**", margin=(10, 10, 0, 10)),
-            self._functions,
+            self._chain_json,
+            self._json,
             sizing_mode="stretch_width",
         )

@@ -22,6 +22,7 @@ import param
 from panel.io.location import Location
 
 from components.icons import icon
+from components.layers import FUNCTION_LAYER
 from components.state import AppState
 from components.tilemath import WORLD, to_lonlat, to_mercator
 from engine.codegen import chain_code
@@ -158,12 +159,12 @@ class ExportsPanel(pn.viewable.Viewer):
         self._code.visible = bool(event.new)
 
     # -- standalone HTML ----------------------------------------------------------------
-    def tiles_template(self) -> str:
-        """Absolute XYZ URL ({z}/{x}/{y}) of the displayed chain's tiles."""
+    def tiles_template(self, chain_id: str | None = None) -> str:
+        """Absolute XYZ URL ({z}/{x}/{y}) of the displayed chain's tiles (or another's)."""
         s = self.state
         if s.chain is None:
             raise InvalidInput("nothing is displayed: select a scene first")
-        rel = s.backend.tile_url(s.chain.id)
+        rel = s.backend.tile_url(chain_id or s.chain.id)
         rel = rel.replace("{Z}", "{z}").replace("{X}", "{x}").replace("{Y}", "{y}")
         if rel.startswith(("http://", "https://")):
             return rel
@@ -186,7 +187,9 @@ class ExportsPanel(pn.viewable.Viewer):
             s.chain, tiles=tiles, bounds=info["bounds"], minzoom=info["minzoom"],
             maxzoom=info["maxzoom"], service_url=tiles.split("/api/chains/")[0],
             center=center, zoom=zoom, band_names=info.get("band_names"),
-            title=f"EO Explorer: {s.chain.source.collection}")
+            title=f"EO Explorer: {s.chain.source.collection}",
+            overlays=[(FUNCTION_LAYER, self.tiles_template(s.function_layer))]
+            if s.function_layer else ())
 
     def _html_file(self) -> io.BytesIO | None:
         try:

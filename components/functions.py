@@ -1,4 +1,4 @@
-"""The user-function editor of the Display tab: Python code run in the server's sandbox.
+"""The Functions tab: a user function's code editor, run in the server's sandbox.
 
 Pick a shipped example (``engine.algorithms``) or write a function, choose its input bands,
 arguments and how its output is displayed, ``Test`` it on simulated input of the right shape
@@ -21,6 +21,7 @@ import numpy as np
 import panel as pn
 import param
 
+from components.layers import FUNCTION_LAYER
 from components.state import AppState
 from components.tilemath import visible_tiles
 from engine import algorithms
@@ -43,15 +44,14 @@ def my_function(img, threshold=1500):
 DISPLAYS = {"Mask in one colour": "colour", "One band, colormap": "colormap",
             "RGB (3 bands)": "rgb"}
 #: Layer name of the function's output on the map.
-LAYER = "user function"
-#: Common names tried when a collection lacks a Sentinel-2 band name.
-ALIASES = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "B8A": "nir08",
-           "B11": "swir16", "B12": "swir22"}
+LAYER = FUNCTION_LAYER
+OWN = "(your own)"
 
 
 @dataclass(frozen=True)
 class Example:
-    """How a shipped algorithm is fed and shown: input bands, time stack, display."""
+    """How a shipped algorithm is fed and shown: input bands (by common name, so any
+    collection that has them qualifies), time stack, display."""
 
     bands: tuple[str, ...]
     times: bool = False
@@ -64,14 +64,27 @@ class Example:
 
 
 EXAMPLES: dict[str, Example] = {
-    "stubble": Example(("B04", "B06", "B08", "B11"), colour="Lime"),
-    "maxNDI": Example(("B11", "B08", "B04", "B03", "B02"), times=True, display="rgb",
+    # B06 (Sentinel-2's second red edge) has no common name of its own
+    "stubble": Example(("red", "B06", "nir", "swir16"), colour="Lime"),
+    "maxNDI": Example(("swir16", "nir", "red", "green", "blue"), times=True, display="rgb",
                       vmin=0, vmax=3000),
-    "ndvi": Example(("B04", "B08"), display="colormap", vmin=-1, vmax=1, colormap="RdYlGn"),
-    "cloudmask": Example(("B02", "B03", "B04", "B08", "B11"), display="colormap", vmin=0,
-                         vmax=4, colormap="tab10"),
-    "morphclean": Example(("B08",), colour="Yellow", kwargs={"threshold": 2500}),
+    "ndvi": Example(("red", "nir"), display="colormap", vmin=-1, vmax=1, colormap="RdYlGn"),
+    "cloudmask": Example(("blue", "green", "red", "nir", "swir16"), display="colormap",
+                         vmin=0, vmax=4, colormap="tab10"),
+    "morphclean": Example(("nir",), colour="Yellow", kwargs={"threshold": 2500}),
 }
+
+
+def missing_bands(example: str, bands: list[str]) -> list[str]:
+    """The bands ``example`` needs that a collection with ``bands`` lacks."""
+    have = {b.lower() for b in bands}
+    needs = EXAMPLES[example].bands if example in EXAMPLES else ()
+    return [b for b in needs if b.lower() not in have]
+
+
+def offered_examples(bands: list[str]) -> list[str]:
+    """The shipped examples a collection with ``bands`` can feed (all their bands)."""
+    return [OWN, *(name for name in algorithms.list() if not missing_bands(name, bands))]
 
 
 def defined_functions(source: str) -> list[str]:
@@ -113,10 +126,10 @@ class FunctionPanel(pn.viewable.Viewer):
     """Editor, example picker, inputs, display options, Test and Apply for one session."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView the output is drawn on (optional).")
 
-    example = param.Selector(objects=["(your own)", *algorithms.list()], default="(your own)",
-                             doc="A shipped algorithm loaded into the editor.")
+    example = param.Selector(objects=[OWN, *algorithms.list()], default=OWN,
+                             doc="A shipped algorithm loaded into the editor (only those "
+                                 "whose bands the collection has are offered).")
     function = param.String("", doc="Name of the function called (defined in the code).")
     bands = param.List(default=[], item_type=str, doc="Input bands, in the order the "
                        "function expects them.")
@@ -176,6 +189,7 @@ class FunctionPanel(pn.viewable.Viewer):
         self._apply.on_click(self._on_apply)
         self._status = pn.pane.Alert("", alert_type="info", visible=False,
                                      sizing_mode="stretch_width", name="function-status")
+        self._not_offered = pn.pane.Markdown("", margin=(0, 10), name="examples-not-offered")
         note = ("Functions run in the server's sandbox (numpy, scipy.ndimage; no files, no "
                 "network, time and memory limits)." if enabled else
                 "Server-side functions are **not enabled** on this server: you can prepare "
@@ -184,6 +198,7 @@ class FunctionPanel(pn.viewable.Viewer):
                                    sizing_mode="stretch_width")
         self._code_changed()
         self._display_changed()
+        self._bands_changed()
 
     # -- inputs ----------------------------------------------------------------------------
     @property
@@ -215,21 +230,24 @@ class FunctionPanel(pn.viewable.Viewer):
             vmin=ex.vmin, vmax=ex.vmax, colour=ex.colour, colormap=ex.colormap)
 
     def _available(self, wanted: tuple[str, ...]) -> list[str]:
-        """``wanted`` bands as the collection names them (common names as fallback)."""
-        have = list(self.state.bands)
-        out = []
-        for b in wanted:
-            alias = ALIASES.get(b)
-            if b in have:
-                out.append(b)
-            elif alias in have:
-                out.append(alias)
-        return out
+        """``wanted`` bands as the collection spells them."""
+        spelled = {b.lower(): b for b in self.state.bands}
+        return [spelled[b.lower()] for b in wanted if b.lower() in spelled]
 
     @param.depends("state.bands", watch=True)
     def _bands_changed(self) -> None:
-        self._bands.options = list(self.state.bands)
-        self.bands = [b for b in self.bands if b in self.state.bands]
+        have = list(self.state.bands)
+        self._bands.options = have
+        self.bands = [b for b in self.bands if b in have]
+        offered = offered_examples(have)
+        self.param.example.objects = [*offered]
+        if self.example not in offered:
+            self.example = OWN
+        lacking = {name: missing_bands(name, have) for name in algorithms.list()
+                   if name not in offered}
+        self._not_offered.object = "Not offered for this collection: " + "; ".join(
+            f"{name} (needs {', '.join(bands)})" for name, bands in lacking.items()
+        ) if lacking else ""
 
     @param.depends("display", watch=True)
     def _display_changed(self) -> None:
@@ -274,7 +292,7 @@ class FunctionPanel(pn.viewable.Viewer):
             shape = self._shape()
             out = default_pool().run(source, name, simulated_input(shape), kwargs=kwargs)
         except EOXError as exc:
-            return TestResult(False, str(exc), getattr(exc, "lineno", None))
+            return TestResult(False, self._explain(str(exc)), getattr(exc, "lineno", None))
         expect = "(bands, y, x) or (y, x)"
         if self.times and out.ndim == 4:
             return TestResult(False, f"{name}() returned a time stack {out.shape}: reduce it "
@@ -287,6 +305,14 @@ class FunctionPanel(pn.viewable.Viewer):
         span = (f", values {finite.min():g}..{finite.max():g}" if finite.size else "")
         return TestResult(True, f"Test OK: {name}() on a simulated {shape} tile returned "
                           f"{out.shape} {out.dtype}{span}.")
+
+    def _explain(self, message: str) -> str:
+        """A band index past the input's end is the usual mismatch: say so in plain words."""
+        if "IndexError" in message or "out of bounds for axis" in message:
+            return (f"the function reads more input bands than the {len(self.bands)} "
+                    f"chosen ({', '.join(self.bands)}): pick the bands it expects, in "
+                    f"order, in 'Input bands'. ({message})")
+        return message
 
     def test(self) -> bool:
         """Test now (blocking) and show the outcome; True when it passed."""
@@ -327,10 +353,11 @@ class FunctionPanel(pn.viewable.Viewer):
         return url
 
     def draw(self) -> None:
-        """Show the applied chain on the map as the layer ``LAYER`` (edits Bokeh models:
-        call it with the document lock, i.e. not after an ``await``)."""
-        if self.map is not None and self.layer_url:
-            self.map.add_tile_layer(LAYER, self.layer_url)
+        """Show the applied chain on the map as the layer ``LAYER`` (the map follows
+        ``state.function_layer``, which the share link carries too; this edits Bokeh
+        models: call it with the document lock, i.e. not after an ``await``)."""
+        if self.chain_id:
+            self.state.function_layer = self.chain_id
 
     def check_tile(self) -> TestResult:
         """Render one visible tile of the applied chain (blocking): the function on real
@@ -347,7 +374,7 @@ class FunctionPanel(pn.viewable.Viewer):
         try:
             img = s.backend.renderer.tile(s.backend.chain_store.get(self.chain_id), z, x, y)
         except EOXError as exc:
-            return TestResult(False, str(exc), getattr(exc, "lineno", None))
+            return TestResult(False, self._explain(str(exc)), getattr(exc, "lineno", None))
         got = "" if img is None else f" (tile {z}/{x}/{y}: {int((~img.array.mask).sum())} " \
                                      "pixels with data)"
         return TestResult(True, f"Applied {self.function}() as the layer '{LAYER}'{got}.")
@@ -415,6 +442,7 @@ class FunctionPanel(pn.viewable.Viewer):
         return pn.Column(
             self._note,
             pn.Row(self._example, self._function),
+            self._not_offered,
             self._editor,
             self._bands,
             self._times,

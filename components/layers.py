@@ -8,8 +8,12 @@ from typing import Any
 import panel as pn
 import param
 
-#: Layers of the map, bottom first: the optional basemap, the displayed scenes, footprints.
+#: Layers of the map, bottom first: the basemap (offline unless EOX_BASEMAP is set), the
+#: displayed scenes, footprints.
 LAYER_NAMES: tuple[str, ...] = ("basemap", "scenes", "footprints")
+
+#: Name of the layer a user function (Functions tab) draws: ``AppState.function_layer``.
+FUNCTION_LAYER = "user function"
 
 LABELS = {"basemap": "Basemap", "scenes": "Scenes (display)", "footprints": "Footprints"}
 
@@ -30,7 +34,9 @@ class LayerList(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._column = pn.Column(sizing_mode="stretch_width")
+        # a fixed height that scrolls: the map keeps its size as layers are added
+        self._column = pn.Column(sizing_mode="stretch_width", height=180, scroll=True,
+                                 name="layer-list")
         self._build()
 
     def _set(self, name: str, **changes: Any) -> None:

@@ -33,7 +33,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from components.layers import LAYER_NAMES, LayerSpec
+from components.layers import FUNCTION_LAYER, LAYER_NAMES, LayerSpec
 from components.state import AppState
 from components.tilemath import GUESS_SIZE, R, fit, to_lonlat, to_mercator
 
@@ -115,9 +115,7 @@ class MapView(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         if not params.get("layers"):
-            basemap = params["state"].backend.basemap
-            params["layers"] = [LayerSpec(name=n) for n in LAYER_NAMES
-                                if n != "basemap" or basemap]
+            params["layers"] = [LayerSpec(name=n) for n in LAYER_NAMES]
         super().__init__(**params)
         self._size = GUESS_SIZE
         self._target: tuple | None = None  # the box last fitted, until the user moves away
@@ -132,6 +130,8 @@ class MapView(pn.viewable.Viewer):
         self._marks_changed()
         self._apply_layers()
         self._pick_changed()
+        if self.state.function_layer:  # from a shared link
+            self._function_layer_changed()
         if self.state.viewport is None or self.state.view_request is not None:
             self._zoom()
         self._pane = pn.pane.Bokeh(self._figure, sizing_mode="stretch_both",
@@ -213,8 +213,8 @@ class MapView(pn.viewable.Viewer):
 
     # -- layers -----------------------------------------------------------------------------
     def _layer_url(self, name: str) -> str:
-        if name == "basemap":
-            return self.state.backend.basemap or ""
+        if name == "basemap":  # EOX_BASEMAP, else the service's offline base map
+            return self.state.backend.basemap_url
         if name in self._extra_urls:
             return self._extra_urls[name]
         return self.state.tile_url
@@ -303,6 +303,14 @@ class MapView(pn.viewable.Viewer):
         order = ours + [r for r in fig.renderers if r not in ours]
         if list(fig.renderers) != order:
             fig.renderers = order
+
+    @param.depends("state.function_layer", watch=True)
+    def _function_layer_changed(self) -> None:
+        chain_id = self.state.function_layer
+        if chain_id:
+            self.add_tile_layer(FUNCTION_LAYER, self.state.backend.map_tile_url(chain_id))
+        else:
+            self.remove_layer(FUNCTION_LAYER)
 
     @param.depends("layers", "state.tile_url", "state.opacity", watch=True)
     def _layers_changed(self) -> None:

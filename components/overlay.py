@@ -81,6 +81,15 @@ def layer_sources(layer: VectorLayer) -> dict[str, dict[str, list]]:
     return out
 
 
+def feature_label(feature: dict, index: int) -> str:
+    """A feature's name for a person: its first text attribute ("Field 12"), else its
+    position ("feature 3")."""
+    for value in (feature.get("properties") or {}).values():
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:40]
+    return f"feature {index + 1}"
+
+
 @dataclass
 class Overlay:
     """A loaded layer, its style and (once on a map) its renderers and hover tool."""
@@ -133,6 +142,13 @@ class OverlayPanel(pn.viewable.Viewer):
         self._remove = pn.widgets.Button(name="Remove layer", width=120, button_type="light")
         self._remove.on_click(lambda e: self.remove(self._which.value))
         self._info = pn.pane.Markdown("", margin=(0, 10), name="overlay-info")
+        self._feature = pn.widgets.Select(name="Area feature", options={},
+                                          sizing_mode="stretch_width")
+        self._use = pn.widgets.Button(name="Use as area (Extract, Profile)", width=230,
+                                      description="Add this feature to the drawn shapes: "
+                                      "the Extract and Profile tabs then offer it as an area")
+        self._use.on_click(lambda e: self.use_as_area(self._which.value, self._feature.value))
+        self._which.param.watch(lambda e: self._list_features(), "value")
 
     # -- loading ------------------------------------------------------------------------------
     def _on_upload(self, event: Any) -> None:
@@ -259,6 +275,42 @@ class OverlayPanel(pn.viewable.Viewer):
         self._which.options = list(self.overlays)
         self._info.object = self._describe()
 
+    # -- a feature as an area -----------------------------------------------------------------
+    def _list_features(self) -> None:
+        ov = self.overlays.get(self._which.value)
+        options: dict[str, int] = {}
+        for i, f in enumerate(ov.layer.features["features"] if ov else []):
+            if (f.get("geometry") or {}).get("type") in ("Polygon", "MultiPolygon"):
+                options[f"{i + 1}: {feature_label(f, i)}"] = i
+        self._feature.param.update(options=options, value=next(iter(options.values()), None))
+        self._use.disabled = not options
+
+    def use_as_area(self, layer: str | None, index: int | None) -> str | None:
+        """Add polygon feature ``index`` of overlay ``layer`` to ``state.drawings`` (as a
+        drawn polygon named "layer: label"), so the Extract and Profile tabs offer it.
+        Returns its drawing id (None and a message when it is not a polygon)."""
+        ov = self.overlays.get(layer or "")
+        feats = ov.layer.features["features"] if ov else []
+        if index is None or not 0 <= index < len(feats):
+            self.state.notify("Overlay: load a layer and pick one of its polygons first",
+                              "warning")
+            return None
+        feature = feats[index]
+        if (feature.get("geometry") or {}).get("type") not in ("Polygon", "MultiPolygon"):
+            self.state.notify("Overlay: only a polygon feature can be an area", "warning")
+            return None
+        taken = {f["id"] for f in self.state.drawings}
+        n = 1 + sum(1 for i in taken if str(i).startswith("overlay-"))
+        while f"overlay-{n}" in taken:
+            n += 1
+        fid, name = f"overlay-{n}", f"{layer}: {feature_label(feature, index)}"
+        self.state.drawings = [*self.state.drawings, {
+            "type": "Feature", "id": fid, "geometry": feature["geometry"],
+            "properties": {"id": fid, "kind": "polygon", "name": name}}]
+        self.state.notify(f"'{name}' is now an area in the Extract and Profile tabs",
+                          "success")
+        return fid
+
     def _describe(self) -> str:
         if not self.overlays:
             return "No layer loaded. Formats: GeoJSON, GeoPackage, zipped Shapefile, KML."
@@ -272,5 +324,6 @@ class OverlayPanel(pn.viewable.Viewer):
             self._upload, pn.Row(self._path, self._load, sizing_mode="stretch_width"),
             self._crs, self._info, self._which,
             pn.Row(self._colour, self._width, self._alpha), self._visible,
-            pn.Row(self._zoom, self._remove), sizing_mode="stretch_width",
+            pn.Row(self._zoom, self._remove), self._feature, self._use,
+            sizing_mode="stretch_width",
         )

@@ -20,6 +20,7 @@ from components.display import DisplayPanel, colorbar_html
 from components.draw import DrawPanel
 from components.exports import ExportsPanel
 from components.extract import ExtractPanel
+from components.functions import FunctionPanel
 from components.layers import LayerList
 from components.map import MapView
 from components.measure import MeasurePanel
@@ -38,6 +39,7 @@ TabFactory = Callable[..., pn.viewable.Viewer]
 DEFAULT_TABS: tuple[tuple[str, TabFactory], ...] = (
     ("Search", SearchPanel),
     ("Display", DisplayPanel),
+    ("Functions", FunctionPanel),
     ("Stretch", StretchPanel),
     ("Zoom", ZoomPanel),
     ("Split", SplitPanel),

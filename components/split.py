@@ -95,8 +95,8 @@ class SplitView(pn.viewable.Viewer):
                      background_fill_color="#1b2230", toolbar_location=None,
                      outline_line_color=None, min_border=0, name=f"eox-split-{name or side}")
         fig.grid.visible = False
-        if self.backend is not None and self.backend.basemap:
-            fig.add_tile(WMTSTileSource(url=self.backend.basemap), level="image")
+        if self.backend is not None:  # EOX_BASEMAP, else the offline base map
+            fig.add_tile(WMTSTileSource(url=self.backend.basemap_url), level="image")
         rend = fig.add_tile(WMTSTileSource(url=NO_TILES), level="image")
         rend.visible = False
         self._tiles[name or side] = rend

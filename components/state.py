@@ -78,6 +78,10 @@ class AppState(param.Parameterized):
     start = param.Date(default=None, allow_None=True, doc="First day searched.")
     end = param.Date(default=None, allow_None=True, doc="Last day searched.")
     max_cloud = param.Number(100.0, bounds=(0, 100), doc="Highest cloud cover, percent.")
+    cloud_reason = param.String("", doc="Why the cloud filter does not apply to the "
+                                "collection (empty: it does).")
+    date_range = param.Tuple(default=None, length=2, allow_None=True,
+                             doc="First and last scene day of the collection (or None).")
     sort = param.Selector(objects=list(SORTS), default="Newest first")
     limit = param.Integer(100, bounds=(1, 10_000), doc="Most scenes listed.")
 
@@ -99,6 +103,8 @@ class AppState(param.Parameterized):
     gamma = param.Number(1.0, bounds=(0.1, 5.0), doc="Stretch gamma.")
     opacity = param.Number(1.0, bounds=(0.0, 1.0), doc="Opacity of the scene layer.")
     function_code = param.String("", doc="Source of a user function (sandbox).")
+    function_layer = param.String("", doc="Chain id of the user function drawn on the map "
+                                  "(Functions tab, or a shared link); empty: none.")
 
     chain = param.ClassSelector(class_=Chain, default=None, allow_None=True,
                                 doc="The displayed chain.")
@@ -167,15 +173,31 @@ class AppState(param.Parameterized):
         allowed = [p.key for p in presets_for(bands)]
         rgb = default_rgb(bands)
         self._found = {}
+        self._fit_filters()
         self.param.update(bands=bands, presets=allowed,
                           rgb=list(rgb) if rgb else (bands * 3)[:3],
-                          results=pd.DataFrame(), footprints={}, bounds={}, selected=[])
+                          results=pd.DataFrame(), footprints={}, bounds={}, selected=[],
+                          status="")
         if allowed:
             self.choose_preset(self.preset if self.preset in allowed else allowed[0])
         elif rgb is not None:
             self.choose_preset(CUSTOM_RGB)
         elif bands:  # masks plus at most two data bands: one band in greyscale, with a legend
             self.show_band(default_band(bands) or bands[0])
+
+    def _fit_filters(self) -> None:
+        """Fit the search form to the collection: the cloud filter only where scenes carry
+        eo:cloud_cover, the dates the collection spans."""
+        try:
+            facts = self.backend.facts(self.collection)
+        except EOXError as exc:
+            log.info("no facts about %s: %s", self.collection, exc)
+            self.param.update(cloud_reason="", date_range=None)
+            return
+        reason = "" if "eo:cloud_cover" in facts.queryables else \
+            f"{self.collection} scenes carry no cloud cover: the cloud filter does not apply"
+        span = (_day(facts.first), _day(facts.last)) if facts.first and facts.last else None
+        self.param.update(cloud_reason=reason, date_range=span)
 
     def choose_preset(self, key: str) -> None:
         """Switch to a preset: sets bands or expression, colormap and stretch together."""
@@ -210,7 +232,7 @@ class AppState(param.Parameterized):
             coll = coll.filter_place(self.place.strip())
         if self.start is not None or self.end is not None:
             coll = coll.filter_date(_day(self.start), _day(self.end))
-        if self.max_cloud < 100:
+        if self.max_cloud < 100 and not self.cloud_reason:
             coll = coll.filter("eo:cloud_cover", "<=", float(self.max_cloud))
         prop, ascending = SORTS[self.sort]
         return coll.sort(prop, ascending=ascending).limit(int(self.limit))
@@ -463,6 +485,29 @@ class AppState(param.Parameterized):
             if not p.single_band and changes.get("rgb") == list(p.bands):
                 return key
         return changes["preset"]
+
+    def plain_words(self) -> str:
+        """The displayed chain as a person says it: "Landsat 5/7 surface reflectance,
+        2013-05-11, NDVI, RdYlGn -1..1" (collection title, scene dates, what, stretch)."""
+        if self.chain is None:
+            return ""
+        try:
+            title = self.backend.facts(self.collection).title.split(" (")[0] or self.collection
+        except EOXError:
+            title = self.collection
+        days = sorted({str(d)[:10] for d in self.results.get("Date", pd.Series(dtype=object))
+                       [self.results["id"].isin(self.selected)]} if not self.results.empty
+                      and "id" in self.results else set())
+        when = ", ".join(days[:3]) + (f" (+{len(days) - 3})" if len(days) > 3 else "")
+        if self.preset not in (CUSTOM_RGB, CUSTOM_EXPRESSION):
+            what = preset(self.preset).label
+        elif self.single_band:
+            what = self.expression
+        else:
+            what = "RGB " + " ".join(self.rgb)
+        lo, hi = (f"{v:g}" for v in (self.vmin[0], self.vmax[0])) if self.vmin else ("", "")
+        stretch = f"{self.colormap} {lo}..{hi}" if self.single_band else f"{lo}..{hi}"
+        return ", ".join(p for p in (title, when, what, stretch) if p)
 
     # -- stretch ------------------------------------------------------------------------
     def visible_geometry(self) -> dict:

@@ -27,6 +27,7 @@ from engine.errors import InvalidQuery, UnknownProperty
 from engine.timeutil import (
     DateLike,
     date_bound,
+    format_bound,
     format_datetime,
     is_datetime_property,
     normalize_bbox,
@@ -110,11 +111,12 @@ class Collection:
         return self._with(bbox=None, intersects=normalize_geometry(geometry))
 
     def filter_place(self, name: str) -> Collection:
-        """Items intersecting a named place's bbox (from the offline gazetteer)."""
+        """Items intersecting a named place's search area (offline gazetteer): its bbox,
+        for a city at least 60 km around it (:attr:`engine.gazetteer.Place.search_bbox`)."""
         from engine.gazetteer import place
 
         found = place(name)
-        bbox = getattr(found, "bbox", None)
+        bbox = getattr(found, "search_bbox", getattr(found, "bbox", None))
         if bbox is None:
             return self.filter_point(found.lon, found.lat)
         w, s, e, n = bbox
@@ -134,8 +136,8 @@ class Collection:
         lo, hi = date_bound(start, end=False), date_bound(end, end=True)
         if lo is not None and hi is not None and lo > hi:
             raise InvalidQuery(
-                f"the date range is inverted: start {format_datetime(lo)} is after "
-                f"end {format_datetime(hi)}"
+                f"the date range is inverted: start {format_bound(lo)} is after "
+                f"end {format_bound(hi)}"
             )
         q = self._query
         if q.start is not None and (lo is None or q.start > lo):
@@ -307,7 +309,7 @@ def _ring(w: float, s: float, e: float, n: float) -> list[list[list[float]]]:
 
 
 def _fmt(value: datetime | None) -> str | None:
-    return None if value is None else format_datetime(value)
+    return None if value is None else format_bound(value)
 
 
 def _show(value: Any) -> Any:

@@ -15,6 +15,7 @@ import json
 import re
 from datetime import UTC, datetime
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -119,6 +120,7 @@ def render_html(
     center: tuple[float, float] | None = None,
     zoom: float | None = None,
     band_names: list[str] | None = None,
+    overlays: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The page's HTML text, for a chain whose tiles are at the XYZ template ``tiles``.
 
@@ -133,6 +135,8 @@ def render_html(
         center: lon, lat to open on instead of the bounds (with ``zoom``).
         zoom: zoom to open on with ``center``.
         band_names: output band names when known (legend).
+        overlays: (name, absolute XYZ template) of layers drawn over the chain's (a user
+            function's output), listed in a layer switcher.
     """
     if center is not None and zoom is None:
         raise InvalidInput("export_html: give zoom= together with center=")
@@ -151,6 +155,7 @@ def render_html(
         "service_url": service_url,
         "exported": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "legend": legend_of(chain, band_names=band_names),
+        "overlays": [{"name": str(name), "tiles": str(url)} for name, url in overlays],
     }
     values = {
         "LEAFLET_CSS": _leaflet_css(),

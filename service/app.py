@@ -23,6 +23,7 @@ from service.diskcache import DiskTileCache
 from service.errors import add_exception_handlers
 from service.middleware import GuardMiddleware, HostGuardMiddleware, SecurityHeadersMiddleware
 from service.routes import CatalogRoutes, ChainRoutes, ExtractRoutes, HealthRoutes
+from service.routes.basemap import BasemapRoutes
 from service.routes.health import package_version
 from service.routes.profile import TimeRoutes
 from service.security import AccessPolicy, RateLimiter, SecurityMiddleware
@@ -159,6 +160,7 @@ def create_service(
     app.include_router(chains.router)
     app.include_router(ExtractRoutes(catalog=catalog, chain_store=chain_store).router)
     app.include_router(TimeRoutes(catalog=catalog, renderer=renderer).router)
+    app.include_router(BasemapRoutes().router)
 
     app.state.catalog = catalog
     app.state.chain_store = chain_store

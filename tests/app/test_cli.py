@@ -99,3 +99,18 @@ def test_ingest_then_search_from_the_command_line(tmp_path, capsys):
     assert "no items match" not in out
     assert main(["search", "mine", "--catalog", str(catalog), "--point", "16.0,52.3495"]) == 0
     assert "no items match" in capsys.readouterr().out
+
+
+def test_readme_place_example_finds_the_demo_scene(capsys):
+    """`eoexplorer search sentinel-2-l1c --place Berlin` (README) lists the demo scene."""
+    from pathlib import Path
+
+    catalog = Path(__file__).resolve().parents[2] / ".cache" / "demo" / "catalog.sqlite"
+    if not catalog.exists():
+        pytest.skip(f"no demo catalog at {catalog}: run `eoexplorer demo` first")
+    assert main(["search", "sentinel-2-l1c", "--place", "Berlin", "--catalog", str(catalog)]) == 0
+    out = capsys.readouterr().out
+    assert "T33UUU_20170216T102101" in out and "no items match" not in out
+    assert main(["search", "sentinel-2-l1c", "--place", "Germany (country)",
+                 "--catalog", str(catalog)]) == 0
+    assert "T33UUU_20170216T102101" in capsys.readouterr().out

@@ -16,7 +16,6 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from components.backend import Backend
-from components.display import DisplayPanel
 from components.functions import LAYER, TEMPLATE, FunctionPanel
 from components.map import MapView
 from components.state import AppState
@@ -106,12 +105,12 @@ def test_examples_fill_code_bands_arguments_and_display(state):
     panel.example = "stubble"
     source, name, defaults = algorithms.load("stubble")
     assert panel.source == source and state.function_code == source
-    assert panel.function == name and panel.bands == ["B04", "B06", "B08", "B11"]
+    assert panel.function == name and panel.bands == ["red", "B06", "nir", "swir16"]
     assert json.loads(panel.arguments) == defaults and not panel.times
     assert panel.display == "Mask in one colour" and panel.colour == "Lime"
     assert panel._colour.visible and not panel._colormap.visible
     panel.example = "maxNDI"
-    assert panel.times and panel.bands == ["B11", "B08", "B04", "B03", "B02"]
+    assert panel.times and panel.bands == ["swir16", "nir", "red", "green", "blue"]
     assert panel.display == "RGB (3 bands)" and (panel.vmin, panel.vmax) == (0, 3000)
     panel.source = "def a(img):\n    return img\n\ndef b(img):\n    return img[0]\n"
     assert panel.function == "b"  # the name follows the code when it no longer exists
@@ -188,12 +187,11 @@ def test_bad_inputs_are_explained(state, change, mentions):
 
 def test_apply_registers_the_chain_and_draws_a_layer_with_data(state, backend):
     view = MapView(state=state)
-    display = DisplayPanel(state=state, map=view)
-    panel = display._functions
+    panel = FunctionPanel(state=state)  # the Functions tab; the map follows the state
     panel.example = "stubble"
     assert panel.apply(), panel.result.message
     chain = backend.chain_store.get(panel.chain_id)
-    assert chain.source.bands == ("B04", "B06", "B08", "B11")
+    assert chain.source.bands == ("red", "B06", "nir", "swir16")  # the declared names
     assert list(chain.source.ids) == state.selected and not chain.source.times
     assert [s.name for s in chain.steps] == ["execute", "band", "scale", "color_custom"]
     assert chain.steps[0].function == "stubble" and chain.steps[3].colors == ["Lime"]
@@ -234,3 +232,60 @@ def test_disabled_functions(backend):
     assert "not enabled" in panel._note.object and panel._note.alert_type == "warning"
     panel.example = "stubble"
     assert not panel.test() and "not enabled" in panel.result.message
+
+
+def test_examples_offered_only_where_the_collection_has_their_bands(state):
+    """Landsat (red, nir, swir16, no blue/green) is offered ndvi and morphclean, not the
+    cloud mask or max-NDI that raised IndexError on it; the panel says why."""
+    from components.functions import OWN, missing_bands, offered_examples
+
+    landsat = ["red", "nir", "nir08", "swir1", "swir16", "fmask"]
+    offered = offered_examples(landsat)
+    assert offered[0] == OWN and {"ndvi", "morphclean"} <= set(offered)
+    assert "cloudmask" not in offered and "maxNDI" not in offered and "stubble" not in offered
+    assert missing_bands("cloudmask", landsat) == ["blue", "green"]
+    panel = FunctionPanel(state=state)
+    panel.example = "cloudmask"
+    state.bands = landsat  # as a switch to Landsat sets it
+    assert panel.example == OWN and "cloudmask" not in panel.param.example.objects
+    assert "cloudmask (needs blue, green)" in panel._not_offered.object
+
+
+def test_too_few_input_bands_is_said_plainly(state):
+    panel = FunctionPanel(state=state)
+    panel.example = "cloudmask"
+    panel.bands = panel.bands[:2]  # the function reads five
+    assert not panel.test()
+    assert "reads more input bands than the 2 chosen" in panel.result.message
+
+
+def test_share_link_and_standalone_page_carry_the_function_layer(state, backend):
+    """The applied function's chain id goes into the URL (``fn``); a session opened on that
+    URL draws the layer again; the standalone page lists it over the chain."""
+    import re as _re
+
+    from app.urlstate import apply_query, to_query
+    from components.exports import ExportsPanel
+    from components.layers import FUNCTION_LAYER
+
+    panel = FunctionPanel(state=state)
+    panel.example = "ndvi"
+    assert panel.apply(), panel.result.message
+    q = to_query(state)
+    assert q["fn"] == panel.chain_id == state.function_layer
+    other = AppState(backend=backend)
+    view = MapView(state=other)
+    apply_query(other, q)
+    assert other.function_layer == panel.chain_id and other.notice is None
+    assert view._tiles[FUNCTION_LAYER].tile_source.url == backend.map_tile_url(panel.chain_id)
+    assert FUNCTION_LAYER in [s.name for s in view.layers]
+    third = AppState(backend=backend)
+    apply_query(third, {**q, "fn": "0123456789abcdef"})
+    assert not third.function_layer and "fn='0123456789abcdef'" in third.notice.text
+    exports = ExportsPanel(state=other)
+    exports.page_url = lambda: "http://h:5006/"  # type: ignore[method-assign] # served here
+    html = exports.html_page()
+    cfg = json.loads(_re.search(r'id="eox-config" type="application/json">(.*?)</script>',
+                                html, _re.S).group(1))
+    tiles = f"http://h:5006/api/chains/{panel.chain_id}/tiles/{{z}}/{{x}}/{{y}}.png"
+    assert cfg["overlays"] == [{"name": FUNCTION_LAYER, "tiles": tiles}]

@@ -273,3 +273,32 @@ def test_shell_registers_the_tabs(shown):
     assert {"Split", "Draw", "Measure", "Overlay", "Extract"} <= set(shell.panels)
     assert shell.panels["Draw"].map is shell.map
     assert shell.panels["Split"].main_view() in shell.main().objects
+
+
+def test_overlay_feature_becomes_the_extract_and_profile_area(shown):
+    """Issue 14 item 9: a polygon of a loaded vector file is offered as an area."""
+    from components.profile import ProfilePanel
+
+    overlay, extract = OverlayPanel(state=shown), ExtractPanel(state=shown)
+    profile = ProfilePanel(state=shown)
+    w, s, e, n = _lonlat_box()
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"note": None},
+         "geometry": {"type": "LineString", "coordinates": [[w, s], [e, n]]}},
+        {"type": "Feature", "properties": {"field": "North field"},
+         "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n],
+                                                          [w, s]]]}}]}
+    assert overlay.load_bytes(json.dumps(fc).encode(), "fields.geojson") is not None
+    assert list(overlay._feature.options) == ["2: North field"]  # polygons only
+    assert overlay.use_as_area("fields", 0) is None and "polygon" in shown.notice.text
+    fid = overlay.use_as_area("fields", overlay._feature.value)
+    assert fid == "overlay-1" and shown.drawings[-1]["properties"]["name"] == \
+        "fields: North field"
+    assert extract.shape == fid and "fields: North field" in extract._shape.options
+    assert profile.shape == fid and profile._shape.options["fields: North field"] == fid
+    extract.what = "Original band values"
+    result = extract.extract()
+    assert result is not None and result.path.exists()
+    with rasterio.open(result.path) as ds:
+        assert ds.count == 3
+    extract._cleanup()

@@ -90,12 +90,12 @@ def test_one_date_profile_chart_spans_days(state):
     assert rng.min_interval is not None and rng.min_interval >= 86_400_000
 
 
-def test_date_fields_share_the_sidebar_width(state):
+def test_date_fields_fit_the_sidebar_width(state):
+    """Each date is a row of a calendar (fixed width) and a text box that takes the rest."""
     panel = SearchPanel(state=state)
-    view = panel.__panel__()
-    row = next(r for r in view.select(pn.Row) if panel._start in r.objects)
-    assert panel._end in row.objects and row.sizing_mode == "stretch_width"
-    for picker in (panel._start, panel._end):
-        assert picker.sizing_mode == "stretch_width" and picker.width is None
-        assert picker.min_width <= 200  # two fit in a 470 px sidebar
+    for field in (panel._start, panel._end):
+        row = field.__panel__()
+        assert row.sizing_mode == "stretch_width"
+        assert field._text.sizing_mode == "stretch_width" and field._text.min_width <= 200
+        assert field._pick.width + field._text.min_width <= 440  # a 470 px sidebar
     assert NEW  # fixture scenes exist

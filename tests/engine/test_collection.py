@@ -94,7 +94,7 @@ def test_repr_reads_like_the_chain(cat):
     )
     assert repr(coll) == (
         "Collection('sentinel-2-l2a').filter_point(11.57, 48.14)"
-        ".filter_date('2018-04-01T00:00:00Z', '2018-10-31T23:59:59.999999Z')"
+        ".filter_date('2018-04-01', '2018-10-31')"
         ".filter('eo:cloud_cover', '<=', 20).filter('platform', 'in', ['sentinel-2a'])"
         ".sort('datetime', ascending=False).limit(50)"
     )

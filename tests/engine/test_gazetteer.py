@@ -158,3 +158,23 @@ def test_fast_after_first_load() -> None:
         place("München, DE")
     search_places("Ber")
     assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize("text", ["Ge", "Ber", "Georgia", "Springf", "Eur", "muen"])
+def test_every_suggestion_label_is_a_valid_place(text: str) -> None:
+    """The autocomplete shows labels; accepting one must name exactly that place."""
+    found = search_places(text, limit=10)
+    assert found
+    for p in found:
+        assert place(p.label).label == p.label
+    assert place("Georgia (country)").country == "GE"
+    assert place("Georgia (state)").country == "US"
+
+
+def test_a_city_search_area_covers_its_surroundings() -> None:
+    berlin = place("Berlin")
+    w, s, e, n = berlin.search_bbox
+    bw, bs, be, bn = berlin.bbox
+    assert w < bw and s < bs and e > be and n > bn
+    assert w < 12.72 < e  # the demo scene west of Berlin (45 km from the centre)
+    assert place("Germany").search_bbox == place("Germany").bbox

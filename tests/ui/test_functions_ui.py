@@ -30,7 +30,7 @@ def test_stubble_example_test_then_apply(server, browser, artifacts):
         page.wait_for_timeout(1000)
         assert "tabulator-selected" in (row.get_attribute("class") or "")
         before = set(watch.chains())
-        click_tab(page, "Display")
+        click_tab(page, "Functions")
         examples = page.locator("select", has=page.locator("option", has_text="stubble"))
         examples.first.select_option("stubble")
         page.wait_for_timeout(500)
