@@ -93,7 +93,8 @@ def ingest_search(catalog: Catalog, url: str, *, collection: str, data_dir: str 
                 report.skipped.extend(i.id for i in items if i not in new)
                 if new:
                     check_one_sensor(catalog, collection, new)
-                    commit_items(catalog, collection, None, new)
+                    commit_items(catalog, collection, None, new,
+                                 preview_dir=Path(data_dir).expanduser() / "previews")
                     report.added.extend(i.id for i in new)
                 pages += 1
                 bar.update(len(items))

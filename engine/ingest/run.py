@@ -182,7 +182,7 @@ def _ingest(
         items = _build_all(todo, ctx, report, progress=progress)
         check_one_sensor(catalog, name, items)
         if items:
-            commit_items(catalog, name, template, items)
+            commit_items(catalog, name, template, items, preview_dir=data_dir / "previews")
             committed = True
             report.added.extend(item.id for item in items)
     except BaseException:
@@ -278,9 +278,16 @@ def _build_all(
 
 
 def commit_items(
-    catalog: Catalog, name: str, template: pystac.Collection | None, items: list[pystac.Item]
+    catalog: Catalog, name: str, template: pystac.Collection | None, items: list[pystac.Item],
+    *, preview_dir: Path | None = None,
 ) -> None:
-    """Write the collection (extent/summaries grown) and the items; undo on failure."""
+    """Write the collection (extent/summaries grown) and the items; undo on failure.
+    With ``preview_dir``, remote band files first get local low-resolution previews
+    (:mod:`engine.render.previews`), so low zooms never read remote storage."""
+    if preview_dir is not None:
+        from engine.render.previews import add_previews
+
+        add_previews(items, preview_dir)
     try:
         existing: pystac.Collection | None = catalog.collection(name)
     except UnknownCollection:
