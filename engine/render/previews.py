@@ -24,8 +24,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 
 from engine.chain.bands import raster_band
-from engine.errors import InvalidInput
-from engine.storage import gdal_path, is_remote, read_error
+from engine.errors import DataUnavailable, InvalidInput
+from engine.storage import gdal_path, host_of, is_remote, read_error
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,15 @@ def write_preview(href: str, dest: Path, *, size: int = PREVIEW_SIZE, nodata: fl
 
 
 def add_previews(items: Iterable[pystac.Item], preview_dir: str | Path, *,
-                 size: int = PREVIEW_SIZE, threads: int = 8, remote_only: bool = True) -> int:
+                 size: int = PREVIEW_SIZE, threads: int = 8, remote_only: bool = True,
+                 failed_hosts: set[str] | None = None) -> tuple[int, list[tuple[str, str]]]:
     """Build the previews of the items' raster assets (remote ones only by default: local
     COGs have overviews next to the data) and record them as ``eox:preview``.
 
-    Returns how many previews were written. Storage errors propagate (StorageTimeout,
-    StorageUnavailable), so an ingest fails instead of serving slow low zooms silently.
+    Returns how many previews were written and warnings ``(href, reason)``: a file whose
+    storage fails gets no preview (its scenes are then read from storage at every zoom),
+    and after a failure the other files of the same host are not tried (``failed_hosts``,
+    shared over the pages of one ingest run).
     """
     if size < 16:
         raise InvalidInput(f"preview size must be at least 16 px, got {size}")
@@ -94,16 +97,31 @@ def add_previews(items: Iterable[pystac.Item], preview_dir: str | Path, *,
             jobs.append((asset, href, key.lower() in CLASS_KEYS,
                          raster_band(asset).get("nodata")))
 
+    failed = failed_hosts if failed_hosts is not None else set()
+    warnings: list[tuple[str, str]] = []
+
     def build(job) -> bool:
         asset, href, categorical, nodata = job
         dest = preview_path(root, href)
-        if not dest.exists() and not write_preview(href, dest, size=size, nodata=nodata,
-                                                   categorical=categorical):
-            return False
+        if not dest.exists():
+            if host_of(href) in failed:
+                return False
+            try:
+                if not write_preview(href, dest, size=size, nodata=nodata,
+                                     categorical=categorical):
+                    return False
+            except DataUnavailable as exc:
+                failed.add(host_of(href))
+                warnings.append((href, f"no low-zoom preview: {exc}"))
+                return False
         asset.extra_fields[PREVIEW_FIELD] = str(dest)
         return True
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         written = sum(pool.map(build, jobs))
+    skipped = sum(1 for _, href, _, _ in jobs if host_of(href) in failed)
+    if skipped:
+        warnings.append((", ".join(sorted(failed)), f"{skipped} band file(s) have no "
+                         "low-zoom preview: their storage failed"))
     log.info("previews: %d of %d band files under %s", written, len(jobs), root)
-    return written
+    return written, warnings
