@@ -166,7 +166,7 @@ def _timed(fn, jobs, workers: int) -> tuple[float, int]:
     return time.perf_counter() - t0, sum(1 for s in sizes if s)
 
 
-def run_ours(plan: dict, workers: int) -> dict:
+def run_ours(plan: dict, workers: int, part: str) -> dict:
     from engine.catalog import SQLiteCatalog
     from engine.collection import Collection
     from engine.render import TileRenderer
@@ -185,9 +185,11 @@ def run_ours(plan: dict, workers: int) -> dict:
             notices.append(img.metadata["scenes"])
         return len(renderer.encode(img, "png")) if img is not None else 0
 
-    out = _viewports(lambda xyz: tile(chain, xyz), plan, workers)
-    out["notices"] = len(notices)
-    out.update(_single(lambda xyz: tile(one, xyz), plan, workers))
+    if part != "rest":
+        out = _viewport(lambda xyz: tile(chain, xyz), plan, workers, int(part))
+        out[f"z{part}_notices"] = len(notices)
+        return out
+    out = _single(lambda xyz: tile(one, xyz), plan, workers)
     x, y = plan["point"]
     t0 = time.perf_counter()
     df = profile(Collection("stack", catalog=cat), x, y, "(B04-B03)/(B04+B03)",
@@ -197,7 +199,7 @@ def run_ours(plan: dict, workers: int) -> dict:
     return out
 
 
-def run_titiler(plan: dict, workers: int) -> dict:
+def run_titiler(plan: dict, workers: int, part: str) -> dict:
     from cogeo_mosaic.backends import MosaicBackend
     from rio_tiler.errors import EmptyMosaicError, TileOutsideBounds
     from rio_tiler.io import Reader
@@ -222,8 +224,9 @@ def run_titiler(plan: dict, workers: int) -> dict:
         with Reader(plan["single"]["url"]) as src:
             return render(src.tile(*xyz))
 
-    out = _viewports(mosaic_tile, plan, workers)
-    out.update(_single(cog_tile, plan, workers))
+    if part != "rest":
+        return _viewport(mosaic_tile, plan, workers, int(part))
+    out = _single(cog_tile, plan, workers)
     x, y = plan["point"]
     t0 = time.perf_counter()
     with MosaicBackend(plan["mosaics"]["stack"]) as src:
@@ -233,13 +236,14 @@ def run_titiler(plan: dict, workers: int) -> dict:
     return out
 
 
-def _viewports(fn, plan: dict, workers: int) -> dict:
+def _viewport(fn, plan: dict, workers: int, z: int) -> dict:
+    """The 63 tiles of the zoom's viewport, cold (a fresh process) then warm."""
     out: dict = {}
-    for z, tiles in plan["viewports"].items():
-        for phase in ("cold", "warm"):
-            secs, full = _timed(fn, [tuple(t) for t in tiles], workers)
-            out[f"z{z}_{phase}_s"] = round(secs, 2)
-        out[f"z{z}_tiles_with_data"] = full
+    tiles = [tuple(t) for t in plan["viewports"][z]]
+    for phase in ("cold", "warm"):
+        secs, full = _timed(fn, tiles, workers)
+        out[f"z{z}_{phase}_s"] = round(secs, 2)
+    out[f"z{z}_tiles_with_data"] = full
     return out
 
 
@@ -250,12 +254,26 @@ def _single(fn, plan: dict, workers: int) -> dict:
             "single_tiles_per_s": round(len(tiles) / secs, 1)}
 
 
+def _child(engine: str, part: str, work: Path, args) -> dict:
+    cmd = [sys.executable, "-m", "bench.remote", "--engine", engine, "--part", part,
+           "--plan", str(work / "plan.json"), "--workers", str(args.workers)]
+    try:
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                              timeout=args.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {f"z{part}_cold_s": f"> {args.timeout_s:.0f} (stopped)"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="scenes in the mosaic")
     ap.add_argument("--workers", type=int, default=4, help="threads per engine")
     ap.add_argument("--delay-ms", type=float, default=20.0)
+    ap.add_argument("--timeout-s", type=float, default=300.0,
+                    help="longest one engine may take for one zoom (then recorded as '>')")
     ap.add_argument("--engine", choices=("ours", "titiler"), help=argparse.SUPPRESS)
+    ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.engine:  # a child: one engine, GDAL configured like the app does
@@ -265,7 +283,7 @@ def main() -> None:
         plan = json.loads(Path(args.plan).read_text())
         plan["viewports"] = {int(z): v for z, v in plan["viewports"].items()}
         run = run_ours if args.engine == "ours" else run_titiler
-        print(json.dumps(run(plan, args.workers)), flush=True)
+        print(json.dumps(run(plan, args.workers, args.part)), flush=True)
         return
     from tests.http_storage import DelayProxy, StaticServer
 
@@ -283,13 +301,11 @@ def main() -> None:
             result.update(workers=args.workers, delay_ms=args.delay_ms,
                           load_before=os.getloadavg()[0])
             for engine in ("ours", "titiler"):
-                before = len(server.requests())
-                proc = subprocess.run(
-                    [sys.executable, "-m", "bench.remote", "--engine", engine, "--plan",
-                     str(work / "plan.json"), "--workers", str(args.workers)],
-                    check=True, capture_output=True, text=True, timeout=3600)
-                result[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
-                result[engine]["requests"] = len(server.requests()) - before
+                result[engine] = {"requests": 0}
+                for part in (*map(str, ZOOMS), "rest"):  # each in a fresh process: cold
+                    before = len(server.requests())
+                    result[engine].update(_child(engine, part, work, args))
+                    result[engine]["requests"] += len(server.requests()) - before
             result["load_after"] = os.getloadavg()[0]
             result["date"] = datetime.now(UTC).isoformat(timespec="minutes")
         finally:
