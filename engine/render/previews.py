@@ -25,7 +25,7 @@ from rasterio.errors import RasterioError
 
 from engine.chain.bands import raster_band
 from engine.errors import DataUnavailable, InvalidInput
-from engine.storage import gdal_path, host_of, is_remote, read_error
+from engine.storage import configure_gdal, gdal_path, host_of, is_remote, read_error
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ def add_previews(items: Iterable[pystac.Item], preview_dir: str | Path, *,
             jobs.append((asset, href, key.lower() in CLASS_KEYS,
                          raster_band(asset).get("nodata")))
 
+    # GDAL's options must be set from this thread: set from a pool thread (the first
+    # gdal_path of the run) rasterio applies them to that thread only
+    configure_gdal()
     failed = failed_hosts if failed_hosts is not None else set()
     warnings: list[tuple[str, str]] = []
 
