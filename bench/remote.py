@@ -214,7 +214,7 @@ def run_titiler(plan: dict, workers: int, part: str) -> dict:
                 img, _ = src.tile(*xyz)
             except (EmptyMosaicError, TileOutsideBounds):
                 return 0
-            except Exception as exc:  # noqa: BLE001 (cogeo-mosaic: no assets found)
+            except Exception as exc:
                 if "No assets found" in str(exc):
                     return 0
                 raise

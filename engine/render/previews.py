@@ -124,7 +124,7 @@ def add_previews(items: Iterable[pystac.Item], preview_dir: str | Path, *,
         written = sum(pool.map(build, jobs))
     skipped = sum(1 for _, href, _, _ in jobs if host_of(href) in failed)
     if skipped:
-        warnings.append((", ".join(sorted(failed)), f"{skipped} band file(s) have no "
-                         "low-zoom preview: their storage failed"))
+        reason = f"{skipped} band file(s) have no low-zoom preview: their storage failed"
+        warnings.append((", ".join(sorted(failed)), reason))
     log.info("previews: %d of %d band files under %s", written, len(jobs), root)
     return written, warnings

@@ -17,21 +17,20 @@ import pyproj
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from render_fixtures import make_item, pattern
+from stacapi_server import serve_stac_api
 from starlette.testclient import TestClient
 
 from engine.catalog import SQLiteCatalog
 from engine.chain.store import ChainStore
 from engine.collection import Collection
+from engine.errors import InvalidInput
 from engine.ingest import ingest_search
 from engine.ingest.items import build_collection
 from engine.render import TileRenderer
 from engine.render.previews import PREVIEW_FIELD, add_previews
-from engine.errors import InvalidInput
 from service import create_service
 from tests.http_storage import StaticServer, rehost
-
-from render_fixtures import make_item, pattern  # noqa: I001
-from stacapi_server import serve_stac_api
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None,
@@ -112,7 +111,7 @@ def _expected(remote, tile, tilesize=256):
     into the scenes' grid at the preview resolution (the files' own overviews: nearest,
     every 2nd pixel), latest scene first. Also where a centre falls within 0.15 preview
     px of a pixel edge (nearest-neighbour picks there depend on rounding)."""
-    left, bottom, right, top = TMS.xy_bounds(tile)
+    left, _, right, top = TMS.xy_bounds(tile)
     res = (right - left) / tilesize
     xs = left + (np.arange(tilesize) + 0.5) * res
     ys = top - (np.arange(tilesize) + 0.5) * res
@@ -129,7 +128,7 @@ def _expected(remote, tile, tilesize=256):
         c, r = col[inside].astype(int), row[inside].astype(int)
         for i, b in enumerate(BANDS):
             out[i][inside] = bands[b][::2, ::2][r, c]
-        near = lambda v: np.abs(v - np.round(v)) < 0.15  # noqa: E731
+        near = lambda v: np.abs(v - np.round(v)) < 0.15
         edge |= (near(col) | near(row)) & (inside | (
             (col > -1) & (col < SIZE // 2 + 1) & (row > -1) & (row < SIZE // 2 + 1)))
         filled |= inside
