@@ -104,7 +104,7 @@ def build(root: Path, n: int, seed: int = 0) -> dict:
     return {"mosaic": mosaic, "stack": stack, "build_s": time.perf_counter() - t0}
 
 
-def _viewport(bbox, z: int) -> list[tuple[int, int, int]]:
+def _viewport_tiles(bbox, z: int) -> list[tuple[int, int, int]]:
     import morecantile
 
     tms = morecantile.tms.get("WebMercatorQuad")
@@ -150,7 +150,7 @@ def prepare(workdir: Path, n: int, proxy_url: str, root: Path) -> dict:
         single += [(t.x, t.y, t.z) for t in inner[:: max(1, len(inner) // 16)][:16]]
     sb = scenes["stack"][0].bbox
     return {"catalog": str(workdir / "catalog.sqlite"), "mosaics": mosaics,
-            "viewports": {z: _viewport(region, z) for z in ZOOMS},
+            "viewports": {z: _viewport_tiles(region, z) for z in ZOOMS},
             "single": {"id": one.id, "url": f"{proxy_url}/mosaic/{one.id}/rgb.tif",
                        "tiles": single},
             "point": [(sb[0] + sb[2]) / 2, (sb[1] + sb[3]) / 2],
