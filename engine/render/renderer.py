@@ -156,7 +156,7 @@ class TileRenderer:
     """
 
     def __init__(self, catalog: Catalog, *, max_items: int = 50, max_preview_items: int = 500,
-                 handle_cache: int = 1024,
+                 handle_cache: int = 256,
                  scene_cache: int = 256, scene_ttl: float = 300.0,
                  resampling: str = "nearest", reproject: str = "nearest",
                  png_level: int = 1, max_stat_size: int = 1024) -> None:
