@@ -139,7 +139,7 @@ def create_service(
         allow_origins=list(cors_origins),
         allow_methods=["GET", "HEAD"],
         allow_headers=["*"],
-        expose_headers=["ETag"],
+        expose_headers=["ETag", "X-EOX-Notice"],
         max_age=3600,
     )
     app.add_middleware(SecurityHeadersMiddleware, frame_ancestors=frame_ancestors)

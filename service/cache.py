@@ -21,6 +21,8 @@ class CachedTile:
 
     content: bytes
     etag: str
+    #: what the tile leaves out (too many scenes), sent as the ``X-EOX-Notice`` header
+    notice: str = ""
 
     @property
     def nbytes(self) -> int:

@@ -80,6 +80,7 @@ def ingest_search(catalog: Catalog, url: str, *, collection: str, data_dir: str 
     request = PageRequest(**state["next"]) if state else PageRequest(url)
     pages = state["pages"] if state else 0
     report = IngestReport()
+    failed_hosts: set[str] = set()  # storage hosts that failed a preview: not tried again
     own = client is None
     http = client or httpx.Client(timeout=timeout_s, follow_redirects=True)
     try:
@@ -93,7 +94,9 @@ def ingest_search(catalog: Catalog, url: str, *, collection: str, data_dir: str 
                 report.skipped.extend(i.id for i in items if i not in new)
                 if new:
                     check_one_sensor(catalog, collection, new)
-                    commit_items(catalog, collection, None, new)
+                    report.warnings.extend(commit_items(
+                        catalog, collection, None, new, failed_hosts=failed_hosts,
+                        preview_dir=Path(data_dir).expanduser() / "previews"))
                     report.added.extend(i.id for i in new)
                 pages += 1
                 bar.update(len(items))

@@ -182,7 +182,8 @@ def _ingest(
         items = _build_all(todo, ctx, report, progress=progress)
         check_one_sensor(catalog, name, items)
         if items:
-            commit_items(catalog, name, template, items)
+            report.warnings.extend(commit_items(catalog, name, template, items,
+                                                preview_dir=data_dir / "previews"))
             committed = True
             report.added.extend(item.id for item in items)
     except BaseException:
@@ -278,9 +279,18 @@ def _build_all(
 
 
 def commit_items(
-    catalog: Catalog, name: str, template: pystac.Collection | None, items: list[pystac.Item]
-) -> None:
-    """Write the collection (extent/summaries grown) and the items; undo on failure."""
+    catalog: Catalog, name: str, template: pystac.Collection | None, items: list[pystac.Item],
+    *, preview_dir: Path | None = None, failed_hosts: set[str] | None = None,
+) -> list[tuple[str, str]]:
+    """Write the collection (extent/summaries grown) and the items; undo on failure.
+    With ``preview_dir``, remote band files first get local low-resolution previews
+    (:mod:`engine.render.previews`), so low zooms never read remote storage; returns
+    the warnings of files that got none."""
+    warnings: list[tuple[str, str]] = []
+    if preview_dir is not None:
+        from engine.render.previews import add_previews
+
+        warnings = add_previews(items, preview_dir, failed_hosts=failed_hosts)[1]
     try:
         existing: pystac.Collection | None = catalog.collection(name)
     except UnknownCollection:
@@ -294,3 +304,4 @@ def commit_items(
         else:
             catalog.remove_collection(name)
         raise
+    return warnings

@@ -47,6 +47,7 @@ from engine.errors import ChainError, DataUnavailable, InvalidInput
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
+from engine.render.previews import PREVIEW_FIELD
 from engine.storage import configure_gdal, read_error
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,14 @@ class Scene:
     cloud_name: str | None = None
     #: per band, ``(mul, add)`` from ``raster:bands`` scale/offset, or None (as stored)
     transforms: tuple[tuple[float, float] | None, ...] = ()
+    #: per band, the local low-resolution preview (``eox:preview``), or None
+    previews: tuple[str | None, ...] = ()
+    cloud_preview: str | None = None
+
+    @property
+    def has_previews(self) -> bool:
+        return bool(self.previews) and all(self.previews) and (
+            self.cloud_href is None or self.cloud_preview is not None)
 
 
 @dataclass
@@ -93,8 +102,8 @@ class SceneSet:
                        if self.scenes else np.zeros((0, 4)))
         h = hashlib.sha256(repr(self.band_names).encode())
         for s in self.scenes:  # what an ingest changes: ids, dates, files, in mosaic order
-            h.update(repr((s.id, s.datetime, s.hrefs, s.nodata, s.cloud_href, s.transforms)
-                          ).encode())
+            h.update(repr((s.id, s.datetime, s.hrefs, s.nodata, s.cloud_href, s.transforms,
+                           s.previews)).encode())
         self.fingerprint = h.hexdigest()[:16]
 
     def intersecting(self, bbox: Sequence[float]) -> list[Scene]:
@@ -143,18 +152,23 @@ class TileRenderer:
     Args:
         catalog: the catalog the chains' sources query.
         max_items: most scenes read for one tile / point / statistics request.
+        max_preview_items: most scenes mosaicked in one tile when every scene there has
+                a local preview (zoomed out: cheap local reads); the tile's metadata says
+                how many scenes were left out (``scenes``).
         handle_cache: idle open datasets kept for reuse, shared by the threads (a dataset is
                 lent to one thread at a time; 0 reopens files every time).
         scene_cache: source query results kept (LRU), each for ``scene_ttl`` seconds.
         resampling: resampling within a CRS (overviews); reproject: across CRSs.
     """
 
-    def __init__(self, catalog: Catalog, *, max_items: int = 50, handle_cache: int = 256,
+    def __init__(self, catalog: Catalog, *, max_items: int = 50, max_preview_items: int = 500,
+                 handle_cache: int = 256,
                  scene_cache: int = 256, scene_ttl: float = 300.0,
                  resampling: str = "nearest", reproject: str = "nearest",
                  png_level: int = 1, max_stat_size: int = 1024) -> None:
         self.catalog = catalog
         self.max_items = max_items
+        self.max_preview_items = max_preview_items
         self.handles = HandleCache(size=handle_cache)
         self.scene_cache_size = scene_cache
         self.scene_ttl = scene_ttl
@@ -197,7 +211,7 @@ class TileRenderer:
         """A short hash of the scenes the chain reads (ids, dates, files) and of the read
         options: it changes when an ingest changes what a tile shows, so caches of
         rendered tiles key on it (valid as long as the scene cache: ``scene_ttl``)."""
-        options = f"{self.max_items}|{self.resampling}|{self.reproject}|{self.png_level}"
+        options = f"{self.max_items}|{self.max_preview_items}|{self.resampling}|{self.reproject}|{self.png_level}"
         return hashlib.sha256(f"{self.scenes(chain).fingerprint}|{options}".encode()
                               ).hexdigest()[:16]
 
@@ -217,20 +231,22 @@ class TileRenderer:
                             .get("constellation", ""))
         scenes = []
         for item in items:
-            hrefs, nodata, transforms = [], [], []
+            hrefs, nodata, transforms, previews = [], [], [], []
             for name in read:
                 key = resolve_asset(item, name)
                 asset = item.assets[key]
                 hrefs.append(asset.get_absolute_href() or asset.href)
+                previews.append(asset.extra_fields.get(PREVIEW_FIELD))
                 transforms.append(band_transform(item, key))
                 nodata.append(raster_band(asset).get("nodata"))
-            cloud_href = cloud_name = None
+            cloud_href = cloud_name = cloud_preview = None
             if cloud:
                 ckey = cloud_asset(item)
                 if ckey is None:
                     raise ChainError(f"mask(cloud=True): item {item.id!r} has no cloud-mask "
                                      "band (SCL or fmask)", choices=list(item.assets))
                 cloud_href = item.assets[ckey].get_absolute_href() or item.assets[ckey].href
+                cloud_preview = item.assets[ckey].extra_fields.get(PREVIEW_FIELD)
                 is_landsat = ckey.lower() == "fmask" or "landsat" in (
                     str(item.properties.get("constellation", "")) + constellation).lower()
                 cloud_name = "fmask" if is_landsat else "SCL"
@@ -238,7 +254,8 @@ class TileRenderer:
             scenes.append(Scene(
                 id=item.id, datetime=item.datetime, cloud_cover=item.properties.get(
                     "eo:cloud_cover"), bbox=tuple(bbox), hrefs=tuple(hrefs), nodata=tuple(nodata),
-                cloud_href=cloud_href, cloud_name=cloud_name, transforms=tuple(transforms)))
+                cloud_href=cloud_href, cloud_name=cloud_name, transforms=tuple(transforms),
+                previews=tuple(previews), cloud_preview=cloud_preview))
         if src.times:
             scenes.sort(key=lambda s: (s.datetime is None, s.datetime or datetime.min))
         elif src.mosaic == "latest":
@@ -254,8 +271,12 @@ class TileRenderer:
         """All bands of one scene for one window (``read(dataset, nodata, categorical)``)."""
         arrays = []
         href = ""
+        choose = getattr(read, "choose", None)
+        previews = scene.previews or (None,) * len(scene.hrefs)
         try:
-            for href, nodata in zip(scene.hrefs, scene.nodata, strict=True):
+            for href, nodata, preview in zip(scene.hrefs, scene.nodata, previews, strict=True):
+                if choose is not None:
+                    href = choose(href, preview)
                 ds = self.handles.get(href)
                 try:
                     nd = nodata if ds.nodata is None and nodata is not None else None
@@ -265,6 +286,8 @@ class TileRenderer:
             bands = list(names)
             if cloud and scene.cloud_href:
                 href = scene.cloud_href
+                if choose is not None:
+                    href = choose(href, scene.cloud_preview)
                 ds = self.handles.get(href)
                 try:
                     arrays.append(read(ds, None, True).astype(arrays[0].dtype))
@@ -312,6 +335,23 @@ class TileRenderer:
                     self.handles.release(ods)
             return read_nearest(ds, coords.plan(ds), nodata=nodata)
 
+        def choose(href: str, preview: str | None) -> str:
+            """The scene's local preview when a grid pixel covers at least one preview
+            pixel (zoomed out), else the band file itself."""
+            if preview is None:
+                return href
+            try:
+                pds = self.handles.get(preview)
+            except DataUnavailable as exc:  # previews are a cache: the band file is truth
+                log.warning("preview of %s unusable (%s): reading the band file", href, exc)
+                return href
+            try:
+                coarse = coords.ratio(pds) >= 1.0 - 1e-6
+            finally:
+                self.handles.release(pds)
+            return preview if coarse else href
+
+        read.choose = choose  # type: ignore[attr-defined]
         return read
 
     def _resampling(self, categorical: bool) -> dict[str, str]:
@@ -397,7 +437,9 @@ class TileRenderer:
         bounds = self.tms.xy_bounds(t)
         wgs = self.tms.bounds(t)
         sset = self.scenes(chain)
-        scenes = self._limit(chain, sset.intersecting(wgs))
+        found = sset.intersecting(wgs)
+        cheap = bool(found) and all(s.has_previews for s in found)
+        scenes = self._limit(chain, found, limit=self.max_preview_items if cheap else None)
         if not scenes:
             return None
         check_read_cost(chain, dates=_dates(chain, scenes), pixels=tilesize * tilesize)
@@ -405,7 +447,11 @@ class TileRenderer:
         read = self._window_reader(Grid(crs, tuple(bounds), tilesize, tilesize))
 
         raster = self._assemble(chain, scenes, read, names=sset.band_names)
-        return self._image(chain, raster, bounds, crs)
+        img = self._image(chain, raster, bounds, crs)
+        if img is not None and len(scenes) < len(found):
+            img.metadata = {**(img.metadata or {}),
+                            "scenes": {"total": len(found), "shown": len(scenes)}}
+        return img
 
     def render_bbox(self, chain: Chain, bbox: Sequence[float], width: int, height: int, *,
                     crs: Any = "EPSG:3857", bbox_crs: Any = WGS84,
@@ -463,13 +509,17 @@ class TileRenderer:
                          band_names=list(out.band_names), assets=raster_assets(raster),
                          metadata=out.metadata)
 
-    def _limit(self, chain: Chain, scenes: list[Scene]) -> list[Scene]:
-        if len(scenes) <= self.max_items:
+    def _limit(self, chain: Chain, scenes: list[Scene], *,
+               limit: int | None = None) -> list[Scene]:
+        """The first ``limit`` (default ``max_items``) scenes in mosaic order; a time
+        stack with more scenes is refused (its dates cannot be silently dropped)."""
+        limit = self.max_items if limit is None else limit
+        if len(scenes) <= limit:
             return scenes
         if chain.source.times:
             raise ChainError(f"the time stack has {len(scenes)} scenes here, more than the "
-                             f"limit of {self.max_items}: narrow the dates or add filters")
-        return scenes[: self.max_items]
+                             f"limit of {limit}: narrow the dates or add filters")
+        return scenes[:limit]
 
     def encode(self, img: ImageData, fmt: str) -> bytes:
         """Encode a tile to "png", "webp" or "jpg" (transparent where masked for png/webp)."""

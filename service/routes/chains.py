@@ -51,6 +51,8 @@ from service.models import (
 
 #: Tiles of a chain never change: browsers and proxies may keep them for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
+#: Response header saying what a tile leaves out (scenes beyond the per-tile cap).
+NOTICE_HEADER = "X-EOX-Notice"
 
 #: (chain id, scenes fingerprint, z, x, y, tilesize, format): a tile in both caches.
 TileKey = tuple[str, str, int, int, int, int, str]
@@ -225,7 +227,7 @@ class ChainRoutes:
                 with self._lock:
                     self.rendering -= 1
                     self.renders += 1
-        entry = CachedTile(content=content, etag=etag_of(content))
+        entry = CachedTile(content=content, etag=etag_of(content), notice=tile_notice(img))
         self.cache.put(key, entry)
         if self.disk is not None:
             self.disk.put(DiskKey(*key), entry)
@@ -329,6 +331,8 @@ class ChainRoutes:
         """200 with the image, 204 when the tile has no data (or, with ``transparent``, a
         1 px transparent PNG), 304 when the client has it."""
         headers = {"ETag": entry.etag, "Cache-Control": IMMUTABLE}
+        if entry.notice:
+            headers[NOTICE_HEADER] = entry.notice
         if _etag_matches(request.headers.get("if-none-match"), entry.etag):
             return Response(status_code=304, headers=headers)
         if not entry.content and transparent and fmt == ImageFormat.png:
@@ -462,6 +466,15 @@ class ChainRoutes:
             chain = self.chain_store.get(chain_id)
             return jsonable(self.renderer.statistics(chain, geometry_of(body), bins=bins,
                                                      percentiles=percentiles))
+
+
+def tile_notice(img: Any) -> str:
+    """The ``X-EOX-Notice`` text of a rendered tile: which scenes the cap left out."""
+    scenes = (getattr(img, "metadata", None) or {}).get("scenes")
+    if not scenes:
+        return ""
+    return (f"{scenes['total']} scenes overlap this tile; the first {scenes['shown']} in "
+            "mosaic order are shown: zoom in or narrow the search to see the others")
 
 
 def _percentiles(text: str | None) -> tuple[float, ...]:
