@@ -29,6 +29,7 @@ from app.settings import Settings
 from components.backend import Backend
 from components.notebook import Map as _Map
 from components.shell import Shell
+from engine.config import note_running_service
 from engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def background_backend(settings: Settings, *, service_url: str | None = None) ->
         if service_url is None:
             server = Server(service, sock=_bind("127.0.0.1", 0), name="eox-tiles").start()
             api = server.url.rstrip("/") + "/api"
+            note_running_service(server.url)  # chain.export_html(path) uses it
         else:
             api = service_url.rstrip("/").removesuffix("/api") + "/api"
         backend = Backend(catalog=service.state.catalog, chain_store=service.state.chain_store,
@@ -225,6 +227,7 @@ def stop_background() -> None:
             if server is not None:
                 server.stop()
         _services.clear()
+        note_running_service(None)
 
 
 class Map(_Map):

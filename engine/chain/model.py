@@ -391,9 +391,10 @@ class Chain(BaseModel):
 
         return to_zarr(self, path, **options)
 
-    def export_html(self, path: Any, *, service_url: str, **options: Any) -> Any:
+    def export_html(self, path: Any, *, service_url: str | None = None, **options: Any) -> Any:
         """One self-contained HTML page (map, legend, description) showing this chain's
-        tiles from the service at ``service_url`` (engine.export_html.export_html)."""
+        tiles from the service at ``service_url`` (default: the settings',
+        ``EOX_SERVICE_URL``; see engine.export_html.export_html)."""
         from engine.export_html import export_html
 
         return export_html(self, path, service_url=service_url, **options)
