@@ -165,7 +165,7 @@ def render_html(
     return page
 
 
-def _service_info(chain: Chain, base: str, *, register: bool, api_key: str | None,
+def register_with_service(chain: Chain, base: str, *, register: bool, api_key: str | None,
                   timeout: float) -> dict[str, Any]:
     """Register ``chain`` on the service (if asked) and read its TileJSON."""
     import httpx
@@ -234,7 +234,7 @@ def export_html(
     if not base.startswith(("http://", "https://")):
         raise InvalidInput(f"export_html: service_url must be an http(s) URL, got {service_url!r}")
     base = base.removesuffix("/api")
-    info = _service_info(chain, base, register=register, api_key=api_key, timeout=timeout)
+    info = register_with_service(chain, base, register=register, api_key=api_key, timeout=timeout)
     page = render_html(
         chain,
         tiles=f"{base}/api/chains/{chain.id}/tiles/{{z}}/{{x}}/{{y}}.png",

@@ -398,3 +398,18 @@ class Chain(BaseModel):
         from engine.export_html import export_html
 
         return export_html(self, path, service_url=service_url, **options)
+
+    # -- HoloViews/GeoViews (engine.hvelements) ---------------------------------------
+    def hv(self, *, name: str | None = None, service_url: str | None = None,
+           **options: Any) -> Any:
+        """A ``gv.WMTS`` element of this chain's tiles from the tile service (compose with
+        ``*``/``+``); ``hv_legend()`` is its legend (engine.hvelements.chain_tiles)."""
+        from engine.hvelements import chain_tiles
+
+        return chain_tiles(self, name=name, service_url=service_url, **options)
+
+    def hv_legend(self) -> Any:
+        """This chain's legend as a HoloViews element (engine.hvelements.chain_legend)."""
+        from engine.hvelements import chain_legend
+
+        return chain_legend(self)
