@@ -241,11 +241,11 @@ class Chain(BaseModel):
     # -- structure ----------------------------------------------------------------------
     def then(self, step: Step | dict) -> Chain:
         """A new chain with ``step`` appended (validated against known bands if any)."""
-        step = STEPS.parse(step)
-        new = self.model_copy(update={"steps": (*self.steps, step)})
+        parsed = _wrap(lambda: STEPS.parse(step))  # a bad parameter: ChainError naming it
+        new = self.model_copy(update={"steps": (*self.steps, parsed)})
         new._known_bands = self._known_bands
         if self._known_bands and self.source.bands is None and not self.steps:
-            names = step.source_bands()
+            names = parsed.source_bands()
             if names:
                 check_bands(names, self._known_bands, collection=self.source.collection)
         return new
