@@ -112,7 +112,7 @@ def test_each_module_imports_alone_without_upper_layers(package):
     jobs = [(m, FORBIDDEN[package]) for m in _modules(package)]
     assert not set(PRELOAD[package]) & set(FORBIDDEN[package])
     done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(PRELOAD[package]),
-                           json.dumps(jobs)], cwd=ROOT,
+                           json.dumps(jobs)], cwd=ROOT, check=False,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

@@ -73,8 +73,8 @@ def test_footprints_carry_scene_properties_as_hover_columns(scenes):
 
 
 def test_profiles_and_compute_plot_with_hvplot(scenes):
-    import hvplot.pandas  # noqa: F401
-    import hvplot.xarray  # noqa: F401
+    import hvplot.pandas  # registers DataFrame.hvplot
+    import hvplot.xarray  # noqa: F401  (registers DataArray.hvplot)
 
     df = scenes.limit(4).profile(1.229, 43.649, expression="(B08-B04)/(B08+B04)",
                                  mask_clouds=False)

@@ -15,13 +15,13 @@ from shapely.geometry import box, shape
 
 import engine
 from engine import Collection
-from engine.errors import UnknownCollection
 from engine.catalog import (
     SQLiteCatalog,
     get_default_catalog,
     open_catalog,
     set_default_catalog,
 )
+from engine.errors import UnknownCollection
 
 S2 = "sentinel-2-l2a"
 UTC = timezone.utc
