@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tiles import TileWatch, free_port
+from tiles import TileWatch, free_port, serve_app
 
 pytestmark = pytest.mark.ui
 
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def panel_serve(catalog: Path, folder: Path, *flags: str, prefix: str = ""):
+def panel_serve(catalog: Path, folder: Path, *flags: str, prefix: str = "",
+                env_extra: dict[str, str] | None = None):
     """Run `panel serve app/dashboard.py` over ``catalog``; yield the page's URL."""
     port = free_port()
     log = folder / "panel-serve.log"
@@ -32,7 +33,8 @@ def panel_serve(catalog: Path, folder: Path, *flags: str, prefix: str = ""):
     if prefix:
         cmd += ["--prefix", prefix]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
-    env.update(EOX_CATALOG=str(catalog), EOX_DATA_DIR=str(catalog.parent / "data"))
+    env.update(EOX_CATALOG=str(catalog), EOX_DATA_DIR=str(catalog.parent / "data"),
+               **(env_extra or {}))
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
     url = f"http://127.0.0.1:{port}{prefix}/dashboard"
@@ -86,3 +88,17 @@ def test_panel_serve_draws_tiles_and_tabs_work(demo_catalog, page, tmp_path, pre
         button.click()
         assert watch.wait(page, lambda: len(watch.tiles) > before, 30)
         assert not errors, errors
+
+
+def test_panel_serve_fetches_tiles_from_eox_service_url(demo_catalog, page, tmp_path):
+    """With EOX_SERVICE_URL (an `eoexplorer tiles` over the same catalog), every tile comes
+    from that service: the chains the page registers in-process are in its chain store."""
+    with serve_app(demo_catalog, demo_catalog.parent / "data", tmp_path,
+                   command="tiles") as tiles_url, \
+            panel_serve(demo_catalog, tmp_path, env_extra={"EOX_SERVICE_URL": tiles_url}) as url:
+        watch = TileWatch().attach(page)
+        urls: list[str] = []
+        page.on("response", lambda r: urls.append(r.url) if "/tiles/" in r.url else None)
+        page.goto(url)
+        assert watch.wait(page, lambda: len(watch.with_data()) >= 2, 60), watch.tiles[:5]
+        assert urls and all(u.startswith(tiles_url + "/api/chains/") for u in urls), urls[:3]
