@@ -12,6 +12,7 @@ from panel.io.resources import LOCAL_DIST
 from app.settings import Settings
 from app.state import resources
 from app.urlstate import KEYS, apply_query, bind_location
+from components.backend import Backend
 from components.shell import Shell
 from components.state import AppState
 
@@ -32,9 +33,11 @@ def load_extensions() -> None:
         _extension_loaded = True
 
 
-def create_state(settings: Settings, *, query: dict[str, Any] | None = None) -> AppState:
-    """A session state: restored from URL ``query`` if it names a view, else the newest scene."""
-    state = AppState(backend=resources(settings).backend)
+def create_state(settings: Settings, *, query: dict[str, Any] | None = None,
+                 backend: Backend | None = None) -> AppState:
+    """A session state: restored from URL ``query`` if it names a view, else the newest scene
+    (``backend``: the process's, ``resources(settings).backend``, unless given)."""
+    state = AppState(backend=backend or resources(settings).backend)
     if query and any(key in KEYS for key in query):
         apply_query(state, query)
     else:
@@ -47,12 +50,15 @@ def _flag(value: Any) -> bool:
         "true", "1", "yes")
 
 
-def create_app(settings: Settings, *, view: Any = None) -> pn.viewable.Viewable:
+def create_app(settings: Settings, *, view: Any = None,
+               backend: Backend | None = None) -> pn.viewable.Viewable:
     """One app per session: its own AppState, map and tabs over the process's shared backend.
 
     ``view`` (``app.config.View``, from ``launch()`` or a campaign file) adds its layers and,
     unless the URL names a view, its centre/zoom; ``?embed=true`` serves the map and legend
-    only (for an iframe), without touching the URL.
+    only (for an iframe), without touching the URL. ``backend``: where tiles come from
+    (``panel serve`` passes one with the tile service's absolute URL; default: this
+    process's service, relative URLs).
     """
     load_extensions()
     location = pn.state.location
@@ -60,9 +66,9 @@ def create_app(settings: Settings, *, view: Any = None) -> pn.viewable.Viewable:
     linked = any(key in KEYS for key in query)
     custom = view is not None and not view.is_empty
     if custom and not linked:
-        state = AppState(backend=resources(settings).backend)
+        state = AppState(backend=backend or resources(settings).backend)
     else:
-        state = create_state(settings, query=query)
+        state = create_state(settings, query=query, backend=backend)
     shell = Shell(state=state)
     page: Any = shell
     if custom:

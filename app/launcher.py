@@ -29,6 +29,7 @@ from app.settings import Settings
 from components.backend import Backend
 from components.notebook import Map as _Map
 from components.shell import Shell
+from engine.config import note_running_service
 from engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def background_backend(settings: Settings, *, service_url: str | None = None) ->
     """A Backend whose tile URLs are absolute: ``service_url`` if given (a service over the
     same catalog and data dir, so it reads the chains registered here), else a tile service
     started once per process on a free loopback port."""
+    from app.state import backend_over
     from app.wiring import build_service
 
     key = settings.model_dump_json() + "|" + (service_url or "")
@@ -208,12 +210,10 @@ def background_backend(settings: Settings, *, service_url: str | None = None) ->
         if service_url is None:
             server = Server(service, sock=_bind("127.0.0.1", 0), name="eox-tiles").start()
             api = server.url.rstrip("/") + "/api"
+            note_running_service(server.url)  # chain.export_html(path) uses it
         else:
             api = service_url.rstrip("/").removesuffix("/api") + "/api"
-        backend = Backend(catalog=service.state.catalog, chain_store=service.state.chain_store,
-                          renderer=service.state.renderer, api_base=api,
-                          basemap=settings.basemap,
-                          functions_enabled=settings.functions_enabled)
+        backend = backend_over(service, settings, api_base=api)
         _services[key] = (server, backend)  # type: ignore[assignment]
         return backend
 
@@ -225,6 +225,7 @@ def stop_background() -> None:
             if server is not None:
                 server.stop()
         _services.clear()
+        note_running_service(None)
 
 
 class Map(_Map):

@@ -8,24 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from engine.paths import default_catalog_path, default_data_dir
+from engine.config import EngineSettings
 
 
-class Settings(BaseSettings):
-    """Deployment settings. Every field can be set as ``EOX_<NAME>`` in the environment."""
+class Settings(EngineSettings):
+    """Deployment settings. Every field can be set as ``EOX_<NAME>`` in the environment.
+
+    ``catalog``, ``data_dir`` and ``service_url`` are declared in ``engine.config`` (the
+    Python API reads them without importing app)."""
 
     model_config = SettingsConfigDict(env_prefix="EOX_", extra="forbid")
 
-    catalog: str = Field(
-        default_factory=lambda: str(default_catalog_path()),
-        description="Embedded catalog file (SQLite) or the URL of a STAC API.",
-    )
-    data_dir: Path = Field(
-        default_factory=default_data_dir,
-        description="Where converted COGs, demo downloads and local state live.",
-    )
     address: str = Field("127.0.0.1", description="Interface the server binds to.")
     port: int = Field(5006, ge=1, le=65535, description="Port of `eoexplorer serve`.")
     tiles_port: int = Field(8000, ge=1, le=65535, description="Port of `eoexplorer tiles`.")

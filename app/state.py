@@ -40,22 +40,29 @@ def resources(settings: Settings) -> Resources:
 
             service = build_service(settings)
             warmer = TileWarmer(service.state.chain_routes.warm)
-            backend = Backend(
-                catalog=service.state.catalog,
-                chain_store=service.state.chain_store,
-                renderer=service.state.renderer,
-                api_base="api",
-                basemap=settings.basemap,
-                functions_enabled=settings.functions_enabled,
-                prefetch=warmer.submit,
-                raster_dirs=tuple(settings.raster_folders),
-                batch_dir=settings.data_dir / "batch",
-                dask_scheduler=settings.dask_scheduler,
-                batch_max_pixels=settings.batch_max_pixels,
-                extract_max_pixels=settings.extract_max_pixels,
-            )
+            backend = backend_over(service, settings, api_base="api", prefetch=warmer.submit)
             _cache[key] = Resources(service=service, backend=backend, warmer=warmer)
         return _cache[key]
+
+
+def backend_over(service: Any, settings: Settings, *, api_base: str,
+                 prefetch: Any = None) -> Backend:
+    """The UI's Backend over a tile service built in this process (``app.wiring``), with
+    the settings' limits; ``api_base``: the service's ``/api`` as the page reaches it."""
+    return Backend(
+        catalog=service.state.catalog,
+        chain_store=service.state.chain_store,
+        renderer=service.state.renderer,
+        api_base=api_base,
+        basemap=settings.basemap,
+        functions_enabled=settings.functions_enabled,
+        prefetch=prefetch,
+        raster_dirs=tuple(settings.raster_folders),
+        batch_dir=settings.data_dir / "batch",
+        dask_scheduler=settings.dask_scheduler,
+        batch_max_pixels=settings.batch_max_pixels,
+        extract_max_pixels=settings.extract_max_pixels,
+    )
 
 
 def warm_first_view(res: Resources) -> bool:

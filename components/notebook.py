@@ -194,6 +194,21 @@ class Map(pn.viewable.Viewer):
         if self.split_view is not None:
             self.split_view.show(box)
 
+    def hv(self) -> Any:
+        """The layers added with ``add_layer`` as a HoloViews overlay of ``gv.WMTS``
+        elements (first added at the bottom) from this map's tile service, to compose with
+        other HoloViews/GeoViews elements (``m.hv() * coll.footprints()``)."""
+        import holoviews as hv
+
+        from engine.hvelements import chain_tiles
+
+        base = self.backend.api_base
+        if not base.startswith(("http://", "https://")):
+            raise InvalidInput("Map.hv() needs the tile service's absolute URL (the backend's "
+                               f"api_base is {base!r}); use `from app import Map`")
+        return hv.Overlay([chain_tiles(chain, name=name, service_url=base)
+                           for name, chain in self.layers.items()])
+
     # -- display ----------------------------------------------------------------------
     def main(self) -> pn.Column:
         """The map area: split maps (if any), the map, layer list and legends."""

@@ -255,6 +255,13 @@ class Collection:
         return items_dataframe(self.items())
 
     # -- helpers ----------------------------------------------------------------------
+    def footprints(self) -> Any:
+        """The items' outlines as a ``gv.Polygons`` with scene properties as hover columns
+        (engine.hvelements.footprints)."""
+        from engine.hvelements import footprints
+
+        return footprints(self)
+
     def _check_property(self, prop: Any) -> None:
         if not isinstance(prop, str) or prop not in self.properties():
             raise UnknownProperty(

@@ -195,7 +195,7 @@ def script_json(value: Any) -> str:
     return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_UNSAFE[m.group(0)], text)
 
 
-def _service_info(chain: Chain, base: str, *, register: bool, api_key: str | None,
+def register_with_service(chain: Chain, base: str, *, register: bool, api_key: str | None,
                   timeout: float) -> dict[str, Any]:
     """Register ``chain`` on the service (if asked) and read its TileJSON."""
     import httpx
@@ -229,7 +229,7 @@ def export_html(
     chain: Chain,
     path: str | Path,
     *,
-    service_url: str,
+    service_url: str | None = None,
     register: bool = True,
     api_key: str | None = None,
     title: str | None = None,
@@ -243,7 +243,9 @@ def export_html(
         chain: the chain to show.
         path: the .html file written (atomically).
         service_url: base URL of a running tile service (``eoexplorer serve``/``tiles``),
-            e.g. ``http://127.0.0.1:5006``; the page fetches tiles from it.
+            e.g. ``http://127.0.0.1:5006``; the page fetches tiles from it. None: the
+            settings' ``EOX_SERVICE_URL``, else the service this process started (a
+            notebook ``Map``), else ``http://127.0.0.1:5006`` (``engine.config``).
         register: POST the chain to the service first (so it knows the chain id).
         api_key: the service's API key, when its writes need one.
         title: page title (default: the collection).
@@ -254,11 +256,15 @@ def export_html(
     Returns:
         The path written.
     """
+    if service_url is None:
+        from engine.config import default_service_url
+
+        service_url = default_service_url()
     base = service_url.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise InvalidInput(f"export_html: service_url must be an http(s) URL, got {service_url!r}")
     base = base.removesuffix("/api")
-    info = _service_info(chain, base, register=register, api_key=api_key, timeout=timeout)
+    info = register_with_service(chain, base, register=register, api_key=api_key, timeout=timeout)
     page = render_html(
         chain,
         tiles=f"{base}/api/chains/{chain.id}/tiles/{{z}}/{{x}}/{{y}}.png",

@@ -6,6 +6,7 @@ anything else an embedded SQLite file); a process default serves notebooks and s
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -61,14 +62,22 @@ def set_default_catalog(catalog: Catalog | None) -> None:
     global _default
     with _default_lock:
         _default = catalog
+        if catalog is None:
+            _catalog_at.cache_clear()
 
 
 def get_default_catalog() -> Catalog:
-    """The process default catalog; opens ``engine.paths.default_catalog_path()`` if unset."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            from engine.paths import default_catalog_path
+    """The process default catalog: the one set with :func:`set_default_catalog`, else the
+    settings' (``EOX_CATALOG``, as the CLI reads it; ``engine.config``), opened once per
+    location, so changing ``EOX_CATALOG`` in a running notebook takes effect."""
+    from engine.config import current
 
-            _default = open_catalog(default_catalog_path())
-        return _default
+    with _default_lock:
+        if _default is not None:
+            return _default
+        return _catalog_at(current().catalog)
+
+
+@functools.lru_cache(maxsize=8)
+def _catalog_at(location: str) -> Catalog:
+    return open_catalog(location)

@@ -26,6 +26,7 @@ from engine.chain.steps import (
     Step,
     StepRegistry,
 )
+from engine.chain.threshold import Threshold as Threshold  # registers the step (extending.md)
 
 __all__ = [
     "FMASK_CLOUD_CLASSES", "FUNCTIONS", "MOSAIC_METHODS", "SCL_CLOUD_CLASSES", "STEPS",

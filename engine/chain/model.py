@@ -250,12 +250,12 @@ class Chain(BaseModel):
     # -- structure ----------------------------------------------------------------------
     def then(self, step: Step | dict) -> Chain:
         """A new chain with ``step`` appended (validated against known bands if any)."""
-        step = STEPS.parse(step)
-        new = self.model_copy(update={"steps": (*self.steps, step)})
+        parsed = _wrap(lambda: STEPS.parse(step))  # a bad parameter: ChainError naming it
+        new = self.model_copy(update={"steps": (*self.steps, parsed)})
         check_chain_cost(new)
         new._known_bands = self._known_bands
         if self._known_bands and self.source.bands is None and not self.steps:
-            names = step.source_bands()
+            names = parsed.source_bands()
             if names:
                 check_bands(names, self._known_bands, collection=self.source.collection)
         return new
@@ -401,9 +401,25 @@ class Chain(BaseModel):
 
         return to_zarr(self, path, **options)
 
-    def export_html(self, path: Any, *, service_url: str, **options: Any) -> Any:
+    def export_html(self, path: Any, *, service_url: str | None = None, **options: Any) -> Any:
         """One self-contained HTML page (map, legend, description) showing this chain's
-        tiles from the service at ``service_url`` (engine.export_html.export_html)."""
+        tiles from the service at ``service_url`` (default: the settings',
+        ``EOX_SERVICE_URL``; see engine.export_html.export_html)."""
         from engine.export_html import export_html
 
         return export_html(self, path, service_url=service_url, **options)
+
+    # -- HoloViews/GeoViews (engine.hvelements) ---------------------------------------
+    def hv(self, *, name: str | None = None, service_url: str | None = None,
+           **options: Any) -> Any:
+        """A ``gv.WMTS`` element of this chain's tiles from the tile service (compose with
+        ``*``/``+``); ``hv_legend()`` is its legend (engine.hvelements.chain_tiles)."""
+        from engine.hvelements import chain_tiles
+
+        return chain_tiles(self, name=name, service_url=service_url, **options)
+
+    def hv_legend(self) -> Any:
+        """This chain's legend as a HoloViews element (engine.hvelements.chain_legend)."""
+        from engine.hvelements import chain_legend
+
+        return chain_legend(self)

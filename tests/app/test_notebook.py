@@ -116,3 +116,4 @@ def test_example_notebook_runs_top_to_bottom(env, tmp_path):
     assert len(rendered) >= 2  # the map cell and the split cell rendered Panel views
     text = "".join(o.get("text", "") for o in outputs)
     assert "ndvi.html" in text and ".expression('(B08 - B04) / (B08 + B04)')" in text
+    assert ":Polygons" in text and "('band', 'y', 'x')" in text  # footprints, compute()

@@ -6,6 +6,7 @@ import math
 import sys
 import types
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,6 +21,7 @@ from engine.catalog import (
     open_catalog,
     set_default_catalog,
 )
+from engine.errors import UnknownCollection
 
 S2 = "sentinel-2-l2a"
 UTC = timezone.utc
@@ -190,3 +192,24 @@ def test_open_catalog_url_goes_to_the_stac_api_backend(monkeypatch):
     assert open_catalog("https://earth-search.aws.element84.com/v1") == "api"
     assert open_catalog("HTTP://localhost:8081") == "api"
     assert opened == ["https://earth-search.aws.element84.com/v1", "HTTP://localhost:8081"]
+
+
+def test_collection_honours_eox_catalog_like_the_cli(cat, tmp_path, monkeypatch):
+    """Collection(name) opens the catalog the settings name (EOX_CATALOG), the same file the
+    CLI's Settings() reads, and follows a change of the variable."""
+    from engine.config import EngineSettings
+
+    set_default_catalog(None)
+    monkeypatch.setenv("EOX_CATALOG", str(cat.path))
+    try:
+        coll = Collection(S2)
+        assert coll.catalog.path == cat.path == Path(EngineSettings().catalog)
+        assert coll.count() == Collection(S2, catalog=cat).count() > 0
+        other = tmp_path / "other.sqlite"
+        monkeypatch.setenv("EOX_CATALOG", str(other))
+        with pytest.raises(UnknownCollection) as err:  # an empty catalog: S2 is not in it
+            Collection(S2)
+        assert S2 in str(err.value)
+        assert get_default_catalog().path == other
+    finally:
+        set_default_catalog(None)

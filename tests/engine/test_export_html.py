@@ -175,3 +175,24 @@ def test_chain_code_falls_back_to_json_when_the_api_cannot_say_it(catalog):
     namespace: dict = {}
     exec(code, namespace)  # noqa: S102
     assert namespace["chain"].id == chain.id
+
+
+def test_export_html_takes_only_a_path(catalog, service_url, tmp_path, monkeypatch):
+    """The service URL defaults to the settings' (EOX_SERVICE_URL), then to the service this
+    process started, then to `eoexplorer serve`'s default address; an explicit one wins."""
+    from engine.config import DEFAULT_SERVICE_URL, default_service_url, note_running_service
+
+    chain = ndvi(catalog)
+    monkeypatch.setenv("EOX_SERVICE_URL", service_url)
+    out = chain.export_html(tmp_path / "page.html")
+    cfg = _config(out.read_text())
+    assert cfg["tiles"] == f"{service_url}/api/chains/{chain.id}/tiles/{{z}}/{{x}}/{{y}}.png"
+    with pytest.raises(InvalidInput, match="cannot reach the tile service at http://127.0.0.1:9"):
+        chain.export_html(tmp_path / "x.html", service_url="http://127.0.0.1:9", timeout=2)
+    monkeypatch.delenv("EOX_SERVICE_URL")
+    note_running_service("http://127.0.0.1:1234")
+    try:
+        assert default_service_url() == "http://127.0.0.1:1234"
+    finally:
+        note_running_service(None)
+    assert default_service_url() == DEFAULT_SERVICE_URL == "http://127.0.0.1:5006"

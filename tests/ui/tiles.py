@@ -97,12 +97,13 @@ def free_port() -> int:
 
 @contextmanager
 def serve_app(catalog: Path, data_dir: Path, folder: Path, *extra: str,
-              cwd: Path | None = None):
-    """Run a real `eoexplorer serve` over ``catalog``; yield its base URL (no prefix)."""
+              cwd: Path | None = None, command: str = "serve"):
+    """Run a real `eoexplorer serve` (or ``command`` "tiles": the tile service alone) over
+    ``catalog``; yield its base URL (no prefix)."""
     port = free_port()
     log = folder / "serve.log"
     exe = Path(sys.executable).parent / "eoexplorer"
-    cmd = [str(exe), "serve", "--port", str(port), "--catalog", str(catalog),
+    cmd = [str(exe), command, "--port", str(port), "--catalog", str(catalog),
            "--data-dir", str(data_dir), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
     with open(log, "w") as out:
