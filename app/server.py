@@ -117,8 +117,10 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     """
     from panel.io.fastapi import add_applications
 
-    from app.create import create_app, load_extensions
+    from app.auth import protect_dashboard
+    from app.create import create_app, load_extensions, page_failed
     from app.origins import WebsocketOriginGuard
+    from app.pagesecurity import PageGuard, basemap_origin, session_secret
     from app.state import resources, warm_first_view
 
     load_extensions()
@@ -132,7 +134,11 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     origins += list(settings.allow_websocket_origin)
 
     def page() -> Any:
-        return create_app(settings, view=view)
+        try:
+            return create_app(settings, view=view)
+        except Exception:  # the page boundary: Panel would show the traceback, unescaped
+            log.exception("building a dashboard page failed")
+            return page_failed()
 
     # bokeh-fastapi takes websocket_origin but does not check it: this does
     service.add_middleware(WebsocketOriginGuard, allowed=sorted(set(origins)))
@@ -142,8 +148,13 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
         app=service,
         title="EO Explorer",
         websocket_origin=sorted(set(origins)),
+        secret_key=session_secret(settings.session_secret),
+        sign_sessions=True,
     )
-    return service
+    service.add_middleware(PageGuard, frame_ancestors=settings.frame_ancestors,
+                           embed_frame_ancestors=settings.embed_frame_ancestors,
+                           image_sources=basemap_origin(settings.basemap))
+    return protect_dashboard(service, settings)  # outermost: no page or socket before login
 
 
 def prepare_demo_data(settings: Settings) -> None:

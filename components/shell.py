@@ -7,6 +7,8 @@ Engine errors reach the user here: every ``state.notice`` becomes a notification
 
 from __future__ import annotations
 
+import html
+
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -107,7 +109,7 @@ class Shell(pn.viewable.Viewer):
         self._inline.visible = n.level in ("error", "warning")
         notifications = pn.state.notifications
         if notifications is not None:
-            notifications.send(n.text, duration=_DURATION.get(n.level, 4000),
+            notifications.send(html.escape(n.text), duration=_DURATION.get(n.level, 4000),
                                type=n.level if n.level in _DURATION else "info")
 
     def panel(self, title: str) -> pn.viewable.Viewer:
