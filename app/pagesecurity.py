@@ -93,12 +93,15 @@ class PageGuard:
         frame_ancestors: CSP ``frame-ancestors`` sources of the full dashboard.
         embed_frame_ancestors: the same for ``?embed=true`` pages.
         image_sources: extra image origins (the basemap's).
+        secret_key: the key session tokens are signed with: a websocket whose token it did
+            not sign is refused at the handshake (403), before bokeh-fastapi sees it.
     """
 
     def __init__(self, app: Any, *, frame_ancestors: Sequence[str],
                  embed_frame_ancestors: Sequence[str],
-                 image_sources: Sequence[str] = ()) -> None:
+                 image_sources: Sequence[str] = (), secret_key: bytes | None = None) -> None:
         self.app = app
+        self.secret_key = secret_key
         self.frame_ancestors = list(frame_ancestors)
         self.embed_frame_ancestors = list(embed_frame_ancestors)
         self.image_sources = list(image_sources)
@@ -126,10 +129,28 @@ class PageGuard:
                 "ids. Open the page without it.", status_code=400)(scope, receive, send)
             return
         if scope["type"] == "websocket":
+            if self.secret_key is not None and not _signed(scope, self.secret_key):
+                log.warning("refused a dashboard websocket with a forged or unsigned token")
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
+                return
             await self.app(scope, receive, send)
             return
         ancestors = self.embed_frame_ancestors if _is_embed(query) else self.frame_ancestors
         await self.app(scope, receive, _HtmlSend(send, ancestors, self.image_sources))
+
+
+def _signed(scope: dict, secret_key: bytes) -> bool:
+    """True when the websocket's Bokeh token (its second subprotocol) carries our signature."""
+    from bokeh.util.token import check_token_signature
+
+    protocols = list(scope.get("subprotocols") or ())
+    if len(protocols) != 2 or protocols[0] != "bokeh":
+        return False
+    try:
+        return check_token_signature(protocols[1], secret_key=secret_key, signed=True)
+    except (ValueError, TypeError):  # not a token at all
+        return False
 
 
 class _HtmlSend:

@@ -153,7 +153,8 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     )
     service.add_middleware(PageGuard, frame_ancestors=settings.frame_ancestors,
                            embed_frame_ancestors=settings.embed_frame_ancestors,
-                           image_sources=basemap_origin(settings.basemap))
+                           image_sources=basemap_origin(settings.basemap),
+                           secret_key=session_secret(settings.session_secret))
     return protect_dashboard(service, settings)  # outermost: no page or socket before login
 
 

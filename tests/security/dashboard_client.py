@@ -46,9 +46,10 @@ async def _open(url: str, token: str, headers: dict[str, str]) -> str:
         return f"closed {exc.rcvd.code if exc.rcvd else None}"
 
 
-def open_websocket(base: str, token: str, headers: dict[str, str] | None = None) -> str:
+def open_websocket(base: str, token: str, headers: dict[str, str] | None = None,
+                   query: str = "") -> str:
     """Connect to the dashboard's websocket at ``base`` (http URL) with ``token``."""
-    url = base.replace("http://", "ws://").rstrip("/") + "/ws"
+    url = base.replace("http://", "ws://").rstrip("/") + "/ws" + (f"?{query}" if query else "")
     return asyncio.run(_open(url, token, headers or {}))
 
 
