@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 #: Paths that are not dashboard pages (the API has its own JSON error bodies).
 EXEMPT = ("/api/", "/healthz", "/docs", "/redoc", "/openapi.json")
 _SCRIPT = re.compile(rb"<script(?=[\s>])", re.IGNORECASE)
+#: The template's own inline handlers (``onclick="closeNav()"``, ``toggleFullScreen(this)``)
+#: would be blocked by the policy: they become data attributes bound by a nonced script.
+_HANDLER = re.compile(rb'\sonclick="([A-Za-z_$][\w$]*)\((?:this)?\);?"')
+#: (A property, as the template itself swaps it: ``closeNav`` sets ``onclick = openNav``.)
+_BIND = (b"<script>document.querySelectorAll('[data-eox-click]').forEach(function(el){"
+         b"el.onclick=function(){window[el.dataset.eoxClick](el)}})</script>")
 _secret: bytes | None = None
 
 
@@ -180,6 +186,10 @@ class _HtmlSend:
 
     async def _send_page(self, body: bytes) -> None:
         nonce = secrets.token_urlsafe(18)
+        body, handlers = _HANDLER.subn(rb' data-eox-click="\1"', body)
+        if handlers:
+            end = body.rfind(b"</body>")
+            body = body[:end] + _BIND + body[end:] if end >= 0 else body + _BIND
         body = _SCRIPT.sub(b'<script nonce="' + nonce.encode() + b'"', body)
         assert self.start is not None
         headers = [(k, v) for k, v in self.start.get("headers") or ()

@@ -98,6 +98,7 @@ class Shell(pn.viewable.Viewer):
         self._legend = pn.pane.HTML(self._legend_html, margin=(5, 10))
         self._inline = pn.pane.Alert("", alert_type="warning", visible=False,
                                      sizing_mode="stretch_width", name="message")
+        self._show_notice()  # one set while the session was restored from its link
 
     @param.depends("state.notice", watch=True)
     def _show_notice(self) -> None:
