@@ -120,12 +120,14 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     from app.auth import protect_dashboard
     from app.create import create_app, load_extensions, page_failed
     from app.origins import WebsocketOriginGuard
+    from app.pagebuild import build_pages_off_loop
     from app.pagesecurity import PageGuard, basemap_origin, session_secret
     from app.state import resources, warm_first_view
 
     load_extensions()
     serialize_websocket_writes()
     deliver_changes_after_pull()
+    build_pages_off_loop()
     res = resources(settings)
     service = res.service
     threading.Thread(target=warm_first_view, args=(res,), name="eox-first-view",
