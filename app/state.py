@@ -36,6 +36,7 @@ def resources(settings: Settings) -> Resources:
     key = settings.model_dump_json()
     with _lock:
         if key not in _cache:
+            from app.auth import dashboard_batch_pixels
             from app.wiring import build_service
 
             service = build_service(settings)
@@ -51,7 +52,7 @@ def resources(settings: Settings) -> Resources:
                 raster_dirs=tuple(settings.raster_folders),
                 batch_dir=settings.data_dir / "batch",
                 dask_scheduler=settings.dask_scheduler,
-                batch_max_pixels=settings.batch_max_pixels,
+                batch_max_pixels=dashboard_batch_pixels(settings),
                 extract_max_pixels=settings.extract_max_pixels,
             )
             _cache[key] = Resources(service=service, backend=backend, warmer=warmer)
