@@ -54,6 +54,17 @@ def page_failed() -> pn.viewable.Viewable:
                          "parameters.", alert_type="danger", sizing_mode="stretch_width")
 
 
+def served_page(settings: Settings, *, view: Any = None) -> pn.viewable.Viewable:
+    """``create_app`` for a served session; a failure gives :func:`page_failed`, because
+    Panel would otherwise show the traceback (with the catalog's or the URL's text in it,
+    unescaped) to the visitor."""
+    try:
+        return create_app(settings, view=view)
+    except Exception:  # the page boundary: everything is logged, nothing reaches the page
+        log.exception("building a dashboard page failed")
+        return page_failed()
+
+
 def create_state(settings: Settings, *, query: dict[str, Any] | None = None) -> AppState:
     """A session state: restored from URL ``query`` if it names a view, else the newest scene."""
     state = AppState(backend=resources(settings).backend)

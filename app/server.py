@@ -118,7 +118,7 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     from panel.io.fastapi import add_applications
 
     from app.auth import protect_dashboard
-    from app.create import create_app, load_extensions, page_failed
+    from app.create import load_extensions, served_page
     from app.origins import WebsocketOriginGuard
     from app.pagebuild import build_pages_off_loop
     from app.pagesecurity import PageGuard, basemap_origin, session_secret
@@ -136,11 +136,7 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     origins += list(settings.allow_websocket_origin)
 
     def page() -> Any:
-        try:
-            return create_app(settings, view=view)
-        except Exception:  # the page boundary: Panel would show the traceback, unescaped
-            log.exception("building a dashboard page failed")
-            return page_failed()
+        return served_page(settings, view=view)
 
     # bokeh-fastapi takes websocket_origin but does not check it: this does
     service.add_middleware(WebsocketOriginGuard, allowed=sorted(set(origins)))
