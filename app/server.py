@@ -138,6 +138,11 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     def page() -> Any:
         return served_page(settings, view=view)
 
+    # CSP, frame-ancestors, server-chosen signed session ids (inside the origin check)
+    service.add_middleware(PageGuard, frame_ancestors=settings.frame_ancestors,
+                           embed_frame_ancestors=settings.embed_frame_ancestors,
+                           image_sources=basemap_origin(settings.basemap),
+                           secret_key=session_secret(settings.session_secret))
     # bokeh-fastapi takes websocket_origin but does not check it: this does
     service.add_middleware(WebsocketOriginGuard, allowed=sorted(set(origins)))
 
@@ -149,10 +154,6 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
         secret_key=session_secret(settings.session_secret),
         sign_sessions=True,
     )
-    service.add_middleware(PageGuard, frame_ancestors=settings.frame_ancestors,
-                           embed_frame_ancestors=settings.embed_frame_ancestors,
-                           image_sources=basemap_origin(settings.basemap),
-                           secret_key=session_secret(settings.session_secret))
     return protect_dashboard(service, settings)  # outermost: no page or socket before login
 
 
