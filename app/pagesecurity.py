@@ -68,8 +68,10 @@ def frame_options(ancestors: Sequence[str]) -> str | None:
 
 def content_policy(nonce: str, *, ancestors: Sequence[str],
                    image_sources: Sequence[str] = ()) -> str:
-    """The page's Content-Security-Policy."""
+    """The page's Content-Security-Policy. ``ancestors`` with ``*``: no ``frame-ancestors``
+    at all (CSP's ``*`` would still refuse parents from ``file:`` or ``data:`` pages)."""
     images = " ".join(["'self'", "data:", "blob:", *image_sources])
+    framing = [] if "*" in ancestors else [f"frame-ancestors {_sources(ancestors)}"]
     return "; ".join([
         "default-src 'self'",
         f"script-src 'self' 'nonce-{nonce}' 'unsafe-eval'",
@@ -82,7 +84,7 @@ def content_policy(nonce: str, *, ancestors: Sequence[str],
         "object-src 'none'",
         "base-uri 'self'",
         "form-action 'self'",
-        f"frame-ancestors {_sources(ancestors)}",
+        *framing,
     ])
 
 
