@@ -65,3 +65,12 @@ def test_chromium_logs_in_and_draws_tiles(guarded, browser):
         assert watch.wait(page, lambda: watch.with_data(), timeout=60), watch.tiles[:5]
     finally:
         ctx.close()
+
+
+def test_launch_applies_the_login_too(demo_catalog):
+    from app.launcher import launch
+
+    with launch(catalog=demo_catalog, data_dir=demo_catalog.parent / "data",
+                basic_auth=PASSWORD) as server:
+        assert get_page(server.url).status_code == 401
+        assert get_page(server.url, auth=("x", PASSWORD)).status_code == 200
