@@ -129,8 +129,7 @@ class PageGuard:
         if "bokeh_session_id" in parse_qs(query):
             log.warning("refused a URL-chosen bokeh_session_id on %s", path)
             if scope["type"] == "websocket":
-                await receive()
-                await send({"type": "websocket.close", "code": 1008})
+                await _refuse_socket(receive, send)
                 return
             await PlainTextResponse(
                 "bokeh_session_id is not accepted in the URL: the server chooses session "
@@ -139,13 +138,18 @@ class PageGuard:
         if scope["type"] == "websocket":
             if self.secret_key is not None and not _signed(scope, self.secret_key):
                 log.warning("refused a dashboard websocket with a forged or unsigned token")
-                await receive()
-                await send({"type": "websocket.close", "code": 1008})
+                await _refuse_socket(receive, send)
                 return
             await self.app(scope, receive, send)
             return
         ancestors = self.embed_frame_ancestors if _is_embed(query) else self.frame_ancestors
         await self.app(scope, receive, _HtmlSend(send, ancestors, self.image_sources))
+
+
+async def _refuse_socket(receive: Any, send: Any) -> None:
+    """Close a websocket before accepting it: the client sees HTTP 403 at the handshake."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 1008})
 
 
 def _signed(scope: dict, secret_key: bytes) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import websockets
@@ -50,7 +51,9 @@ def open_websocket(base: str, token: str, headers: dict[str, str] | None = None,
                    query: str = "") -> str:
     """Connect to the dashboard's websocket at ``base`` (http URL) with ``token``."""
     url = base.replace("http://", "ws://").rstrip("/") + "/ws" + (f"?{query}" if query else "")
-    return asyncio.run(_open(url, token, headers or {}))
+    # in its own thread: Playwright's sync API keeps an event loop running in this one
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _open(url, token, headers or {})).result()
 
 
 def get_page(base: str, path: str = "/", **kwargs) -> httpx.Response:
