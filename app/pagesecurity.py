@@ -79,7 +79,7 @@ def content_policy(nonce: str, *, ancestors: Sequence[str],
         f"img-src {images}",
         "media-src 'self' data: blob:",
         "font-src 'self' data:",
-        "connect-src 'self'",
+        "connect-src 'self' data: blob:",  # Bokeh fetches image_url data: URLs (videos)
         "worker-src 'self' blob:",
         "object-src 'none'",
         "base-uri 'self'",
