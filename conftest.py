@@ -35,3 +35,15 @@ def extract_fails_mid_run(monkeypatch):
             yield block
 
     monkeypatch.setattr(ex, "iter_blocks", failing)
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_limits():
+    """Building a service sets the chain budget and path display process-wide; put back."""
+    from engine.chain.budget import get_budget, set_budget
+    from engine.security.redact import exposes_paths, set_expose_paths
+
+    budget, expose = get_budget(), exposes_paths()
+    yield
+    set_budget(budget)
+    set_expose_paths(expose)

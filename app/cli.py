@@ -13,11 +13,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from app.settings import Settings
-from engine.errors import EOXError
+from engine.errors import EOXError, InvalidInput
+
+if TYPE_CHECKING:
+    from engine.catalog.base import IngestReport
 
 log = logging.getLogger("eoexplorer")
 
@@ -83,8 +87,17 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from app.wiring import catalog_from
-    from engine.ingest import ingest_paths
+    from engine.ingest import ingest_paths, ingest_search
+    from engine.ingest.remote import is_search_url
 
+    urls = [p for p in args.paths if is_search_url(p)]
+    if urls:
+        if len(args.paths) > 1 or args.band_dates or args.band_names:
+            raise InvalidInput("a STAC API search URL is ingested alone (no other paths, "
+                               "--band-dates or --band-names)")
+        report = ingest_search(catalog_from(settings), urls[0], collection=args.collection,
+                               data_dir=settings.data_dir, progress=sys.stderr.isatty())
+        return _ingest_summary(report)
     band_dates = args.band_dates.split(",") if args.band_dates else None
     band_names = args.band_names.split(",") if args.band_names else None
     report = ingest_paths(
@@ -96,6 +109,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         band_names=band_names,
         progress=sys.stderr.isatty(),
     )
+    return _ingest_summary(report)
+
+
+def _ingest_summary(report: IngestReport) -> int:
+    """Print what an ingest did; exit status 1 when an input failed."""
     _out(f"added {len(report.added)}, already present {len(report.skipped)}, failed {len(report.failed)}")
     for path, text in report.warnings:
         sys.stderr.write(f"warning: {path}: {text}\n")
@@ -166,11 +184,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from app.wiring import catalog_from
+    from app.wiring import catalog_from, configure_limits
     from engine.batch import connect, run
     from engine.chain import Chain
-    from engine.errors import InvalidInput
 
+    configure_limits(settings)
     try:
         chain = Chain.from_json(Path(args.chain).read_text())
     except OSError as exc:
@@ -224,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--ascending", action="store_true", help="oldest first")
 
-    p = add("ingest", cmd_ingest, "Ingest rasters, folders of bands, cubes or STAC items.")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = add("ingest", cmd_ingest, "Ingest rasters, folders of bands, cubes or STAC items, "
+            "or every item of a STAC API search URL (pages streamed; rerun to resume).")
+    p.add_argument("paths", nargs="+", metavar="PATH_OR_SEARCH_URL")
     p.add_argument("--collection", required=True, metavar="NAME")
     p.add_argument("--band-dates", dest="band_dates", metavar="D1,D2,...",
                    help="acquisition date(s) (YYYY-MM-DD): one for files whose name has no "

@@ -200,7 +200,7 @@ class _HtmlSend:
         assert self.start is not None
         headers = [(k, v) for k, v in self.start.get("headers") or ()
                    if k.lower() not in (b"content-length", b"content-security-policy",
-                                        b"x-frame-options")]
+                                        b"x-frame-options", b"x-content-type-options")]
         policy = content_policy(nonce, ancestors=self.ancestors,
                                 image_sources=self.image_sources)
         headers += [(b"content-length", str(len(body)).encode()),

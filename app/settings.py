@@ -49,6 +49,22 @@ class Settings(BaseSettings):
         256, ge=16, description="GDAL block cache per process, MiB (GDAL's default is 5 % "
         "of RAM per process, which adds up over workers)."
     )
+    remote_timeout_s: float = Field(
+        10.0, ge=1, le=300, description="Longest one HTTP/S3 request for a band file may "
+        "take (GDAL_HTTP_TIMEOUT); then the request fails with a 504 naming the host."
+    )
+    remote_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed HTTP/S3 request (5xx, 429, reset) "
+        "before a 502 naming the host (GDAL_HTTP_MAX_RETRY)."
+    )
+    remote_cache_mb: int = Field(
+        128, ge=1, description="Blocks of remote COGs kept in memory per process, MiB "
+        "(CPL_VSIL_CURL_CACHE_SIZE), so neighbouring tiles reuse downloaded ranges."
+    )
+    remote_file_cache_mb: int = Field(
+        4, ge=1, le=256, description="Read-ahead cache per open remote file, MiB "
+        "(VSI_CACHE_SIZE; up to 64 files stay open per process)."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
     basemap: str | None = Field(
         None, description="Optional XYZ basemap URL; offline the map works without one."
@@ -57,12 +73,18 @@ class Settings(BaseSettings):
     functions_enabled: bool = Field(
         True, description="Run users' Python functions (execute steps) in the sandbox."
     )
-    sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
+    sandbox_workers: int = Field(
+        2, ge=1, le=64, description="User-function calls run at once (one process each)."
+    )
     sandbox_timeout_s: float = Field(
         5.0, gt=0, le=600, description="Wall-clock limit of one user-function call."
     )
     sandbox_memory_mb: int = Field(
-        2048, ge=256, description="Address-space limit of a sandbox worker."
+        2048, ge=256, description="Address-space limit of a sandbox call process."
+    )
+    sandbox_calls_per_process: int = Field(
+        64, ge=1, le=10_000, description="Calls of ONE function (same source, arguments and "
+        "input shape) a sandbox process may serve before it exits; 1 = a fresh process per call."
     )
     sandbox_imports: list[str] = Field(
         default_factory=lambda: ["numpy", "scipy.ndimage", "math"],
@@ -84,6 +106,26 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders whose rasters the dashboard may open by "
         "path (large raster layers); empty = the data dir and the working dir."
     )
+    # -- cost budget of a chain (engine.chain.budget; README "Security") --
+    chain_max_steps: int = Field(32, ge=1, le=10_000, description="Steps in one chain.")
+    chain_max_expression_parts: int = Field(
+        32, ge=1, le=10_000, description="';'-separated expression parts (output bands).")
+    chain_max_expression_terms: int = Field(
+        2000, ge=1, description="Terms of all a chain's expressions (numpy operations per pixel).")
+    chain_max_bands_x_dates: int = Field(
+        512, ge=1, description="Bands read x dates stacked by one request of a chain.")
+    tile_max_mb: int = Field(
+        256, ge=1, description="Estimated MiB one tile, image or statistics read may allocate.")
+    chain_cache_mb: int = Field(
+        64, ge=0, description="Parsed chains kept in memory per process (estimated MiB).")
+    # -- what the service answers with (service.middleware; README "Security") --
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names requests may name (Host header); "
+        "empty = localhost, 127.0.0.1, ::1 and the bound address; '*' = any (behind a proxy "
+        "that checks it). Others get 400.")
+    expose_paths: bool = Field(
+        False, description="Show absolute server paths in /healthz, search results, chain "
+        "JSON and Show code (off: file names only).")
     # -- access control (see README "Deploying safely"; applied by app/auth.py) --
     api_keys: list[str] = Field(
         default_factory=list,
@@ -142,8 +184,8 @@ class Settings(BaseSettings):
         """True when the servers bind a loopback address only (nobody else can connect)."""
         import ipaddress
 
-        if self.address in ("localhost", ""):
-            return True
+        if self.address == "localhost":
+            return True  # "" binds every interface, like 0.0.0.0 and ::
         try:
             return ipaddress.ip_address(self.address).is_loopback
         except ValueError:

@@ -1,9 +1,12 @@
 """Per-tile cost of a user function through the sandbox vs the same numpy code in-process.
 
 1. Per call: input 4 x 256 x 256 uint16 (simulated reflectances); functions NDVI, stubble
-   and a scipy.ndimage clean-up. Reports p50/p95 per call (ms), the sandbox/in-process p50
-   ratio, the fixed overhead of a round trip (a function returning its input's first band)
-   and calls/s per worker.
+   and a scipy.ndimage clean-up, each in-process, in bound call processes (the default:
+   up to 64 calls of one function per process) and in a fresh process per call
+   (``calls_per_process=1``). Reports p50/p95 wall time per call (ms), the p50 ratio to
+   in-process, and the CPU time per call summed over every process involved (the
+   caller, the zygote, the call processes), i.e. calls/s per core = 1000 / CPU ms. The old
+   warm worker is measured by running this script from a checkout of the old tree.
 2. Per tile: the full render of one Web Mercator tile (``TileRenderer.tile`` + PNG
    ``encode``) of ``process_multi([B04, B06, B08, B11]).execute(f).band(0).scale(0, 1)
    .color_custom(["Lime"])`` over synthetic COGs, with the function in the sandbox vs the
@@ -20,7 +23,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -63,7 +65,7 @@ class _InProcess:
     def __init__(self) -> None:
         self._functions: dict[tuple[str, str], object] = {}
 
-    def run(self, source, function, array, args=(), kwargs=None):
+    def run(self, source, function, array, args=(), kwargs=None, scope=""):
         key = (source, function)
         if key not in self._functions:
             self._functions[key] = _in_process(source, function)
@@ -152,10 +154,42 @@ def tile_comparison(n: int, *, pool: SandboxPool) -> None:
             set_executor(previous)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its reaped children (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _retire_idle(pool: SandboxPool) -> None:
+    """Let bound call processes exit and be reaped, so the zygote's CPU counts them."""
+    idle = getattr(pool, "_idle", None)
+    if not isinstance(idle, dict):  # the old warm worker: nothing to retire
+        return
+    for procs in list(idle.values()):
+        for proc in procs:
+            proc.call.close()
+    idle.clear()
+    time.sleep(0.3)
+
+
+def _sandbox_cpu_ms(pool: SandboxPool, call, n: int) -> float:
+    """CPU ms per call over the caller, the zygote (or old worker) and call processes."""
+    _retire_idle(pool)
+    pids = pool.worker_pids()
+    before = sum(_cpu_s(p) for p in pids) + time.process_time()
+    for _ in range(n):
+        call()
+    _retire_idle(pool)
+    after = sum(_cpu_s(p) for p in pids) + time.process_time()
+    return (after - before) / n * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=400, help="calls per measurement")
     parser.add_argument("--tiles", type=int, default=300, help="tile renders per variant")
+    parser.add_argument("--modes", default="bound,per-call",
+                        help="which process modes to measure (comma-separated)")
     args = parser.parse_args()
     img = simulated_input((4, 256, 256))
     cases = [("ndvi", *algorithms.load("ndvi")[:2], (2, 3)),
@@ -164,42 +198,40 @@ def main() -> None:
              ("identity", IDENTITY, "first", ())]
     print(f"# {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}, "
           f"numpy {np.__version__}, load avg {os.getloadavg()[0]:.1f}, n={args.n}")
-    with SandboxPool(1, timeout_s=10) as pool:
-        pool.wait_ready(timeout_s=60)
-        caps = {k: v for k, v in pool.capabilities().items() if isinstance(v, bool)}
-        print(f"# capabilities: {caps}")
-        print("| function | in-process p50 / p95 (ms) | sandbox p50 / p95 (ms) | p50 ratio |")
-        print("|---|---|---|---|")
-        for name, source, function, fargs in cases:
-            local = _in_process(source, function)
-            t_in = _times(lambda: local(img, *fargs), args.n)  # noqa: B023
-            t_sb = _times(lambda: pool.run(source, function, img, args=fargs), args.n)  # noqa: B023
-            print(f"| {name} | {_pct(t_in, 50):.3f} / {_pct(t_in, 95):.3f} | "
-                  f"{_pct(t_sb, 50):.3f} / {_pct(t_sb, 95):.3f} | "
-                  f"{statistics.median(t_sb) / statistics.median(t_in):.2f}x |")
-        source, function = algorithms.load("ndvi")[:2]
-        t0 = time.perf_counter()
-        for _ in range(args.n):
-            pool.run(source, function, img, args=(2, 3))
-        one = args.n / (time.perf_counter() - t0)
-        if args.tiles:
-            tile_comparison(args.tiles, pool=pool)
-    with SandboxPool(2, timeout_s=10) as pool2:
-        pool2.wait_ready(timeout_s=60)
-
-        def worker() -> None:
-            for _ in range(args.n // 2):
-                pool2.run(source, function, img, args=(2, 3))
-
-        threads = [threading.Thread(target=worker) for _ in range(2)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        two = (args.n // 2) * 2 / (time.perf_counter() - t0)
-    print(f"\nNDVI calls/s: 1 worker, 1 thread: {one:.0f}; 2 workers, 2 threads: {two:.0f} "
-          f"({two / 2:.0f} per worker)")
+    modes = {"bound": {}, "per-call": {"calls_per_process": 1}}
+    modes = {k: v for k, v in modes.items() if k in args.modes.split(",")}
+    if "calls_per_process" not in SandboxPool.__init__.__code__.co_varnames:
+        modes = {"old warm worker": {}}  # run from the old tree
+    for mode, options in modes.items():
+        with SandboxPool(1, timeout_s=10, **options) as pool:
+            pool.wait_ready(timeout_s=60)
+            caps = {k: v for k, v in pool.capabilities().items() if isinstance(v, bool)}
+            print(f"\n## {mode}; capabilities: {caps}")
+            print("| function | in-process p50 / p95 ms | sandbox p50 / p95 ms | p50 ratio | "
+                  "CPU ms per call in-process / sandbox |")
+            print("|---|---|---|---|---|")
+            for name, source, function, fargs in cases:
+                local = _in_process(source, function)
+                t_in = _times(lambda: local(img, *fargs), args.n)  # noqa: B023
+                c0 = time.process_time()
+                for _ in range(args.n):
+                    local(img, *fargs)
+                cpu_in = (time.process_time() - c0) / args.n * 1000
+                run = lambda: pool.run(source, function, img, args=fargs)  # noqa: B023, E731
+                t_sb = _times(run, args.n)
+                cpu_sb = _sandbox_cpu_ms(pool, run, args.n)
+                print(f"| {name} | {_pct(t_in, 50):.3f} / {_pct(t_in, 95):.3f} | "
+                      f"{_pct(t_sb, 50):.3f} / {_pct(t_sb, 95):.3f} | "
+                      f"{statistics.median(t_sb) / max(statistics.median(t_in), 1e-9):.2f}x | "
+                      f"{cpu_in:.3f} / {cpu_sb:.3f} |")
+            source, function = algorithms.load("ndvi")[:2]
+            t0 = time.perf_counter()
+            for _ in range(args.n):
+                pool.run(source, function, img, args=(2, 3))
+            one = args.n / (time.perf_counter() - t0)
+            print(f"\nNDVI calls/s, 1 calling thread (wall clock): {one:.0f}")
+            if args.tiles:
+                tile_comparison(args.tiles, pool=pool)
 
 
 if __name__ == "__main__":

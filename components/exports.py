@@ -27,6 +27,7 @@ from components.tilemath import WORLD, to_lonlat, to_mercator
 from engine.codegen import chain_code
 from engine.errors import EOXError, InvalidInput
 from engine.export_html import render_html
+from engine.security.redact import shown_path
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class ExportsPanel(pn.viewable.Viewer):
         location = getattr(s.backend.catalog, "location", "") or None
         if location and not str(location).startswith(("http://", "https://")):
             location = str(Path(location).resolve())
+        if location:  # the server's own path only if the operator shows paths
+            location = shown_path(str(location))
         text = chain_code(s.chain, catalog=str(location) if location else None)
         lines = [text.rstrip().rsplit("\n", 1)[0], "",
                  "# show it on a map (in a notebook)", "from app import Map", ""]

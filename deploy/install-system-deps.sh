@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs: Chromium (driven by Playwright in tests/ui)
-# and its driver; nginx for tests/deploy (the compose topology run as local processes).
+# and its driver; nginx for tests/deploy (the compose topology run as local processes) and for
+# the remote-COG tests, openssl for their self-signed HTTPS certificate.
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
-packages=(chromium chromium-driver nginx-light)
+packages=(chromium chromium-driver nginx-light openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -66,6 +66,14 @@ class DataUnavailable(EOXError):
     """A source file is missing, unreadable or corrupt."""
 
 
+class StorageUnavailable(DataUnavailable):
+    """Remote storage (HTTP, S3) holding a band file failed or refused; names the host."""
+
+
+class StorageTimeout(StorageUnavailable):
+    """Remote storage holding a band file did not answer within the request timeout."""
+
+
 class SandboxError(EOXError):
     """A user function was refused or failed in the sandbox.
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.chain import Chain, ColorCustom, Colormap, Expression, Scale
 from engine.errors import InvalidInput
@@ -151,18 +152,42 @@ def render_html(
         "exported": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "legend": legend_of(chain, band_names=band_names),
     }
-    # "</" cannot close the script element the JSON sits in.
-    text = json.dumps(config, ensure_ascii=False).replace("</", "<\\/")
-    page = _asset("export_template.html")
-    for key, value in (
-        ("@@LEAFLET_CSS@@", _leaflet_css()),
-        ("@@LEAFLET_JS@@", _asset("leaflet", "leaflet.js")),
-        ("@@LEAFLET_VERSION@@", LEAFLET_VERSION),
-        ("@@TITLE@@", html.escape(config["title"])),
-        ("@@CONFIG@@", text),
-    ):
-        page = page.replace(key, value, 1)
-    return page
+    values = {
+        "LEAFLET_CSS": _leaflet_css(),
+        "LEAFLET_JS": _asset("leaflet", "leaflet.js"),
+        "LEAFLET_VERSION": LEAFLET_VERSION,
+        "TITLE": html.escape(config["title"]),
+        "CONFIG": script_json(config),
+        "CSP": html.escape(page_policy(tiles), quote=True),
+    }
+    # one pass over the template: a value holding "@@CONFIG@@" is never substituted again
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], _asset("export_template.html"))
+
+
+#: The template's placeholders, ``@@NAME@@``.
+_PLACEHOLDER = re.compile(r"@@(LEAFLET_CSS|LEAFLET_JS|LEAFLET_VERSION|TITLE|CONFIG|CSP)@@")
+
+
+def page_policy(tiles: str) -> str:
+    """The page's Content-Security-Policy: its own inline script and styles, images from
+    the tile service's origin and data URIs, nothing else (no requests elsewhere, no
+    plugins, no forms); a ``<meta>`` policy cannot say frame-ancestors."""
+    parts = urlsplit(tiles)
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else ""
+    return ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            f"img-src data: {origin}".rstrip() + "; base-uri 'none'; form-action 'none'")
+#: Characters that must not appear raw in JSON inside a ``<script>`` element: ``<`` (no
+#: ``</script>``, no ``<!--<script>`` that puts the HTML parser in its double-escaped
+#: state and swallows the rest of the page), ``>``, ``&`` and the JS line separators.
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                  "\u2029": "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """JSON text safe inside an HTML ``<script>`` element, whatever its strings hold
+    (``JSON.parse`` of the element's text gives ``value`` back)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_UNSAFE[m.group(0)], text)
 
 
 def _service_info(chain: Chain, base: str, *, register: bool, api_key: str | None,
@@ -243,4 +268,4 @@ def export_html(
     return out
 
 
-__all__ = ["LEAFLET_VERSION", "export_html", "legend_of", "render_html"]
+__all__ = ["LEAFLET_VERSION", "export_html", "legend_of", "render_html", "script_json"]

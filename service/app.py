@@ -21,7 +21,7 @@ from engine.chain.store import ChainStore
 from service.cache import TileCache
 from service.diskcache import DiskTileCache
 from service.errors import add_exception_handlers
-from service.middleware import GuardMiddleware
+from service.middleware import GuardMiddleware, HostGuardMiddleware, SecurityHeadersMiddleware
 from service.routes import CatalogRoutes, ChainRoutes, ExtractRoutes, HealthRoutes
 from service.routes.health import package_version
 from service.routes.profile import TimeRoutes
@@ -84,6 +84,8 @@ def create_service(
     render_concurrency: int | None = None,
     trim_memory_s: float = 30.0,
     malloc_arenas: int = 2,
+    allowed_hosts: Sequence[str] | None = None,
+    frame_ancestors: str = "'self'",
 ) -> FastAPI:
     """Build the tile service.
 
@@ -103,6 +105,8 @@ def create_service(
             + 1 (requests beyond wait without holding a thread; cache hits never wait).
         trim_memory_s: period of returning memory freed in malloc's arenas to the OS;
             0: never. ``malloc_arenas``: most glibc malloc arenas (``tune_malloc``).
+        allowed_hosts: Host header names answered (``service.middleware.HostGuardMiddleware``);
+            None: any. ``frame_ancestors``: who may frame the service's HTML pages.
 
     Returns:
         The FastAPI application; ``app.state`` holds ``catalog``, ``chain_store``,
@@ -137,6 +141,9 @@ def create_service(
         expose_headers=["ETag"],
         max_age=3600,
     )
+    app.add_middleware(SecurityHeadersMiddleware, frame_ancestors=frame_ancestors)
+    if allowed_hosts is not None:  # outermost: a refused host reaches nothing else
+        app.add_middleware(HostGuardMiddleware, allowed=tuple(allowed_hosts))
 
     health = HealthRoutes(catalog=catalog, cache=cache)
     app.include_router(health.router)
@@ -162,5 +169,7 @@ def create_service(
     app.state.access = access
     app.state.rate_limiter = limiter
     health.sections["access"] = lambda: {**access.describe(), **limiter.stats()}
+    if callable(getattr(chain_store, "cache_stats", None)):
+        health.sections["chain_cache"] = chain_store.cache_stats
     tune_malloc(trim_s=trim_memory_s, arenas=malloc_arenas)
     return app

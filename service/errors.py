@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from engine import errors as eox
+from engine.security.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ STATUS_CODES: dict[type[Exception], int] = {
     # A source file registered in the catalog vanished or is corrupt: the request is fine,
     # a resource it depends on failed.
     eox.DataUnavailable: status.HTTP_424_FAILED_DEPENDENCY,
+    # Object storage behind the catalog's https:// / s3:// hrefs failed: a gateway error.
+    eox.StorageUnavailable: status.HTTP_502_BAD_GATEWAY,
+    eox.StorageTimeout: status.HTTP_504_GATEWAY_TIMEOUT,
     eox.CatalogError: status.HTTP_503_SERVICE_UNAVAILABLE,
     NotImplementedError: status.HTTP_501_NOT_IMPLEMENTED,  # e.g. writing a read-only catalog
     BodyTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
@@ -102,7 +106,7 @@ def error_response(exc: BaseException, status_code: int | None = None) -> JSONRe
     code = status_code if status_code is not None else status_for(exc)
     if code >= 500:
         log.error("%s mapped to HTTP %s", type(exc).__name__, code, exc_info=exc)
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = redact_text(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
     return JSONResponse(
         error_body(message, type(exc).__name__, getattr(exc, "choices", None)),
         status_code=code,

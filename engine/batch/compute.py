@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import rasterio.warp
+from rasterio.errors import RasterioError
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
@@ -45,12 +46,15 @@ from engine.batch.plan import (
     parse_crs,
 )
 from engine.catalog.base import Catalog
+from engine.chain.budget import check_read_cost
 from engine.chain.executor import get_executor
 from engine.chain.model import Chain
 from engine.chain.raster import TimeStack
 from engine.chain.steps import Execute
 from engine.errors import DataUnavailable, InvalidInput, SandboxError
 from engine.render.renderer import TileRenderer
+from engine.security.gdal_paths import open_raster
+from engine.storage import read_error
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,10 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
     check_size(area, dates=len(dates), max_pixels=max_pixels)
     if chain.source.times and len(scenes) > max_items:
         r._limit(chain, scenes)  # ChainError naming the limit
+    # the cost budget of one block (what one task reads), before any work is sent
+    rows, cols = (min(n, c + 2 * overlap) for n, c in zip((area.height, area.width), chunks,
+                                                          strict=True))
+    check_read_cost(chain, dates=max(1, len(dates)), pixels=rows * cols)
     p = Plan(chain=chain, scenes=tuple(scenes), read_names=tuple(sset.band_names), area=area,
              chunks=chunks, overlap=overlap, analytic=analytic, max_items=max_items,
              sandbox=dict(sandbox or {}))
@@ -150,8 +158,11 @@ def probe(p: Plan) -> Output:
 
 def _synthetic(p: Plan):
     """The chain applied to ones of the source dtype (the probe window had no data)."""
-    with rasterio.open(p.scenes[0].hrefs[0]) as ds:
-        dtype = ds.dtypes[0]
+    try:
+        with open_raster(p.scenes[0].hrefs[0]) as ds:
+            dtype = "float32" if any(p.scenes[0].transforms) else ds.dtypes[0]
+    except RasterioError as exc:
+        raise read_error(p.scenes[0].hrefs[0], exc, what="open") from None
     names = list(p.chain.read_bands())
     if p.chain.source.times:
         dates = tuple(date_groups(p.scenes))

@@ -21,6 +21,7 @@ from rasterio.enums import Resampling
 
 from engine.batch.plan import parse_bbox, parse_crs
 from engine.errors import DataUnavailable, InvalidInput
+from engine.security.gdal_paths import open_raster
 
 
 def open_for_screen(path: str | os.PathLike[str], bbox: str | Sequence[float] | None,
@@ -49,7 +50,7 @@ def open_for_screen(path: str | os.PathLike[str], bbox: str | Sequence[float] | 
         raise InvalidInput(f"unknown resampling {resampling!r}",
                            choices=[r.name for r in Resampling]) from None
     try:
-        ds = rasterio.open(path)
+        ds = open_raster(str(path), what="raster file")
     except rasterio.errors.RasterioIOError as exc:
         raise DataUnavailable(f"cannot open {path}: {exc}") from None
     with ds:

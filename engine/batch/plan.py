@@ -18,11 +18,13 @@ import numpy as np
 import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import CRSError
+from rasterio.errors import CRSError, RasterioError
 
 from engine.chain.model import Chain
 from engine.errors import InvalidInput
 from engine.render.renderer import Scene
+from engine.security.gdal_paths import open_raster
+from engine.storage import read_error
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -165,8 +167,11 @@ def _spans(size: int, step: int) -> list[tuple[int, int]]:
 
 def default_grid(scene: Scene) -> tuple[CRS, float]:
     """CRS and pixel size of a scene's first band (the default output grid)."""
-    with rasterio.open(scene.hrefs[0]) as ds:
-        return ds.crs, float(min(abs(ds.res[0]), abs(ds.res[1])))
+    try:
+        with open_raster(scene.hrefs[0]) as ds:
+            return ds.crs, float(min(abs(ds.res[0]), abs(ds.res[1])))
+    except RasterioError as exc:
+        raise read_error(scene.hrefs[0], exc, what="open") from None
 
 
 def check_size(area: Area, *, dates: int, max_pixels: int) -> None:

@@ -61,6 +61,21 @@ FUNCTIONS: dict[str, Callable] = {
     "nanmedian": _stack_reduce(np.ma.median),
 }
 
+#: How many arguments each function takes (least, most), checked when parsing.
+ARITY: dict[str, tuple[int, int]] = {
+    **{name: (1, 1) for name in ("abs", "sqrt", "log", "log10", "exp", "floor", "ceil")},
+    "where": (3, 3), "clip": (3, 3), "minimum": (2, 2), "maximum": (2, 2),
+    **{name: (1, 64) for name in ("nanmean", "nanmax", "nanmin", "nansum", "nanmedian")},
+}
+
+
+def _arity_text(name: str) -> str:
+    least, most = ARITY[name]
+    if least == most:
+        return f"{least} argument{'s' if least > 1 else ''}"
+    return f"{least} to {most} arguments"
+
+
 _BINOPS: dict[type, Callable] = {
     ast.Add: np.add,
     ast.Sub: np.subtract,
@@ -111,10 +126,13 @@ class Expression:
             raise ChainError(f"malformed expression {self.text!r}{where}: {exc.msg}") from None
         self.tree = tree
         self._names: tuple[str, ...] | None = None
-        for count, node in enumerate(ast.walk(tree)):
-            if count >= MAX_NODES:
+        count = 0
+        for count, node in enumerate(ast.walk(tree), start=1):
+            if count > MAX_NODES:
                 raise ChainError(f"expression has more than {MAX_NODES} terms")
             self._check(node)
+        #: syntax nodes: each is about one numpy operation per pixel (the cost budget)
+        self.terms = count
 
     def _check(self, node: ast.AST) -> None:
         text = self.text
@@ -159,6 +177,11 @@ class Expression:
                                  "are not allowed")
             if any(isinstance(a, ast.Starred) for a in node.args):
                 raise ChainError(f"expression: '*' arguments in {node.func.id}() are not allowed")
+            least, most = ARITY[node.func.id]
+            if not least <= len(node.args) <= most:
+                raise ChainError(f"expression: {node.func.id}() takes "
+                                 f"{_arity_text(node.func.id)}, got {len(node.args)} in "
+                                 f"{_token(node, text)!r}")
             return
         if isinstance(node, ast.Attribute):
             raise ChainError(f"expression: attribute access {_token(node, text)!r} "
@@ -221,7 +244,7 @@ class Expression:
             args = [self._eval(a, bands) for a in node.args]
             try:
                 return FUNCTIONS[node.func.id](*args)  # type: ignore[union-attr]
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:
                 raise ChainError(f"expression: bad arguments to "
                                  f"{node.func.id}(): {exc}") from None  # type: ignore[union-attr]
         raise ChainError(f"expression: {type(node).__name__} is not allowed")  # unreachable

@@ -1,7 +1,8 @@
 """The chain: a source (a catalog query + mosaic rule) and a list of steps; immutable data.
 
-Its canonical JSON (sorted keys, no whitespace) is its identity: ``chain.id`` is the first
-16 hex digits of its sha256, so tile URLs, caches and share links agree.
+Its canonical JSON (sorted keys, no whitespace) is its identity: ``chain.id`` is its full
+sha256 (64 hex digits; ids stored earlier with 16 digits stay readable), so tile URLs,
+caches and share links agree and two chains never share an id.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pydantic import (
 
 from engine.catalog.base import OPERATORS, Filter, Query
 from engine.chain.bands import check_bands
+from engine.chain.budget import check_chain_cost, check_steps
+from engine.chain.executor import chain_scope
 from engine.chain.expression import parse_expression
 from engine.chain.raster import Raster
 from engine.chain.steps import (
@@ -193,7 +196,13 @@ class Chain(BaseModel):
     def _parse_steps(cls, v: Any) -> Any:
         if not isinstance(v, list | tuple):
             raise ChainError("steps must be a list")
+        check_steps(len(v))  # before parsing them: 30k steps held the render slots
         return tuple(STEPS.parse(s) for s in v)
+
+    @model_validator(mode="after")
+    def _cost(self) -> Chain:
+        check_chain_cost(self)
+        return self
 
     # -- identity and serialisation ---------------------------------------------------
     def to_json(self) -> str:
@@ -203,8 +212,9 @@ class Chain(BaseModel):
 
     @property
     def id(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical JSON."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """The sha256 of the canonical JSON, 64 hex digits (a shorter id could be claimed
+        by a second, crafted chain)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def __eq__(self, other: object) -> bool:
         """Chains are equal when their canonical JSON is (early-check hints aside)."""
@@ -242,6 +252,7 @@ class Chain(BaseModel):
         """A new chain with ``step`` appended (validated against known bands if any)."""
         step = STEPS.parse(step)
         new = self.model_copy(update={"steps": (*self.steps, step)})
+        check_chain_cost(new)
         new._known_bands = self._known_bands
         if self._known_bands and self.source.bands is None and not self.steps:
             names = step.source_bands()
@@ -274,14 +285,15 @@ class Chain(BaseModel):
         ``skip_cloud`` leaves out cloud masking (already done per scene by the renderer),
         but still applies a cloud step's ``values``.
         """
-        for step in self.steps:
-            if analytic_only and step.kind == "visual":
-                break
-            if skip_cloud and isinstance(step, Mask) and step.cloud:
-                if step.values:
-                    img = Mask(values=step.values)(img)
-                continue
-            img = step(img)
+        with chain_scope(self):  # execute steps run in processes bound to this chain
+            for step in self.steps:
+                if analytic_only and step.kind == "visual":
+                    break
+                if skip_cloud and isinstance(step, Mask) and step.cloud:
+                    if step.values:
+                        img = Mask(values=step.values)(img)
+                    continue
+                img = step(img)
         return img
 
     def describe(self) -> str:

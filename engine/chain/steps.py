@@ -16,6 +16,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.chain.budget import check_expression_parts
 from engine.chain.executor import get_executor
 from engine.chain.expression import parse_expression, split_expressions
 from engine.chain.raster import Raster, TimeStack, band_arrays, band_axis, stack_bands, with_bands
@@ -162,7 +163,9 @@ class Expression(Step):
     @field_validator("expression")
     @classmethod
     def _parse(cls, v: str) -> str:
-        for part in split_expressions(v):
+        parts = split_expressions(v)
+        check_expression_parts(len(parts))  # before parsing them: 2,000 parts cost memory
+        for part in parts:
             parse_expression(part)
         return v.strip()
 
@@ -225,6 +228,9 @@ class Execute(Step):
         except SyntaxError as exc:
             raise ChainError(f"execute: the source does not parse (line {exc.lineno}): "
                              f"{exc.msg}") from None
+        except (RecursionError, MemoryError, ValueError) as exc:  # e.g. "-" * 24000 + "img"
+            raise ChainError(f"execute: the source is too deeply nested or complex to parse "
+                             f"({type(exc).__name__})") from None
         defined = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
         if self.function not in defined:
             raise ChainError(f"execute: the source defines no top-level function "

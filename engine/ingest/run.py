@@ -23,7 +23,9 @@ import rasterio
 from tqdm import tqdm
 
 from engine.catalog.base import Catalog, IngestReport
-from engine.errors import InvalidInput, UnknownCollection
+from engine.chain.aliases import base_family
+from engine.chain.bands import collection_families, item_family
+from engine.errors import IngestError, InvalidInput, UnknownCollection
 from engine.ingest.cog import CogWriter
 from engine.ingest.items import build_collection
 from engine.ingest.sources import INPUT_ERRORS, BuildContext, Source, describe, discover
@@ -59,8 +61,7 @@ def ingest_paths(
         What was added, skipped (already present) and failed (with the reason).
     """
     name = collection.id if isinstance(collection, pystac.Collection) else str(collection)
-    if not _COLLECTION_ID.match(name):
-        raise InvalidInput(f"invalid collection id {name!r}: use letters, digits, '.', '_', '-'")
+    check_collection_id(name)
     template = collection if isinstance(collection, pystac.Collection) else None
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -79,6 +80,12 @@ def ingest_paths(
             dict(properties or {}),
             progress=progress,
         )
+
+
+def check_collection_id(name: str) -> None:
+    """InvalidInput unless ``name`` is a usable collection id."""
+    if not _COLLECTION_ID.match(name):
+        raise InvalidInput(f"invalid collection id {name!r}: use letters, digits, '.', '_', '-'")
 
 
 def _is_partial(name: str) -> bool:
@@ -173,15 +180,9 @@ def _ingest(
             report.warnings.extend((source.path, w) for w in source.warnings)
         todo = _select(catalog, name, sources, report)
         items = _build_all(todo, ctx, report, progress=progress)
-        kinds = sorted({str(i.properties["constellation"]) for i in items
-                        if i.properties.get("constellation")})
-        if len(kinds) > 1:
-            report.warnings.append((name, (
-                f"the collection gets items of {' and '.join(kinds)}: band presets (true "
-                "colour, NDVI) show nothing on items without those bands; one collection per "
-                "sensor is easier to browse")))
+        check_one_sensor(catalog, name, items)
         if items:
-            _commit(catalog, name, template, items)
+            commit_items(catalog, name, template, items)
             committed = True
             report.added.extend(item.id for item in items)
     except BaseException:
@@ -202,6 +203,30 @@ def _ingest(
         len(report.failed),
     )
     return report
+
+
+def check_one_sensor(catalog: Catalog, name: str, items: list[pystac.Item]) -> None:
+    """IngestError when the items and the collection hold more than one sensor family
+    (Sentinel-2, Landsat, Sentinel-1, DEM): band names such as B04 or SR_B4 mean
+    different bands on each, so one collection per sensor."""
+    found: dict[str | None, str] = {}
+    try:
+        coll = catalog.collection(name)
+    except UnknownCollection:
+        coll = None
+    if coll is not None:
+        for fam in collection_families(coll):
+            if fam is not None:
+                found.setdefault(base_family(fam), f"collection {name!r}")
+    for item in items:
+        fam = item_family(item)
+        if fam is not None:
+            found.setdefault(base_family(fam), f"item {item.id!r}")
+    if len(found) > 1:
+        what = ", ".join(f"{fam} ({where})" for fam, where in sorted(found.items(), key=str))
+        raise IngestError(
+            f"collection {name!r} would mix sensors: {what}. Band names mean different "
+            "bands on each; ingest each sensor into its own collection (--collection)")
 
 
 def _select(
@@ -252,7 +277,7 @@ def _build_all(
     return items
 
 
-def _commit(
+def commit_items(
     catalog: Catalog, name: str, template: pystac.Collection | None, items: list[pystac.Item]
 ) -> None:
     """Write the collection (extent/summaries grown) and the items; undo on failure."""

@@ -13,7 +13,6 @@ new ones under load, and every (file, overview) a thread ever read stayed open, 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 
@@ -21,6 +20,8 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from engine.errors import DataUnavailable
+from engine.security.gdal_paths import check_gdal_path, open_raster
+from engine.storage import read_error, signature
 
 Key = tuple[str, int | None]
 Sig = tuple[int, int, int]
@@ -42,16 +43,17 @@ class HandleCache:
         self.reused = 0
 
     def get(self, path: str, *, overview: int | None = None) -> rasterio.io.DatasetReader:
-        """An open dataset for ``path`` (or its overview level ``overview``, 0 = first
-        overview), for this thread alone until ``release``; DataUnavailable if it is
+        """An open dataset for ``path`` (a local path or an https:// / s3:// href; or its
+        overview level ``overview``, 0 = first overview), for this thread alone until
+        ``release``; DataUnavailable (StorageUnavailable for remote files) if it is
         missing or unreadable."""
         key = (path, overview)
+        check_gdal_path(path, what="source file", error=DataUnavailable)
         try:
-            st = os.stat(path)
-        except OSError as exc:
+            sig = signature(path)
+        except DataUnavailable:
             self._evict(key)
-            raise DataUnavailable(f"source file is missing: {path} ({exc.strerror})") from None
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+            raise
         stale = []
         found = None
         with self._lock:
@@ -72,10 +74,10 @@ class HandleCache:
         if found is not None:
             return entry[2]
         try:
-            ds = (rasterio.open(path) if overview is None
-                  else rasterio.open(path, overview_level=overview))
+            ds = (open_raster(path) if overview is None
+                  else open_raster(path, overview_level=overview))
         except RasterioIOError as exc:
-            raise DataUnavailable(f"cannot open source file {path}: {exc}") from None
+            raise read_error(path, exc, what="open") from None
         with self._lock:
             self._lent[id(ds)] = (key, sig, ds)
             self.opened += 1

@@ -37,7 +37,8 @@ from rio_tiler.mosaic.methods.defaults import FirstMethod, HighestMethod, Median
 from shapely.geometry import shape
 
 from engine.catalog.base import Catalog
-from engine.chain.bands import cloud_asset, resolve_asset
+from engine.chain.bands import band_transform, cloud_asset, raster_band, resolve_asset
+from engine.chain.budget import check_read_cost
 from engine.chain.expression import parse_expression
 from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
@@ -46,36 +47,11 @@ from engine.errors import ChainError, DataUnavailable, InvalidInput
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
+from engine.storage import configure_gdal, read_error
 
 log = logging.getLogger(__name__)
 
 WGS84 = CRS.from_epsg(4326)
-#: GDAL options for reading local COGs fast. Set ONCE per process (not per request: a
-#: per-request ``rasterio.Env(GDAL_CACHEMAX=...)`` resizes and so flushes the block cache).
-#: GDAL's default block cache (5% of RAM) is kept unless ``configure_gdal(cache_mb=...)``.
-GDAL_OPTIONS: dict[str, Any] = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-}
-_gdal_configured = False
-_gdal_lock = threading.Lock()
-
-
-def configure_gdal(options: dict[str, Any] | None = None, *,
-                   cache_mb: int | None = None) -> None:
-    """Apply :data:`GDAL_OPTIONS` process-wide (idempotent), and size GDAL's block cache to
-    ``cache_mb`` MiB when given (its default, 5 % of RAM per process, adds up when
-    several workers share a host)."""
-    global _gdal_configured
-    if cache_mb is not None and cache_mb < 1:
-        raise InvalidInput(f"GDAL cache must be at least 1 MiB, got {cache_mb}")
-    with _gdal_lock:
-        if cache_mb is not None:  # an int is bytes to rasterio (GDALSetCacheMax64)
-            rasterio.env.set_gdal_config("GDAL_CACHEMAX", int(cache_mb) * 2**20)
-        if _gdal_configured and options is None:
-            return
-        for key, value in (options or GDAL_OPTIONS).items():
-            rasterio.env.set_gdal_config(key, value)
-        _gdal_configured = True
 PERCENTILES: tuple[int, ...] = (2, 5, 25, 50, 75, 95, 98)
 #: Histogram bins of ``statistics`` by default, and the most a caller may ask for.
 HISTOGRAM_BINS = 64
@@ -98,6 +74,8 @@ class Scene:
     nodata: tuple[float | None, ...]
     cloud_href: str | None = None
     cloud_name: str | None = None
+    #: per band, ``(mul, add)`` from ``raster:bands`` scale/offset, or None (as stored)
+    transforms: tuple[tuple[float, float] | None, ...] = ()
 
 
 @dataclass
@@ -115,7 +93,8 @@ class SceneSet:
                        if self.scenes else np.zeros((0, 4)))
         h = hashlib.sha256(repr(self.band_names).encode())
         for s in self.scenes:  # what an ingest changes: ids, dates, files, in mosaic order
-            h.update(repr((s.id, s.datetime, s.hrefs, s.nodata, s.cloud_href)).encode())
+            h.update(repr((s.id, s.datetime, s.hrefs, s.nodata, s.cloud_href, s.transforms)
+                          ).encode())
         self.fingerprint = h.hexdigest()[:16]
 
     def intersecting(self, bbox: Sequence[float]) -> list[Scene]:
@@ -151,6 +130,11 @@ class MaxIndexMethod(MosaicMethodBase):
 
 def _to_utc_date(d: datetime | None) -> str:
     return d.date().isoformat() if d else "unknown"
+
+
+def _dates(chain: Chain, scenes: Sequence[Scene]) -> int:
+    """Layers a read stacks: the scenes' dates for a time stack, else one mosaic."""
+    return len({_to_utc_date(s.datetime) for s in scenes}) if chain.source.times else 1
 
 
 class TileRenderer:
@@ -193,7 +177,9 @@ class TileRenderer:
         """The scenes of the chain's source, band files resolved, in mosaic order (cached)."""
         read = self._read_names(chain)
         cloud = bool(chain.cloud_masks())
-        key = f"{chain.source.model_dump_json()}|{','.join(read)}|{cloud}"
+        # hashed: a source's JSON can be ~1 MB (an intersects polygon), the cache holds 256
+        key = hashlib.sha256(f"{chain.source.model_dump_json()}|{','.join(read)}|{cloud}"
+                             .encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
             hit = self._scenes.get(key)
@@ -231,13 +217,13 @@ class TileRenderer:
                             .get("constellation", ""))
         scenes = []
         for item in items:
-            hrefs, nodata = [], []
+            hrefs, nodata, transforms = [], [], []
             for name in read:
                 key = resolve_asset(item, name)
                 asset = item.assets[key]
                 hrefs.append(asset.get_absolute_href() or asset.href)
-                rb = asset.extra_fields.get("raster:bands") or [{}]
-                nodata.append(rb[0].get("nodata") if isinstance(rb[0], dict) else None)
+                transforms.append(band_transform(item, key))
+                nodata.append(raster_band(asset).get("nodata"))
             cloud_href = cloud_name = None
             if cloud:
                 ckey = cloud_asset(item)
@@ -252,7 +238,7 @@ class TileRenderer:
             scenes.append(Scene(
                 id=item.id, datetime=item.datetime, cloud_cover=item.properties.get(
                     "eo:cloud_cover"), bbox=tuple(bbox), hrefs=tuple(hrefs), nodata=tuple(nodata),
-                cloud_href=cloud_href, cloud_name=cloud_name))
+                cloud_href=cloud_href, cloud_name=cloud_name, transforms=tuple(transforms)))
         if src.times:
             scenes.sort(key=lambda s: (s.datetime is None, s.datetime or datetime.min))
         elif src.mosaic == "latest":
@@ -286,7 +272,8 @@ class TileRenderer:
                     self.handles.release(ds)
                 bands.append(scene.cloud_name)
         except RasterioError as exc:
-            raise DataUnavailable(f"cannot read scene {scene.id!r} from {href}: {exc}") from None
+            raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
+        arrays = apply_transforms(arrays, scene.transforms)
         if len(arrays) == 1:
             arr = arrays[0]
         else:
@@ -413,6 +400,7 @@ class TileRenderer:
         scenes = self._limit(chain, sset.intersecting(wgs))
         if not scenes:
             return None
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=tilesize * tilesize)
         crs = self.tms.rasterio_crs
         read = self._window_reader(Grid(crs, tuple(bounds), tilesize, tilesize))
 
@@ -441,6 +429,7 @@ class TileRenderer:
         scenes = self._limit(chain, sset.intersecting(wgs))
         if not scenes:
             return None
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=int(width) * int(height))
         read = self._window_reader(Grid(dst, bounds, int(width), int(height)))
         raster = self._assemble(chain, scenes, read, names=sset.band_names)
         if analytic:
@@ -561,6 +550,7 @@ class TileRenderer:
         if factor > 1:
             width, height = max(1, round(width / factor)), max(1, round(height / factor))
         bounds = (minx, miny, maxx, maxy)
+        check_read_cost(chain, dates=_dates(chain, scenes), pixels=width * height)
         read = self._window_reader(Grid(crs, bounds, width, height))
 
         raster = self._assemble(chain, scenes, read, names=sset.band_names)
@@ -608,6 +598,23 @@ class TileRenderer:
                 break
             names = step.band_names_out(names)
         return names
+
+
+def apply_transforms(arrays: list[np.ma.MaskedArray],
+                     transforms: Sequence[tuple[float, float] | None]) -> list[np.ma.MaskedArray]:
+    """``arrays`` (one per band, then any class band) with each band's ``(mul, add)``
+    applied; all float32 when any band is transformed, so they stack. Masks are kept:
+    nodata was recognised on the stored numbers."""
+    if not any(transforms):
+        return arrays
+    out = []
+    for i, a in enumerate(arrays):
+        t = transforms[i] if i < len(transforms) else None
+        data = np.ma.getdata(a).astype(np.float32)
+        if t is not None:
+            data = data * np.float32(t[0]) + np.float32(t[1])
+        out.append(np.ma.MaskedArray(data, mask=np.ma.getmaskarray(a), copy=False))
+    return out
 
 
 def raster_assets(raster: Raster) -> list[str]:

@@ -1,8 +1,9 @@
 """The sandbox that runs users' Python functions on pixel arrays, never in-process.
 
 ``check_function`` refuses unsafe sources statically (AST allowlist + RestrictedPython);
-``SandboxPool`` runs checked functions in warm, isolated worker processes (namespaces,
-read-only mounts, rlimits, seccomp, per-call time/CPU/memory limits);
+``SandboxPool`` runs checked functions in disposable processes forked by a warm zygote
+(namespaces, read-only mounts, rlimits, seccomp allow-list, per-call time/CPU/memory
+limits), a process never running two different functions;
 ``capabilities()`` says what this machine enforces; ``test_execute`` tries a function
 locally on simulated input; ``install_executor`` plugs the pool into chains.
 """

@@ -13,10 +13,11 @@ import ast
 import copy
 import functools
 import hashlib
+import marshal
 import re
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import CodeType
 
 from RestrictedPython import compile_restricted_exec
@@ -56,6 +57,9 @@ BLOCKED_ATTRS = frozenset({
     "cr_origin", "ag_frame", "ag_code", "ag_await", "tb_frame", "tb_next", "tb_lasti",
     "tb_lineno", "func_globals", "func_code", "im_func", "im_self", "im_class",
     "set_printoptions", "setbufsize", "seterrcall", "capsule",
+    # the real ndarray class / raw buffers behind a masked array or a view, and flags
+    # that make read-only library arrays (np.ma.masked's mask) writable
+    "base", "baseclass", "mvoid", "setflags", "getfield", "setfield",
 })
 BLOCKED_ATTR_PREFIXES = ("_", "f_", "co_", "gi_", "cr_", "ag_", "tb_")
 
@@ -121,6 +125,8 @@ class CheckedFunction:
     digest: str
     params: tuple[str, ...]
     allowed_imports: tuple[str, ...]
+    #: The RestrictedPython-compiled module, marshalled (what a sandbox child runs).
+    code: bytes = field(default=b"", repr=False, compare=False)
 
 
 def reject(reason: str, lineno: int | None = None, *, choices: Iterable[str] | None = None
@@ -319,15 +325,36 @@ def _check_cached(source: str, function: str, allowed: tuple[str, ...]) -> Check
         raise reject(f"{function}() must take the pixel array as its first parameter",
                      fdef.lineno)
 
+    _refuse_rebinding(tree, function)
     try:
         _Checker(module_tree(allowed)).visit(tree)
     except RecursionError:
         raise reject("the source is too deeply nested") from None
-    compile_user(source)  # RestrictedPython's own policy, on top of ours
+    code = compile_user(source)  # RestrictedPython's own policy, on top of ours
     params = tuple(positional + [a.arg for a in fdef.args.kwonlyargs])
     digest = hashlib.sha256(source.encode()).hexdigest()[:32]
     return CheckedFunction(source=source, function=function, digest=digest, params=params,
-                           allowed_imports=allowed)
+                           allowed_imports=allowed, code=marshal.dumps(code))
+
+
+def _refuse_rebinding(tree: ast.Module, function: str) -> None:
+    """The checked function is what runs: no top-level statement may rebind its name."""
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef):
+            continue
+        try:
+            nodes = list(ast.walk(stmt))
+        except RecursionError:
+            raise reject("the source is too deeply nested") from None
+        for node in nodes:
+            bound = None
+            if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                bound = node.id
+            elif isinstance(node, ast.alias):
+                bound = node.asname or node.name.split(".")[0]
+            if bound == function:
+                raise reject(f"the top level rebinds {function!r}, the function to run; "
+                             "give it another name", stmt.lineno)
 
 
 class _AugItems(ast.NodeTransformer):

@@ -14,15 +14,19 @@ def chain_executor(pool: SandboxPool | None = None) -> Callable[..., np.ma.Maske
     """An ``engine.chain`` executor running steps in ``pool`` (default: the process pool).
 
     The user function gets the raw pixel values; pixels masked in every input band
-    (nodata) stay masked in the output.
+    (nodata) stay masked in the output. Calls are scoped to the running chain's id, so a
+    sandbox process never serves two chains.
     """
+    # Imported here, not at the top: the zygote imports engine.sandbox, not chains.
+    from engine.chain.executor import current_chain
 
     def execute(step: Any, array: Any, *, band_names: Any = None,
                 dates: Any = None) -> np.ma.MaskedArray:
         data = np.ma.getdata(array)
         mask = np.ma.getmask(array)
         out = (pool or default_pool()).run(step.source, step.function, data,
-                                           args=list(step.args), kwargs=dict(step.kwargs))
+                                           args=list(step.args), kwargs=dict(step.kwargs),
+                                           scope=current_chain())
         if mask is np.ma.nomask:
             return np.ma.MaskedArray(out)
         nodata = mask if data.ndim == 2 else mask.all(axis=-3)  # (y, x) or (time, y, x)

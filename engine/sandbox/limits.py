@@ -1,8 +1,9 @@
-"""Linux isolation of a sandbox worker: namespaces, read-only mounts, rlimits, seccomp.
+"""Linux isolation of the sandbox: namespaces and read-only mounts for the zygote (inherited
+by every child), rlimits, no-new-privs and a seccomp allow-list for each disposable child.
 
 Each step is tried, its success recorded, and what worked is reported as capabilities
-(a user's machine may allow less than a server). Called by the worker once, after it
-has imported everything it needs and before it runs any user code.
+(a user's machine may allow less than a server). The seccomp filter is compiled to BPF
+once, in the zygote; a child only loads it (two prctl calls), before it reads any input.
 """
 
 from __future__ import annotations
@@ -29,17 +30,19 @@ PR_SET_DUMPABLE = 4
 PROT_EXEC = 4
 NOBODY = 65534
 
-#: Syscalls a worker may make once isolated; everything else fails with EPERM.
-#: Enough for CPython, numpy and scipy compute on memory already mapped; no file
-#: opening, sockets, process creation, exec, ptrace, mounts or namespace changes.
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+
+#: Syscalls a child may make once restricted; everything else fails with EPERM. Enough
+#: for CPython, numpy and scipy computing on memory already mapped and talking over the
+#: descriptors it already holds: no open/openat/stat of paths, sockets, fork/clone/exec,
+#: kill/tgkill (not even of itself), ptrace, process_vm_*, mounts, namespaces, or
+#: executable mappings (mmap/mprotect with PROT_EXEC).
 ALLOWED_SYSCALLS = (
-    "read", "write", "readv", "writev", "pread64", "close", "fstat", "newfstatat", "lseek",
-    "munmap", "mremap", "brk", "madvise", "futex", "rt_sigaction", "rt_sigprocmask",
-    "rt_sigreturn", "sigaltstack", "clock_gettime", "clock_getres", "clock_nanosleep",
-    "nanosleep", "gettimeofday", "time", "getpid", "gettid", "getppid", "getuid", "geteuid",
-    "getgid", "getegid", "getrusage", "getrlimit", "setrlimit", "exit", "exit_group", "poll",
-    "ppoll", "select", "pselect6", "getrandom", "sched_yield", "sched_getaffinity",
-    "restart_syscall", "getcwd", "uname", "sysinfo", "membarrier", "rseq",
+    "read", "write", "readv", "writev", "close", "lseek", "munmap", "mremap", "brk",
+    "madvise", "futex", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
+    "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "time",
+    "getpid", "gettid", "getrusage", "exit", "exit_group", "getrandom", "sched_yield",
+    "restart_syscall", "membarrier", "rseq",
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc symbols
@@ -143,86 +146,110 @@ def drop_privileges() -> bool:
     return os.geteuid() != 0
 
 
-def set_rlimits(*, memory_mb: int) -> bool:
-    """Address space, no file writes, no core files, no new processes, no new fds."""
-    fds = [int(n) for n in os.listdir("/proc/self/fd")]
+def set_rlimits(*, memory_mb: int, cpu_s: float | None, max_fd: int, calls: int = 1) -> bool:
+    """Address space, CPU seconds (hard: ``calls`` x ``cpu_s``; see :func:`arm_cpu`), no
+    file writes, no core files, no new processes, no new descriptors above ``max_fd``."""
     limits = {
         resource.RLIMIT_AS: memory_mb * 1024 * 1024,
         resource.RLIMIT_FSIZE: 0,
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_NPROC: 0,
-        resource.RLIMIT_NOFILE: max(fds) + 1,
+        resource.RLIMIT_NOFILE: max_fd + 1,
     }
     ok = True
     for which, value in limits.items():
         try:
             resource.setrlimit(which, (value, value))
-        except (ValueError, OSError) as exc:
-            log.info("sandbox: setrlimit(%s) failed: %s", which, exc)
+        except (ValueError, OSError):
             ok = False
+    if cpu_s:
+        soft = math.ceil(time.process_time() + cpu_s)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, math.ceil(cpu_s * calls) + 1))
     return ok
 
 
-def set_cpu_limit(seconds: float | None) -> None:
-    """Soft CPU limit ``seconds`` from now (SIGXCPU kills the worker), or none."""
-    if seconds is None:
-        resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY,
-                                                 resource.RLIM_INFINITY))
-        return
-    now = time.process_time()
-    resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(now + seconds), resource.RLIM_INFINITY))
+def arm_cpu(cpu_s: float) -> None:
+    """SIGXCPU ``cpu_s`` CPU seconds from now (within the hard limit set at start)."""
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft = math.ceil(time.process_time() + cpu_s)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY
+                                             else min(soft, hard), hard))
 
 
-def install_seccomp() -> bool:
-    """Load the syscall allowlist (default: EPERM); True when the filter is active."""
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class Filter:
+    """The child's seccomp allow-list as BPF, compiled once (in the zygote) by libseccomp.
+
+    ``load()`` is then two prctl calls in a child: no libseccomp work per call.
+    """
+
+    def __init__(self) -> None:
+        self.error = ""
+        self._buffer: ctypes.Array[ctypes.c_char] | None = None
+        self._prog: _SockFprog | None = None
+        try:
+            bpf = _compile_bpf()
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.error = str(exc)
+            return
+        self._buffer = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = _SockFprog(len(bpf) // ctypes.sizeof(_SockFilter),
+                                ctypes.addressof(self._buffer))
+
+    @property
+    def available(self) -> bool:
+        return self._prog is not None
+
+    def load(self) -> bool:
+        """No new privileges, then the filter; True when the filter is active."""
+        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or self._prog is None:
+            return False
+        return _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._prog),
+                           0, 0) == 0
+
+
+def _compile_bpf() -> bytes:
     sc = _seccomp
     if sc is None:
-        log.info("sandbox: seccomp unavailable: %s", _SECCOMP_ERROR)
-        return False
+        raise RuntimeError(f"seccomp unavailable: {_SECCOMP_ERROR}")
+    filt = sc.SyscallFilter(defaction=sc.ERRNO(errno.EPERM))
+    arch = sc.system_arch()
+    for name in ALLOWED_SYSCALLS:
+        try:
+            sc.resolve_syscall(arch, name)
+        except (ValueError, OSError):
+            continue  # not a syscall on this architecture
+        filt.add_rule(sc.ALLOW, name)
+    no_exec = sc.Arg(2, sc.MASKED_EQ, PROT_EXEC, 0)
+    filt.add_rule(sc.ALLOW, "mmap", no_exec)
+    filt.add_rule(sc.ALLOW, "mprotect", no_exec)
+    filt.add_rule(sc.ALLOW, "prlimit64", sc.Arg(0, sc.EQ, 0))  # its own limits only
+    fd = os.memfd_create("eox-bpf", os.MFD_CLOEXEC)
     try:
-        filt = sc.SyscallFilter(defaction=sc.ERRNO(errno.EPERM))
-        arch = sc.system_arch()
-        for name in ALLOWED_SYSCALLS:
-            try:
-                sc.resolve_syscall(arch, name)
-            except (ValueError, OSError):
-                continue  # not a syscall on this architecture
-            filt.add_rule(sc.ALLOW, name)
-        no_exec = sc.Arg(2, sc.MASKED_EQ, PROT_EXEC, 0)
-        filt.add_rule(sc.ALLOW, "mmap", no_exec)
-        filt.add_rule(sc.ALLOW, "mprotect", no_exec)
-        filt.add_rule(sc.ALLOW, "prlimit64", sc.Arg(0, sc.EQ, 0))  # own limits only
-        filt.add_rule(sc.ALLOW, "tgkill", sc.Arg(0, sc.EQ, os.getpid()))  # abort()
-        filt.load()
-    except OSError as exc:
-        log.info("sandbox: loading the seccomp filter failed: %s", exc)
-        return False
-    return True
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            filt.export_bpf(fh)
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    bpf = b"".join(chunks)
+    if not bpf or len(bpf) % ctypes.sizeof(_SockFilter):
+        raise RuntimeError("libseccomp exported no usable BPF program")
+    return bpf
 
 
-def _syscall_blocked() -> dict[str, bool]:
-    """Try what the filter must forbid; True means refused."""
-    out = {}
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-        out["socket"] = False
-    except OSError:
-        out["socket"] = True
-    out["write"] = write_blocked("/tmp") and write_blocked("/dev/shm")
-    try:
-        pid = os.fork()
-    except OSError:
-        out["fork"] = True
-    else:
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-        out["fork"] = False
-    return out
-
-
-def isolate(*, memory_mb: int) -> dict[str, Any]:
-    """Apply every isolation this machine allows; return what is enforced (verified)."""
+def isolate_zygote() -> dict[str, Any]:
+    """Namespaces, read-only mounts, no privileges: applied once, inherited by children."""
     caps: dict[str, Any] = {}
     caps.update(enter_namespaces())
     caps["readonly_fs"] = make_readonly() if caps["mountns"] else False
@@ -230,12 +257,32 @@ def isolate(*, memory_mb: int) -> dict[str, Any]:
     caps["network_isolated"] = caps["netns"] and only_loopback()
     os.chdir("/")
     caps["unprivileged"] = drop_privileges()
-    caps["rlimits"] = set_rlimits(memory_mb=memory_mb)
-    caps["seccomp"] = install_seccomp()
-    blocked = _syscall_blocked()
-    caps["blocked"] = blocked
-    # What a user function could do if it escaped the Python-level checks:
-    caps["no_network"] = blocked["socket"] or caps["network_isolated"]
-    caps["no_fs_write"] = blocked["write"]
-    caps["no_subprocess"] = blocked["fork"]
     return caps
+
+
+def probe_blocked(parent_pid: int) -> dict[str, bool]:
+    """Run in a restricted child: try what must be impossible; True means refused."""
+
+    def refused(action: Any) -> bool:
+        try:
+            action()
+        except OSError:
+            return True
+        return False
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    return {
+        "open": refused(lambda: os.close(os.open("/proc/self/status", os.O_RDONLY))),
+        "listdir": refused(lambda: os.listdir("/")),
+        "write": refused(lambda: os.close(os.open(
+            f"/tmp/.eox-probe-{os.getpid()}", os.O_WRONLY | os.O_CREAT, 0o600))),
+        "socket": refused(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
+        "fork": refused(fork),
+        "exec": refused(lambda: os.execv("/bin/true", ["true"])),
+        "signal_parent": refused(lambda: os.kill(parent_pid, 0)),
+    }

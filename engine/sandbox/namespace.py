@@ -38,7 +38,9 @@ _NUMPY_DENY = frozenset({
 #: numpy submodules exposed (curated the same way); all others are left out.
 _NUMPY_SUBMODULES = ("linalg", "fft", "random", "ma", "emath")
 _MA_DENY = frozenset({"dump", "dumps", "load", "loads", "frombuffer", "core", "extras",
-                      "masked_print_option"})
+                      "masked_print_option", "mvoid"})
+#: Left out of every curated module: pytest runners (``np.linalg.test``...).
+_ALWAYS_DENY = frozenset({"test", "Tester", "PytestTester"})
 
 #: cv2 names touching files, devices, threads or native plugins (only when installed).
 _CV2_DENY_PARTS = ("read", "write", "Video", "FileStorage", "FileNode", "dnn", "Cascade",
@@ -104,7 +106,7 @@ class Namespace:
 def _curate(module: types.ModuleType, deny: Iterable[str] | None = None, *,
             deny_parts: Iterable[str] = ()) -> dict[str, Any]:
     """Public, non-module, non-mutable members of ``module`` minus ``deny``."""
-    deny = frozenset(deny or ())
+    deny = frozenset(deny or ()) | _ALWAYS_DENY
     parts = tuple(deny_parts)
     out: dict[str, Any] = {}
     for name in dir(module):
@@ -114,7 +116,8 @@ def _curate(module: types.ModuleType, deny: Iterable[str] | None = None, *,
             value = getattr(module, name)
         except AttributeError:  # lazy attributes that fail to load
             continue
-        if isinstance(value, types.ModuleType | dict | list | set | bytearray):
+        if isinstance(value, types.ModuleType | dict | list | set | bytearray) \
+                or type(value).__name__ == "PytestTester":
             continue
         out[name] = value
     return out

@@ -1,346 +1,155 @@
-"""A pool of warm, isolated worker processes that run user functions on arrays.
+"""The sandbox pool: one disposable process per user call, forked by a warm zygote.
 
-User code never runs in the calling (web server) process. Workers are started once,
-isolate themselves (see :mod:`engine.sandbox.limits`) and are reused; one that times
-out, crashes or runs out of memory is killed and replaced while the others keep
-serving. Thread-safe: each call borrows one idle worker.
+User code never runs in the calling (web server) process, and no process ever runs two
+calls: a single-threaded zygote (see :mod:`engine.sandbox.zygote`) with numpy/scipy
+imported and no secrets forks a child per call; the child restricts itself (rlimits,
+no-new-privs, seccomp allow-list; namespaces inherited), reads its call, runs it, writes
+its output and exits. Inputs are copied into a segment that holds only this call's data;
+the parent trusts nothing but a validated output array and a sanitised error message.
+Thread-safe: at most ``size`` calls run at once.
 """
 
 from __future__ import annotations
 
 import atexit
-import itertools
-import json
+import base64
 import logging
-import os
-import queue
-import select
-import signal
-import subprocess
-import sys
+import marshal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from multiprocessing import shared_memory
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
 
-from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
+from engine.errors import SandboxError, SandboxLimitExceeded
 from engine.sandbox.check import (
+    USER_FILENAME,
     CheckedFunction,
     check_function,
     default_imports,
     set_default_imports,
 )
-from engine.sandbox.worker import HEADER, MAX_MESSAGE, OUTPUT_KINDS
+from engine.sandbox.forkserver import (
+    Call,
+    ChildDied,
+    ForkServer,
+    StartRefused,
+    binding,
+    jsonable,
+    reply_error,
+)
+from engine.sandbox.worker import OUTPUT_KINDS, output_problem
 
 log = logging.getLogger(__name__)
 
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
-#: Worker entry point. ``engine`` is stubbed as a bare package so that its __init__
-#: (the notebook API: catalog, pandas, rasterio...) is not imported into workers:
-#: fewer modules mapped, faster start, less reachable code.
-_BOOT = ("import sys, types; m = types.ModuleType('engine'); m.__path__ = [{path!r}]; "
-         "sys.modules['engine'] = m; from engine.sandbox.worker import main; sys.exit(main())")
 _MB = 1024 * 1024
-_ids = itertools.count(1)
+#: What the machine enforces, in words, for /healthz and the README.
+DESIGN = ("one disposable process per call, forked from a single-threaded zygote that "
+          "holds no secrets and no other call's data")
+DESIGN_BOUND = ("disposable processes forked from a single-threaded zygote that holds no "
+                "secrets and no other call's data; a process runs at most {n} calls, all of "
+                "ONE function of ONE chain with the same arguments and input shape")
 
 
-class _WorkerDied(Exception):
-    """The worker process exited or closed its pipe."""
+@dataclass
+class _Process:
+    """A call process bound to one function identity (``key``)."""
 
-
-class _StartRefused(SandboxError):
-    """The worker refused its configuration (retrying cannot help)."""
-
-
-class _Worker:
-    """Parent-side handle of one worker process and its two shared-memory segments."""
-
-    def __init__(self, *, allowed_imports: Sequence[str], memory_mb: int, cpu_s: float | None,
-                 array_bytes: int, isolate: bool, start_timeout_s: float) -> None:
-        self.id = next(_ids)
-        self.in_shm = shared_memory.SharedMemory(create=True, size=array_bytes)
-        self.out_shm = shared_memory.SharedMemory(create=True, size=array_bytes)
-        self.loaded: set[str] = set()
-        self._rbuf = bytearray()
-        self._poller: select.poll | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        env = {
-            "PYTHONPATH": _PROJECT_ROOT, "PYTHONDONTWRITEBYTECODE": "1",
-            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "NUMEXPR_NUM_THREADS": "1", "LANG": "C.UTF-8", "HOME": "/nonexistent",
-            # Keep freed memory in the heap: per-tile temporaries are then reused instead
-            # of being mapped and page-faulted afresh on every call (costly on VMs).
-            "MALLOC_MMAP_THRESHOLD_": str(64 * _MB), "MALLOC_TRIM_THRESHOLD_": str(256 * _MB),
-            "MALLOC_TOP_PAD_": str(16 * _MB),
-        }
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-s", "-B", "-c",
-                 _BOOT.format(path=str(Path(_PROJECT_ROOT) / "engine"))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                env=env, cwd="/", close_fds=True, start_new_session=True)
-            self._send({"in_shm": self.in_shm.name, "out_shm": self.out_shm.name,
-                        "in_size": array_bytes, "out_size": array_bytes,
-                        "allowed_imports": list(allowed_imports), "memory_mb": memory_mb,
-                        "cpu_s": cpu_s, "isolate": isolate})
-            hello = self._recv(time.monotonic() + start_timeout_s)
-        except (OSError, _WorkerDied, TimeoutError) as exc:
-            self.kill()
-            raise SandboxError(f"a sandbox worker failed to start: {exc}") from None
-        if not hello.get("ready"):
-            self.kill()
-            raise _StartRefused(f"a sandbox worker refused to start: {hello.get('message')}")
-        self.pid = int(hello["pid"])
-        self.capabilities: dict[str, Any] = hello.get("capabilities", {})
-        # The worker has mapped both segments: unlink the names so nothing stays in
-        # /dev/shm if this process dies; the mappings live on.
-        for shm in (self.in_shm, self.out_shm):
-            shm.unlink()
-
-    # -- framing ----------------------------------------------------------------------
-    def _send(self, message: dict[str, Any]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        body = json.dumps(message, separators=(",", ":")).encode()
-        view = memoryview(HEADER.pack(len(body)) + body)
-        try:
-            fd = self.proc.stdin.fileno()
-            while view:
-                view = view[os.write(fd, view):]
-        except (ValueError, OSError) as exc:
-            raise _WorkerDied(str(exc)) from None
-
-    def _recv(self, deadline: float) -> dict[str, Any]:
-        head = self._read(HEADER.size, deadline)
-        (size,) = HEADER.unpack(head)
-        if size > MAX_MESSAGE:
-            raise _WorkerDied("oversized message from worker")
-        try:
-            message = json.loads(self._read(size, deadline))
-        except ValueError:
-            raise _WorkerDied("malformed message from worker") from None
-        if not isinstance(message, dict):
-            raise _WorkerDied("malformed message from worker")
-        return message
-
-    def _read(self, n: int, deadline: float) -> bytes:
-        """``n`` bytes from the worker (buffered: one read usually brings a whole reply)."""
-        assert self.proc is not None and self.proc.stdout is not None
-        buf = self._rbuf
-        while len(buf) < n:
-            if self._poller is None:
-                self._poller = select.poll()
-                self._poller.register(self.proc.stdout.fileno(),
-                                      select.POLLIN | select.POLLHUP | select.POLLERR)
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._poller.poll(left * 1000):
-                raise TimeoutError("time limit")
-            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
-            if not chunk:
-                raise _WorkerDied("worker closed its pipe")
-            buf += chunk
-        out = bytes(buf[:n])
-        del buf[:n]
-        return out
-
-    # -- calls ------------------------------------------------------------------------
-    def call(self, checked: CheckedFunction, array: np.ndarray, args: list[Any],
-             kwargs: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send one call and wait for its answer (output left in ``out_shm``)."""
-        view = np.ndarray(array.shape, dtype=array.dtype, buffer=self.in_shm.buf)
-        view[...] = array
-        del view
-        msg: dict[str, Any] = {"op": "run", "digest": checked.digest,
-                               "function": checked.function, "shape": list(array.shape),
-                               "dtype": array.dtype.str, "args": args, "kwargs": kwargs}
-        deadline = time.monotonic() + timeout_s
-        if checked.digest not in self.loaded:
-            msg["source"] = checked.source
-        self._send(msg)
-        reply = self._recv(deadline)
-        if reply.get("kind") == "need_source":  # evicted from the worker's cache
-            msg["source"] = checked.source
-            self._send(msg)
-            reply = self._recv(deadline)
-        if reply.get("ok") or reply.get("kind") in ("error", "violation", "output"):
-            if len(self.loaded) > 4096:  # the worker keeps far fewer; it asks again
-                self.loaded.clear()
-            self.loaded.add(checked.digest)
-        return reply
-
-    def output(self, reply: dict[str, Any]) -> np.ndarray:
-        """Copy the validated output out of shared memory (re-validated: trust nothing)."""
-        try:
-            dtype = np.dtype(str(reply["dtype"]))
-            shape = tuple(int(s) for s in reply["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise _WorkerDied("malformed output description") from None
-        if dtype.kind not in OUTPUT_KINDS or any(s < 0 for s in shape) \
-                or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > self.out_shm.size:
-            raise _WorkerDied("invalid output description")
-        return np.ndarray(shape, dtype=dtype, buffer=self.out_shm.buf).copy()
-
-    def exit_reason(self) -> str:
-        """Why the process ended (waits briefly for it)."""
-        if self.proc is None:
-            return "not started"
-        try:
-            code = self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return "stopped answering"
-        if code < 0:
-            sig = -code
-            if sig == signal.SIGXCPU:
-                return "exceeded the CPU time limit"
-            if sig == signal.SIGKILL:
-                return "was killed (SIGKILL)"
-            return f"crashed ({signal.Signals(sig).name})"
-        return f"exited with status {code}"
-
-    def kill(self) -> None:
-        """Kill the process (by its pid) and release the shared memory."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                log.warning("sandbox worker %s did not exit after SIGKILL", self.proc.pid)
-            for stream in (self.proc.stdin, self.proc.stdout):
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except OSError:
-                        pass
-        for shm in (self.in_shm, self.out_shm):
-            try:
-                shm.close()
-            except BufferError:  # a view still exported; freed with the object
-                pass
-            try:
-                shm.unlink()
-            except FileNotFoundError:
-                pass
-
-    def stop(self) -> None:
-        """Ask the worker to exit, then make sure it did."""
-        try:
-            self._send({"op": "exit"})
-            if self.proc is not None:
-                self.proc.wait(timeout=1)
-        except (_WorkerDied, subprocess.TimeoutExpired):
-            pass
-        self.kill()
+    key: str
+    call: Call
+    pid: int
+    born: float = field(default_factory=time.monotonic)
+    used: int = 0
 
 
 class SandboxPool:
-    """Warm isolated workers running user functions on arrays through shared memory.
+    """Runs user functions on arrays, each call in its own freshly forked process.
 
     Args:
-        size: number of worker processes.
-        timeout_s: wall-clock limit of one call; the worker is killed and replaced.
+        size: how many calls may run at once (one child process each).
+        timeout_s: wall-clock limit of one call; its process is killed.
         cpu_s: CPU-time limit of one call (default: ``timeout_s``).
-        memory_mb: address-space limit of a worker (RLIMIT_AS).
+        memory_mb: address-space limit of a call's process (RLIMIT_AS).
         allowed_imports: modules user code may import (default: the deployment's).
         max_array_mb: largest input or output array of one call.
         isolate: apply namespaces/rlimits/seccomp (False only for debugging).
-        start_timeout_s: how long a worker may take to start.
+        start_timeout_s: how long the zygote may take to start.
+        calls_per_process: 1 = a fresh process for every call; N > 1 = a process may
+            serve up to N calls of the very same function, arguments and input shape
+            (never another function's), then exits; idle ones exit after ``idle_s``.
+        idle_s: how long an idle bound process is kept.
     """
 
     def __init__(self, size: int = 2, *, timeout_s: float = 5.0, cpu_s: float | None = None,
                  memory_mb: int = 2048, allowed_imports: Iterable[str] | None = None,
                  max_array_mb: int = 128, isolate: bool = True,
-                 start_timeout_s: float = 60.0) -> None:
-        if size < 1:
-            raise ValueError("size must be at least 1")
+                 start_timeout_s: float = 60.0, calls_per_process: int = 64,
+                 idle_s: float = 10.0) -> None:
+        if size < 1 or calls_per_process < 1:
+            raise ValueError("size and calls_per_process must be at least 1")
+        self.calls_per_process = int(calls_per_process)
+        self.idle_s = float(idle_s)
+        self._idle: dict[str, list[_Process]] = {}
         self.size = size
         self.timeout_s = float(timeout_s)
         self.cpu_s = float(cpu_s) if cpu_s is not None else float(timeout_s)
         self.memory_mb = int(memory_mb)
         self.allowed_imports = tuple(sorted(set(allowed_imports))) if allowed_imports \
             is not None else default_imports()
+        self.max_array_mb = max_array_mb
         self.max_array_bytes = int(max_array_mb * _MB)
         self.isolate = isolate
         self.start_timeout_s = start_timeout_s
-        self._idle: queue.Queue[_Worker] = queue.Queue()
-        self._all: set[_Worker] = set()
+        self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._server: ForkServer | None = None
+        self._busy: set[int] = set()
         self._closed = False
-        self._capabilities: dict[str, Any] | None = None
         self._start_error: str | None = None
-        self._ready = threading.Event()
-        for _ in range(size):
-            self._spawn_async()
+        self._refused = False
+        threading.Thread(target=self._ensure_server, name="sandbox-zygote-start",
+                         daemon=True).start()
 
-    # -- workers ----------------------------------------------------------------------
-    def _new_worker(self) -> _Worker:
-        return _Worker(allowed_imports=self.allowed_imports, memory_mb=self.memory_mb,
-                       cpu_s=self.cpu_s, array_bytes=self.max_array_bytes,
-                       isolate=self.isolate, start_timeout_s=self.start_timeout_s)
-
-    def _spawn_async(self) -> None:
-        threading.Thread(target=self._spawn, name="sandbox-spawn", daemon=True).start()
-
-    def _spawn(self) -> None:
-        for attempt in range(3):
-            if self._closed:
-                return
+    # -- the zygote -----------------------------------------------------------------------
+    def _ensure_server(self) -> ForkServer | None:
+        """The running zygote, started (or restarted) if needed; None when it cannot."""
+        with self._start_lock:
+            server = self._server
+            if server is not None and server.alive:
+                return server
+            if self._closed or self._refused:
+                return None
+            if server is not None:
+                log.warning("sandbox zygote %s is gone; starting a new one", server.pid)
+                server.close()
+            config = {"allowed_imports": list(self.allowed_imports), "memory_mb": self.memory_mb,
+                      "cpu_s": self.cpu_s, "isolate": self.isolate,
+                      "max_array_mb": self.max_array_mb}
             try:
-                worker = self._new_worker()
+                server = ForkServer(config, self.start_timeout_s)
             except SandboxError as exc:
-                log.error("sandbox worker start failed (attempt %d): %s", attempt + 1, exc)
+                log.error("sandbox zygote start failed: %s", exc)
                 self._start_error = str(exc)
-                if isinstance(exc, _StartRefused):
-                    break
-                time.sleep(0.5 * (attempt + 1))
-                continue
+                self._refused = isinstance(exc, StartRefused)
+                return None
             with self._lock:
                 if self._closed:
-                    worker.stop()
-                    return
-                self._all.add(worker)
-                if self._capabilities is None:
-                    self._capabilities = dict(worker.capabilities)
-            self._idle.put(worker)
-            self._ready.set()
-            return
-        self._ready.set()  # wake waiters: they will see the start error
+                    server.close()
+                    return None
+                self._server = server
+            return server
 
-    def _retire(self, worker: _Worker) -> None:
-        """Kill a worker and start its replacement in the background."""
-        with self._lock:
-            self._all.discard(worker)
-        worker.kill()
-        if not self._closed:
-            self._spawn_async()
-
-    def _acquire(self) -> _Worker:
-        deadline = time.monotonic() + self.start_timeout_s + self.timeout_s
-        while True:
-            if self._closed:
-                raise SandboxError("the sandbox pool is closed")
-            try:
-                return self._idle.get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                pass
-            with self._lock:
-                alive = len(self._all)
-            if time.monotonic() >= deadline:
-                detail = f" ({self._start_error})" if self._start_error and not alive else ""
-                raise SandboxLimitExceeded(f"no sandbox worker became available{detail}")
-
-    # -- public API -------------------------------------------------------------------
+    # -- public API -----------------------------------------------------------------------
     def check(self, source: str, function: str) -> CheckedFunction:
         """The static check with this pool's allowed imports."""
         return check_function(source, function, allowed_imports=self.allowed_imports)
 
     def run(self, source: str, function: str, array: np.ndarray, args: Sequence[Any] = (),
-            kwargs: dict[str, Any] | None = None) -> np.ndarray:
-        """Call ``function(array, *args, **kwargs)`` from ``source`` in a worker.
+            kwargs: dict[str, Any] | None = None, *, scope: str = "") -> np.ndarray:
+        """Call ``function(array, *args, **kwargs)`` from ``source`` in a sandbox process.
 
         Args:
             source: the user's Python source (checked first).
@@ -348,6 +157,8 @@ class SandboxPool:
             array: (band, y, x), (y, x) or, for time stacks, (time, band, y, x) numbers.
             args: JSON-able positional arguments after the array.
             kwargs: JSON-able keyword arguments.
+            scope: who the call belongs to (the chain id for tiles): a process is only
+                reused for calls of the same scope, function, arguments and input shape.
 
         Returns:
             The validated output: (y, x), (band, y, x) or (time, band, y, x) numbers
@@ -356,9 +167,24 @@ class SandboxPool:
         Raises:
             FunctionRejected: the source failed the static check.
             FunctionFailed: the function raised or returned an invalid value.
-            SandboxLimitExceeded: time/CPU/memory limit hit or the worker crashed.
+            SandboxLimitExceeded: time/CPU/memory limit hit or the process crashed.
         """
         checked = self.check(source, function)
+        return self._call(checked.code, function, array, args, kwargs, raw=False, scope=scope)
+
+    def _run_unchecked(self, source: str, function: str, array: np.ndarray,
+                       args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                       scope: str = "") -> np.ndarray:
+        """TESTS ONLY: run plain, unchecked Python (real builtins, real numpy) in a child.
+
+        Proves the process boundary with the static check and the guards switched off
+        (what an escaped function could do). Not reachable from HTTP or chains.
+        """
+        code = marshal.dumps(compile(source, USER_FILENAME, "exec"))
+        return self._call(code, function, array, args, kwargs, raw=True, scope=scope)
+
+    def _call(self, code: bytes, function: str, array: np.ndarray, args: Sequence[Any],
+              kwargs: dict[str, Any] | None, *, raw: bool, scope: str) -> np.ndarray:
         array = np.asarray(array)
         if array.dtype.kind not in OUTPUT_KINDS or array.ndim not in (2, 3, 4):
             raise SandboxError(f"the input must be a 2-4 dimensional numeric array, got "
@@ -366,118 +192,188 @@ class SandboxPool:
         if array.nbytes > self.max_array_bytes:
             raise SandboxError(f"the input is too large for the sandbox ({array.nbytes} "
                                f"bytes, at most {self.max_array_bytes})")
-        args_list, kwargs_dict = _jsonable(list(args), dict(kwargs or {}))
-        worker = self._acquire()
+        args_list, kwargs_dict = jsonable(list(args), dict(kwargs or {}))
+        message = {"function": function, "code": base64.b64encode(code).decode(),
+                   "shape": list(array.shape), "dtype": array.dtype.str,
+                   "args": args_list, "kwargs": kwargs_dict, "raw": raw}
+        if not self._slots.acquire(timeout=self.start_timeout_s + self.timeout_s):
+            raise SandboxLimitExceeded("no sandbox slot became free in time")
+        try:
+            server = self._ensure_server()
+            if server is None:
+                if self._closed:
+                    raise SandboxError("the sandbox pool is closed")
+                raise SandboxLimitExceeded(f"the sandbox is not available ({self._start_error})")
+            return self._in_child(server, message, array, function, scope)
+        finally:
+            self._slots.release()
+
+    def _in_child(self, server: ForkServer, message: dict[str, Any], array: np.ndarray,
+                  function: str, scope: str) -> np.ndarray:
+        deadline = time.monotonic() + self.timeout_s
+        key = binding(message, scope)
+        proc = self._take_idle(key, array)
         healthy = False
         try:
             try:
-                reply = worker.call(checked, array, args_list, kwargs_dict, self.timeout_s)
-                if reply.get("ok"):
-                    out = worker.output(reply)
-                    if out.shape[-2:] != array.shape[-2:] or not 2 <= out.ndim <= max(
-                            3, array.ndim):
-                        raise _WorkerDied(f"output shape {out.shape} does not fit the input")
-                    healthy = True
-                    return out
+                if proc is None:
+                    proc = self._fork(server, key, array, deadline)
+                with self._lock:
+                    self._busy.add(proc.pid)
+                # the process keeps the code of its one function after the first call
+                proc.call.send(message if proc.used == 0 else
+                               {k: v for k, v in message.items() if k != "code"})
+                proc.used += 1
+                reply = proc.call.receive(deadline)
             except TimeoutError:
+                if proc is not None:
+                    server.kill(proc.pid)
                 raise SandboxLimitExceeded(
                     f"{function}() exceeded the time limit of {self.timeout_s:g} s") from None
-            except _WorkerDied as exc:
-                reason = worker.exit_reason()
-                log.warning("sandbox worker %s died during %s(): %s (%s)", worker.pid,
-                            function, reason, exc)
-                raise SandboxLimitExceeded(f"{function}() stopped its sandbox worker: the "
-                                           f"worker {reason}") from None
-            kind = reply.get("kind")
-            healthy = kind in ("error", "violation", "output", "rejected")
-            raise _reply_error(function, reply)
+            except ChildDied as exc:
+                reason = server.exit_reason(proc.pid) if proc is not None else str(exc)
+                log.warning("sandbox call %s() ended in process %s: %s", function,
+                            proc.pid if proc else None, reason)
+                raise SandboxLimitExceeded(f"{function}() stopped its sandbox process: the "
+                                           f"process {reason}") from None
+            if reply.get("ok") is True:
+                out = self._output(proc.call, reply, array.shape, function)
+                healthy = True
+                return out
+            raise reply_error(function, reply)
         finally:
-            if healthy and not self._closed:
-                self._idle.put(worker)
-            else:
-                self._retire(worker)
+            if proc is not None:
+                with self._lock:
+                    self._busy.discard(proc.pid)
+                self._release(proc, healthy)
+
+    def _fork(self, server: ForkServer, key: str, array: np.ndarray,
+              deadline: float) -> _Process:
+        call = Call(array, self.max_array_bytes)
+        try:
+            pid = server.fork(call.child_fds(),
+                              {"in_size": call.in_size, "out_size": call.out_size,
+                               "calls": self.calls_per_process,
+                               "lifetime_s": self._lifetime_s()}, deadline)
+        except BaseException:
+            call.close()
+            raise
+        call.handed_over()
+        return _Process(key, call, pid)
+
+    def _lifetime_s(self) -> float:
+        if self.calls_per_process == 1:
+            return self.timeout_s + 2
+        return self.idle_s + self.timeout_s * 2 + 5
+
+    def _take_idle(self, key: str, array: np.ndarray) -> _Process | None:
+        """An idle process bound to ``key`` with the input copied in, or None."""
+        if self.calls_per_process == 1:
+            return None
+        now = time.monotonic()
+        expired: list[_Process] = []
+        found = None
+        with self._lock:
+            for k in list(self._idle):
+                keep = [p for p in self._idle[k] if now - p.born < self.idle_s]
+                expired += [p for p in self._idle[k] if p not in keep]
+                if keep:
+                    self._idle[k] = keep
+                else:
+                    del self._idle[k]
+            if self._idle.get(key):
+                found = self._idle[key].pop()
+        for p in expired:
+            p.call.close()  # the child reads end-of-file and exits
+        if found is not None:
+            found.call.write_input(array)
+        return found
+
+    def _release(self, proc: _Process, healthy: bool) -> None:
+        """Keep a healthy, not yet used-up process for its function's next call."""
+        if not healthy or proc.used >= self.calls_per_process or self._closed:
+            proc.call.close()
+            return
+        with self._lock:
+            self._idle.setdefault(proc.key, []).append(proc)
+            total = sum(len(v) for v in self._idle.values())
+            oldest = None
+            if total > 4 * self.size:  # idle processes kept: a few per call slot
+                oldest = min((p for v in self._idle.values() for p in v), key=lambda p: p.born)
+                self._idle[oldest.key].remove(oldest)
+        if oldest is not None:
+            oldest.call.close()
+
+    def _output(self, call: Call, reply: dict[str, Any], in_shape: tuple[int, ...],
+                function: str) -> np.ndarray:
+        """The output array, re-validated here: trust nothing the child says."""
+        try:
+            dtype = np.dtype(str(reply["dtype"]))
+            shape = tuple(int(s) for s in reply["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise SandboxError(f"{function}(): the sandbox process sent a malformed "
+                               "answer") from None
+        problem = "" if dtype.kind in OUTPUT_KINDS and all(s >= 0 for s in shape) \
+            else "invalid output description"
+        problem = problem or output_problem(shape, dtype.itemsize, in_shape, call.out_size)
+        if problem:
+            raise SandboxError(f"{function}(): the sandbox process sent an invalid answer: "
+                               f"{problem}")
+        return call.output(shape, dtype)
 
     def capabilities(self) -> dict[str, Any]:
-        """What isolation the workers enforce (verified at their start), for /healthz."""
-        self._ready.wait(self.start_timeout_s)
-        with self._lock:
-            caps = dict(self._capabilities) if self._capabilities else {}
-        if not caps:
+        """What isolation this machine enforces (verified by a probe child), for /healthz."""
+        server = self._ensure_server()
+        if server is None:
             return {"available": False, "error": self._start_error}
-        caps.update(available=True, workers=self.size, timeout_s=self.timeout_s,
-                    cpu_s=self.cpu_s, memory_mb=self.memory_mb,
+        caps = dict(server.capabilities)
+        design = DESIGN if self.calls_per_process == 1 else DESIGN_BOUND.format(
+            n=self.calls_per_process)
+        caps.update(available=True, design=design, workers=self.size,
+                    calls_per_process=self.calls_per_process,
+                    timeout_s=self.timeout_s, cpu_s=self.cpu_s, memory_mb=self.memory_mb,
                     allowed_imports=list(self.allowed_imports))
         return caps
 
     def busy_pids(self) -> list[int]:
-        """The pids of the workers running a call right now."""
+        """The pids of the processes running a call right now."""
         with self._lock:
-            idle = {id(w) for w in list(self._idle.queue)}
-            return sorted(w.pid for w in self._all if id(w) not in idle)
+            return sorted(self._busy)
 
     def worker_pids(self) -> list[int]:
-        """The pids of the live workers (for monitoring and tests)."""
+        """The pid of the zygote (for monitoring and tests); calls run in its children."""
         with self._lock:
-            return sorted(w.pid for w in self._all)
+            server = self._server
+        return [server.pid] if server is not None and server.alive else []
 
     def wait_ready(self, count: int | None = None, timeout_s: float = 60.0) -> bool:
-        """Wait until ``count`` (default: all) workers are up; True when they are."""
-        want = self.size if count is None else count
+        """Wait until the zygote is up; True when it is (``count`` is ignored)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with self._lock:
-                if len(self._all) >= want:
-                    return True
+            if self.worker_pids():
+                return True
+            if self._refused or self._closed:
+                return False
             time.sleep(0.02)
         return False
 
     def close(self) -> None:
-        """Stop every worker and free the shared memory."""
+        """Stop the zygote (it kills any running child)."""
         with self._lock:
             self._closed = True
-            workers = list(self._all)
-            self._all.clear()
-        for worker in workers:
-            worker.stop()
+            server, self._server = self._server, None
+            idle = [p for v in self._idle.values() for p in v]
+            self._idle.clear()
+        for proc in idle:
+            proc.call.close()
+        if server is not None:
+            server.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _jsonable(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Arguments as JSON round-trips them (numbers, strings, booleans, lists)."""
-    try:
-        text = json.dumps([args, kwargs], allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SandboxError(f"function arguments must be numbers, strings, booleans or lists "
-                           f"of them: {exc}") from None
-    if len(text) > MAX_MESSAGE // 2:
-        raise SandboxError("function arguments are too large")
-    loaded = json.loads(text)
-    return loaded[0], loaded[1]
-
-
-def _reply_error(function: str, reply: dict[str, Any]) -> SandboxError:
-    kind = reply.get("kind")
-    reason = str(reply.get("message", "unknown failure"))[:2000]
-    lineno = reply.get("lineno") if isinstance(reply.get("lineno"), int) else None
-    where = f"line {lineno}: " if lineno else ""
-    if kind == "rejected":
-        return FunctionRejected(f"{where}{reason}", lineno=lineno, reason=reason)
-    if kind == "memory":
-        return SandboxLimitExceeded(f"{where}{function}() exceeded the memory limit",
-                                    lineno=lineno, reason=reason)
-    if kind == "violation":
-        return FunctionRejected(f"{where}{reason}", lineno=lineno, reason=reason)
-    if kind == "output":
-        return FunctionFailed(f"{function}(): {reason}", reason=reason)
-    if kind == "error":
-        return FunctionFailed(f"{where}{function}() raised {reason}", lineno=lineno,
-                              reason=reason)
-    return SandboxError(f"{function}(): sandbox failure: {reason}")
 
 
 # -- the process-wide default pool --------------------------------------------------------

@@ -1,21 +1,23 @@
-"""The sandbox worker process: imports, isolates itself, then runs user functions.
+"""What runs one user call in a disposable child of the zygote (see :mod:`.zygote`).
 
-Started by :class:`engine.sandbox.pool.SandboxPool` as ``python -m engine.sandbox.worker``.
-Protocol on its stdin/stdout: 4-byte big-endian length + JSON, never pickle (the parent
-must not unpickle what a possibly compromised worker sends). Arrays travel through two
-shared-memory segments mapped at start-up, before isolation forbids opening files.
+The :class:`Runner` is built once in the zygote (curated modules, guarded globals, warm
+code paths) and inherited by every child through fork; a child runs exactly one call and
+exits, so nothing a call changes (module state, RNG, error settings, heap contents)
+reaches another call. Messages are a 4-byte big-endian length + JSON, never pickle: the
+parent must not unpickle what a possibly compromised child sends.
 """
 
 from __future__ import annotations
 
+import base64
+import builtins
 import json
-import mmap
+import marshal
 import os
 import struct
-import sys
+import types
 import warnings
-from collections import OrderedDict
-from types import CodeType, TracebackType
+from types import TracebackType
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -23,6 +25,8 @@ MAX_MESSAGE = 1 << 20
 #: Output dtype kinds accepted: bool, signed/unsigned integers, floats.
 OUTPUT_KINDS = "biuf"
 MAX_OUTPUT_BANDS = 256
+#: Longest error message a child may report (the parent truncates again).
+MAX_ERROR_CHARS = 2000
 
 
 class Reader:
@@ -54,23 +58,35 @@ class Reader:
         return None if body is None else json.loads(body)
 
 
+def frame(message: dict[str, Any]) -> bytes:
+    """One JSON message with its length header."""
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(body)) + body
+
+
 def write_message(fd: int, message: dict[str, Any]) -> None:
     """Frame and write one JSON message."""
-    body = json.dumps(message, separators=(",", ":")).encode()
-    data = HEADER.pack(len(body)) + body
-    view = memoryview(data)
+    view = memoryview(frame(message))
     while view:
-        n = os.write(fd, view)
-        view = view[n:]
+        view = view[os.write(fd, view):]
 
 
-def _attach(name: str, size: int) -> mmap.mmap:
-    """Map a POSIX shared-memory segment created by the parent (no resource tracker)."""
-    fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR)
+def sanitize(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """Printable characters only (others become '?'), at most ``limit`` of them."""
+    text = str(text)[: limit + 1]
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a user exception; never raises (a value that cannot be
+    printed, e.g. a 200,000-deep nested list, is reported as such)."""
+    name = type(exc).__name__
     try:
-        return mmap.mmap(fd, size)
-    finally:
-        os.close(fd)
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - RecursionError, MemoryError, a hostile __str__
+        text = "<the exception's value cannot be printed>"
+    return sanitize(f"{name}: {text}" if text else name)
 
 
 def _user_line(tb: TracebackType | None, filename: str) -> int | None:
@@ -82,51 +98,29 @@ def _user_line(tb: TracebackType | None, filename: str) -> int | None:
     return line
 
 
-def _vm_size_mb() -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) // 1024
-    return 0
+class Runner:
+    """The zygote's prepared state: curated modules and the guarded globals template."""
 
-
-class Worker:
-    """The worker's state: curated modules, compiled-code cache, shared buffers."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, allowed_imports: tuple[str, ...]) -> None:
         import numpy as np
-        import scipy.ndimage  # noqa: F401 - imported before isolation forbids file access
+        import scipy.ndimage  # noqa: F401 - imported once, in the zygote
 
-        from engine.sandbox import check, guards, limits
+        from engine.sandbox import check, guards
         from engine.sandbox.namespace import module_tree
 
         self.np = np
         self.check = check
         self.guards = guards
-        self.limits = limits
-        self.allowed = tuple(config["allowed_imports"])
+        self.allowed = allowed_imports
         self.tree = module_tree(self.allowed)
         self.globals = guards.make_globals(self.tree, guards.make_builtins(self.tree))
-        self.codes: OrderedDict[str, tuple[CodeType, bool]] = OrderedDict()
-        self.cpu_s = config.get("cpu_s")
-        self.in_size, self.out_size = int(config["in_size"]), int(config["out_size"])
-        self.in_buf = _attach(config["in_shm"], self.in_size)
-        self.out_buf = _attach(config["out_shm"], self.out_size)
         warnings.simplefilter("ignore")
-        baseline_mb = _vm_size_mb()
-        if config.get("isolate", True) and int(config["memory_mb"]) < baseline_mb + 64:
-            raise MemoryError(f"memory_mb={config['memory_mb']} leaves no room: a worker "
-                              f"already maps {baseline_mb} MB (its imports and shared "
-                              "buffers); raise memory_mb or lower max_array_mb")
         self._warm_up()
-        self.err_state = np.geterr()
-        self.random_state = np.random.get_state()
 
     def _warm_up(self) -> None:
-        """Exercise the usual paths once so lazy imports happen before isolation."""
+        """Exercise the usual paths once so lazy imports happen in the zygote."""
         import secrets  # noqa: F401 - np.random.default_rng() seeds through it
 
-        np = self.np
         source = (
             "import numpy as np\nimport math\nfrom scipy import ndimage\n"
             "def warm(img, k=1):\n"
@@ -141,149 +135,110 @@ class Worker:
             "    i = np.argmax(a, axis=0)\n"
             "    return np.where(np.isfinite(q), q, 0) + f + m.filled(0)[0] + r[0] + s + i\n"
         )
-        img = np.ones((2, 8, 8), dtype="uint16")
+        img = self.np.ones((2, 8, 8), dtype="uint16")
         if {"numpy", "scipy.ndimage", "math"} <= set(self.allowed):
-            self.check.check_function(source, "warm", allowed_imports=self.allowed)
-            self._call(self.check.compile_user(source), "warm", img, [], {})
-        np.random.seed()
+            checked = self.check.check_function(source, "warm", allowed_imports=self.allowed)
+            self.call(marshal.loads(checked.code), "warm", img, [], {})
         try:
-            self._call(self.check.compile_user("def boom(img):\n    return 1 // 0\n"),
-                       "boom", img, [], {})
+            self.call(self.check.compile_user("def boom(img):\n    return 1 // 0\n"),
+                      "boom", img, [], {})
         except ZeroDivisionError as exc:
+            describe(exc)
             _user_line(exc.__traceback__, self.check.USER_FILENAME)
 
-    def _call(self, code: CodeType, function: str, img: Any, args: list[Any],
-              kwargs: dict[str, Any]) -> Any:
-        g = self.guards.fresh(self.globals)
-        exec(code, g)  # noqa: S102 - restricted code, in an isolated worker
+    def call(self, code: types.CodeType, function: str, img: Any, args: list[Any],
+             kwargs: dict[str, Any], *, raw: bool = False) -> Any:
+        """Define the user's module and call its checked function."""
+        if raw:  # tests only (SandboxPool._run_unchecked): plain Python, real builtins
+            g: dict[str, Any] = {"__builtins__": builtins, "__name__": "raw",
+                                 "np": self.np, "numpy": self.np}
+        else:
+            g = self.guards.fresh(self.globals)
+        exec(code, g)  # noqa: S102 - checked code, in a restricted disposable child
         fn = g.get(function)
-        if not callable(fn):
-            raise self.guards.SandboxViolation(f"{function} is not a function")
+        if not isinstance(fn, types.FunctionType) or fn.__name__ != function \
+                or fn.__code__.co_filename != self.check.USER_FILENAME:
+            raise self.guards.SandboxViolation(f"{function} is not the checked function")
         return fn(img, *args, **kwargs)
 
-    # -- requests ---------------------------------------------------------------------
-    def run(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Run one call; the answer says ok (output in shared memory) or what failed."""
+    # -- one call -----------------------------------------------------------------------
+    def run(self, msg: dict[str, Any], in_buf: Any, out_buf: Any,
+            code: types.CodeType) -> dict[str, Any]:
+        """Run the call described by ``msg`` (``code`` from :func:`load_code`); the answer
+        says ok (output in ``out_buf``) or what failed."""
         np = self.np
-        digest, function = msg["digest"], msg["function"]
-        entry = self.codes.get(digest)
-        if entry is None:
-            source = msg.get("source")
-            if source is None:
-                return {"ok": False, "kind": "need_source"}
-            try:
-                checked = self.check.check_function(source, function,
-                                                    allowed_imports=self.allowed)
-                code = self.check.compile_user(checked.source)
-            except self.check.FunctionRejected as exc:
-                return {"ok": False, "kind": "rejected", "message": exc.reason,
-                        "lineno": exc.lineno}
-            entry = (code, "random" in source)
-            self.codes[digest] = entry
-            if len(self.codes) > 64:
-                self.codes.popitem(last=False)
-        else:
-            self.codes.move_to_end(digest)
-        code, touches_random = entry
-
+        function = str(msg["function"])
         dtype = np.dtype(msg["dtype"])
         shape = tuple(int(s) for s in msg["shape"])
-        if dtype.kind not in OUTPUT_KINDS or int(np.prod(shape)) * dtype.itemsize > self.in_size:
-            return {"ok": False, "kind": "internal", "message": "bad input description"}
-        img = np.ndarray(shape, dtype=dtype, buffer=self.in_buf)
-
-        if self.cpu_s:
-            self.limits.set_cpu_limit(self.cpu_s)
+        img = np.ndarray(shape, dtype=dtype, buffer=in_buf)
         try:
-            out = self._call(code, function, img, msg.get("args") or [], msg.get("kwargs") or {})
+            out = self.call(code, function, img, msg.get("args") or [],
+                            msg.get("kwargs") or {}, raw=bool(msg.get("raw")))
         except self.guards.SandboxViolation as exc:
-            return self._failure("violation", str(exc), exc)
+            return self._failure("violation", describe(exc).split(": ", 1)[-1], exc)
         except MemoryError as exc:
             return self._failure("memory", "the function ran out of memory (memory limit)", exc)
         except RecursionError as exc:
             return self._failure("error", "RecursionError: maximum recursion depth exceeded",
                                  exc)
         except BaseException as exc:  # noqa: BLE001 - any user exception is reported
-            text = str(exc)
-            message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-            return self._failure("error", message[:2000], exc)
-        finally:  # the CPU limit stays armed while idle (no CPU use); re-armed per call
-            np.seterr(**self.err_state)
-            if touches_random:
-                np.random.set_state(self.random_state)
+            return self._failure("error", describe(exc), exc)
         try:
-            return self._store(out, shape)
-        except Exception as exc:  # noqa: BLE001 - e.g. a MemoryError filling a masked array
+            return self._store(out, shape, out_buf)
+        except BaseException as exc:  # noqa: BLE001 - e.g. a MemoryError filling a masked array
             return {"ok": False, "kind": "output",
                     "message": f"the returned value cannot be used: {type(exc).__name__}"}
 
     def _failure(self, kind: str, message: str, exc: BaseException) -> dict[str, Any]:
-        return {"ok": False, "kind": kind, "message": message,
-                "lineno": _user_line(exc.__traceback__, self.check.USER_FILENAME)}
+        try:
+            line = _user_line(exc.__traceback__, self.check.USER_FILENAME)
+        except BaseException:  # noqa: BLE001 - never let the report itself fail
+            line = None
+        return {"ok": False, "kind": kind, "message": message, "lineno": line}
 
-    def _store(self, out: Any, in_shape: tuple[int, ...]) -> dict[str, Any]:
+    def _store(self, out: Any, in_shape: tuple[int, ...], out_buf: Any) -> dict[str, Any]:
         """Validate the returned value and copy it into the output segment."""
         np = self.np
         if isinstance(out, np.ma.MaskedArray):
             out = out.filled(np.nan) if out.dtype.kind == "f" else out.filled(0)
-        if not isinstance(out, np.ndarray):
+        if type(out) is not np.ndarray:
             return {"ok": False, "kind": "output",
                     "message": f"the function must return a numpy array, not "
-                               f"{type(out).__name__}"}
+                               f"{sanitize(type(out).__name__, 100)}"}
         if out.dtype.kind not in OUTPUT_KINDS:
             return {"ok": False, "kind": "output",
                     "message": f"the returned array has dtype {out.dtype}; numbers or "
                                "booleans are required"}
-        yx = in_shape[-2:]
-        allowed = {2, 3} | ({4} if len(in_shape) == 4 else set())
-        if out.ndim not in allowed or out.shape[-2:] != yx:
-            want = f"({yx[0]}, {yx[1]}) or (bands, {yx[0]}, {yx[1]})"
-            if len(in_shape) == 4:
-                want += f" or (time, bands, {yx[0]}, {yx[1]})"
-            return {"ok": False, "kind": "output",
-                    "message": f"the returned array has shape {out.shape}; expected {want}"}
-        bands = int(np.prod(out.shape[:-2]))
-        if bands > MAX_OUTPUT_BANDS * (in_shape[0] if len(in_shape) == 4 else 1) \
-                or out.nbytes > self.out_size:
-            return {"ok": False, "kind": "output",
-                    "message": f"the returned array is too large ({out.nbytes} bytes, "
-                               f"{bands} bands)"}
-        view = np.ndarray(out.shape, dtype=out.dtype, buffer=self.out_buf)
+        problem = output_problem(out.shape, out.dtype.itemsize, in_shape, len(out_buf))
+        if problem:
+            return {"ok": False, "kind": "output", "message": problem}
+        view = np.ndarray(out.shape, dtype=out.dtype, buffer=out_buf)
         view[...] = out
         return {"ok": True, "shape": list(out.shape), "dtype": out.dtype.str}
 
 
-def main() -> int:
-    """Start-up handshake, isolation, then the request loop until stdin closes."""
-    fd_in, fd_out = os.dup(0), os.dup(1)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
-    reader = Reader(fd_in)
-    config = reader.read()
-    if config is None:
-        return 1
-    try:
-        worker = Worker(config)
-    except BaseException as exc:  # noqa: BLE001 - report why start-up failed, then exit
-        write_message(fd_out, {"ready": False, "message": f"{type(exc).__name__}: {exc}"})
-        return 1
-    caps: dict[str, Any] = {"isolated": False}
-    if config.get("isolate", True):
-        caps = worker.limits.isolate(memory_mb=int(config["memory_mb"]))
-        caps["isolated"] = True
-    write_message(fd_out, {"ready": True, "pid": os.getpid(), "capabilities": caps})
-    while True:
-        msg = reader.read()
-        if msg is None or msg.get("op") == "exit":
-            return 0
-        if msg.get("op") == "run":
-            reply = worker.run(msg)
-        else:
-            reply = {"ok": False, "kind": "internal", "message": "unknown request"}
-        write_message(fd_out, reply)
+def load_code(msg: dict[str, Any]) -> types.CodeType:
+    """The compiled user module a call message carries (sent once per process)."""
+    return marshal.loads(base64.b64decode(msg["code"]))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def output_problem(shape: tuple[int, ...], itemsize: int, in_shape: tuple[int, ...],
+                   capacity: int) -> str:
+    """Why an output of ``shape`` does not fit an input of ``in_shape`` ('' when it does);
+    the child checks before writing, the parent again before reading."""
+    yx = tuple(in_shape[-2:])
+    allowed = {2, 3} | ({4} if len(in_shape) == 4 else set())
+    if len(shape) not in allowed or tuple(shape[-2:]) != yx:
+        want = f"({yx[0]}, {yx[1]}) or (bands, {yx[0]}, {yx[1]})"
+        if len(in_shape) == 4:
+            want += f" or (time, bands, {yx[0]}, {yx[1]})"
+        return f"the returned array has shape {tuple(shape)}; expected {want}"
+    bands, nbytes = 1, itemsize
+    for s in shape:
+        nbytes *= s
+    for s in shape[:-2]:
+        bands *= s
+    if bands > MAX_OUTPUT_BANDS * (in_shape[0] if len(in_shape) == 4 else 1) \
+            or nbytes > capacity:
+        return f"the returned array is too large ({nbytes} bytes, {bands} bands)"
+    return ""

@@ -14,7 +14,9 @@ from shapely.geometry import shape
 from engine.chain.bands import resolve_asset
 from engine.chain.expression import parse_expression
 from engine.collection import Collection
-from engine.errors import ChainError, DataUnavailable, InvalidInput
+from engine.errors import ChainError, InvalidInput
+from engine.security.gdal_paths import open_raster
+from engine.storage import read_error
 
 #: Largest polygon bounding box per scene, in pixels of the expression's first band.
 MAX_PROFILE_PIXELS = 1_000_000
@@ -40,10 +42,10 @@ def check_polygon_size(coll: Collection, geometry: dict[str, Any], expression: s
     asset = item.assets[key]
     href = asset.get_absolute_href() or asset.href
     try:
-        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(href) as ds:
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), open_raster(href) as ds:
             crs, (res_x, res_y) = ds.crs, ds.res
     except RasterioError as exc:
-        raise DataUnavailable(f"cannot open source file {href}: {exc}") from None
+        raise read_error(href, exc, what="open") from None
     try:
         w, s, e, n = shape(rasterio.warp.transform_geom("EPSG:4326", crs, geometry)).bounds
     except (RasterioError, ValueError):

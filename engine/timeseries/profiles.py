@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -39,11 +38,20 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry import shape
 
-from engine.chain.bands import check_bands, cloud_asset, collection_band_names, resolve_asset
+from engine.chain.bands import (
+    band_transform,
+    check_bands,
+    cloud_asset,
+    collection_band_names,
+    raster_band,
+    resolve_asset,
+)
+from engine.security.gdal_paths import check_gdal_path, open_raster
 from engine.chain.expression import Expression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
 from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
 from engine.timeseries import geotiff
+from engine.storage import is_remote, read_error, signature
 from engine.timeutil import format_datetime, normalize_geometry, normalize_point
 
 if TYPE_CHECKING:
@@ -88,11 +96,8 @@ class Handles:
     @contextmanager
     def open(self, path: str) -> Iterator[DatasetReader]:
         """A dataset for ``path`` used exclusively inside the ``with`` block."""
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise DataUnavailable(f"source file is missing: {path} ({exc.strerror})") from None
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        check_gdal_path(path, what="source file", error=DataUnavailable)
+        sig = signature(path)
         entry = None
         with self._lock:
             free = self._free.get(path)
@@ -105,9 +110,9 @@ class Handles:
                 candidate[1].close()
         if entry is None:
             try:
-                entry = (sig, rasterio.open(path))
+                entry = (sig, open_raster(path))
             except RasterioError as exc:
-                raise DataUnavailable(f"cannot open source file {path}: {exc}") from None
+                raise read_error(path, exc, what="open") from None
         try:
             yield entry[1]
         finally:
@@ -158,6 +163,7 @@ def _shared() -> tuple[ThreadPoolExecutor, Handles, _FastPixels]:
 class _File:
     href: str
     nodata: float | None
+    transform: tuple[float, float] | None = None  # raster:bands scale/offset (bands.py)
 
 
 @dataclass(frozen=True)
@@ -292,14 +298,14 @@ def _nothing_here(collection: Collection, where: str) -> str:
 
 
 def _nodata(asset: pystac.Asset) -> float | None:
-    rb = asset.extra_fields.get("raster:bands") or [{}]
-    value = rb[0].get("nodata") if isinstance(rb[0], dict) else None
+    value = raster_band(asset).get("nodata")
     return float(value) if isinstance(value, int | float) else None
 
 
 def _file(item: pystac.Item, key: str) -> _File:
     asset = item.assets[key]
-    return _File(asset.get_absolute_href() or asset.href, _nodata(asset))
+    return _File(asset.get_absolute_href() or asset.href, _nodata(asset),
+                 band_transform(item, key))
 
 
 def _scenes(items: list[pystac.Item], bands: Sequence[str], *,
@@ -435,12 +441,20 @@ def _same(a: Any, b: Any) -> bool:
 
 def _pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
            ) -> float | None:
-    """The value of the pixel containing lon/lat; None when outside, nodata or NaN."""
-    try:
-        st = os.stat(f.href)
-    except OSError as exc:
-        raise DataUnavailable(f"source file is missing: {f.href} ({exc.strerror})") from None
-    layout = fast.layout(f.href, (st.st_ino, st.st_size, st.st_mtime_ns))
+    """The value of the pixel containing lon/lat (scale/offset applied); None when
+    outside, nodata or NaN."""
+    value = _stored_pixel(handles, fast, f, lon, lat)
+    if value is None or f.transform is None:
+        return value
+    return value * f.transform[0] + f.transform[1]
+
+
+def _stored_pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
+                  ) -> float | None:
+    """The stored number of the pixel containing lon/lat; None when outside, nodata or
+    NaN. Local GeoTIFFs are read by :mod:`engine.timeseries.geotiff`, others by GDAL."""
+    sig = signature(f.href)
+    layout = None if is_remote(f.href) else fast.layout(f.href, sig)
     value: Any = None
     if layout is not None and (wkt := fast.crs_wkt(layout.kind)) is not None:
         x, y = _transformer(wkt).transform(lon, lat)
@@ -466,7 +480,7 @@ def _pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
                 if layout is not None and not fast.validated(layout.kind):
                     fast.judge(layout, f.href, ds, col, row, value)
         except RasterioError as exc:
-            raise DataUnavailable(f"cannot read {f.href}: {exc}") from None
+            raise read_error(f.href, exc) from None
     if nodata is not None and (value == nodata or (math.isnan(nodata) and math.isnan(value))):
         return None
     return None if isinstance(value, float) and not math.isfinite(value) else value
@@ -525,10 +539,12 @@ def _read_like(handles: Handles, f: _File, ref_transform, window: Window, crs: C
             data = ds.read(1, window=own, out_shape=(h, w), boundless=True,
                            fill_value=nodata if nodata is not None else 0)
     except RasterioError as exc:
-        raise DataUnavailable(f"cannot read {f.href}: {exc}") from None
+        raise read_error(f.href, exc) from None
     mask = np.zeros(data.shape, bool) if nodata is None else (data == nodata)
     if np.issubdtype(data.dtype, np.floating):
         mask |= ~np.isfinite(data)
+    if f.transform is not None:
+        data = data.astype(np.float64) * f.transform[0] + f.transform[1]
     return np.ma.MaskedArray(data, mask=mask)
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from engine.catalog.base import Catalog
 from engine.collection import Collection
 from engine.errors import InvalidQuery
+from engine.security.redact import redact_hrefs
 
 #: Largest page the search answers.
 MAX_LIMIT = 10_000
@@ -112,7 +113,8 @@ class CatalogRoutes:
         return {
             "type": "FeatureCollection",
             "features": [
-                item.to_dict(include_self_link=False, transform_hrefs=False) for item in items
+                redact_hrefs(item.to_dict(include_self_link=False, transform_hrefs=False))
+                for item in items
             ],
             "numberMatched": self.catalog.count(coll.query),
             "numberReturned": len(items),
@@ -125,7 +127,7 @@ class CatalogRoutes:
         def collections() -> dict[str, Any]:
             return {
                 "collections": [
-                    c.to_dict(include_self_link=False, transform_hrefs=False)
+                    redact_hrefs(c.to_dict(include_self_link=False, transform_hrefs=False))
                     for c in self.catalog.collections()
                 ]
             }
@@ -133,7 +135,7 @@ class CatalogRoutes:
         @router.get("/collections/{collection_id}", summary="One collection (404 if unknown)")
         def collection(collection_id: str) -> dict[str, Any]:
             found = self.catalog.collection(collection_id)
-            return found.to_dict(include_self_link=False, transform_hrefs=False)
+            return redact_hrefs(found.to_dict(include_self_link=False, transform_hrefs=False))
 
         @router.get(
             "/search",

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.catalog.base import Catalog
 from engine.chain import Chain
 from engine.chain.bands import check_bands, collection_band_names
+from engine.chain.budget import work_per_pixel
 from engine.chain.executor import get_executor
 from engine.chain.steps import Execute
 from engine.chain.store import ChainStore
@@ -37,6 +38,7 @@ from engine.errors import ChainError, InvalidInput, SandboxError, UnknownCollect
 from engine.render.renderer import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
 from service.cache import CachedTile, TileCache
 from service.diskcache import DiskKey, DiskTileCache, etag_of
+from service.lanes import EMPTY_PNG, HEAVY_WORK, heavy_lane
 from service.models import (
     ChainCreated,
     ImageFormat,
@@ -49,24 +51,6 @@ from service.models import (
 
 #: Tiles of a chain never change: browsers and proxies may keep them for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-def _empty_png() -> bytes:
-    """A 1x1 fully transparent RGBA PNG (the map stretches it over the tile)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00\x00")) + chunk(b"IEND", b""))
-
-
-#: Answer to ``?empty=transparent`` for a tile without data.
-EMPTY_PNG = _empty_png()
 
 #: (chain id, scenes fingerprint, z, x, y, tilesize, format): a tile in both caches.
 TileKey = tuple[str, str, int, int, int, int, str]
@@ -119,6 +103,7 @@ class ChainRoutes:
     disk: DiskTileCache | None = None
     render_concurrency: int | None = None
     fingerprint_ttl: float = 60.0
+    heavy_renders: int | None = None
     router: APIRouter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,10 +115,16 @@ class ChainRoutes:
         # Threads of HTTP requests wait for a token BEFORE starting (the limiter), so
         # queued misses hold no thread; the semaphore also bounds the prefetch thread.
         self._limiter = anyio.CapacityLimiter(self.render_concurrency)
+        # heavy tiles render in their own few, lower-priority threads (queued ones hold
+        # none): the other slots stay free for light tiles whatever the heavy ones cost
+        if self.heavy_renders is None:
+            self.heavy_renders = max(1, self.render_concurrency // 2)
+        self._heavy_lane = heavy_lane(self.heavy_renders)
+        self.heavy_waits = 0
         self._slots = threading.BoundedSemaphore(self.render_concurrency)
         self._lock = threading.Lock()
         self._inflight: dict[TileKey, Future] = {}
-        self._fingerprints: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._fingerprints: OrderedDict[str, tuple[str, float, int]] = OrderedDict()
         self.renders = 0
         self.rendering = 0
         self.max_rendering = 0
@@ -167,6 +158,13 @@ class ChainRoutes:
             hit = self._fingerprints.get(chain_id)
         return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
+    def is_heavy(self, chain_id: str, tilesize: int) -> bool:
+        """True when a tile of the chain is estimated to cost more than ``HEAVY_WORK``
+        (known once its fingerprint is: no I/O, for the event loop)."""
+        with self._lock:
+            hit = self._fingerprints.get(chain_id)
+        return hit is not None and hit[2] * tilesize * tilesize > HEAVY_WORK
+
     def fingerprint(self, chain_id: str) -> str:
         """The fingerprint of the scenes the chain reads (NotFound for an unknown chain);
         it may query the catalog, so call it in a thread."""
@@ -176,12 +174,21 @@ class ChainRoutes:
         chain = self.chain_store.get(chain_id)
         of = getattr(self.renderer, "fingerprint", None)
         value = of(chain) if of is not None else NO_FINGERPRINT
+        work = work_per_pixel(chain, dates=self._dates(chain))
         with self._lock:
-            self._fingerprints[chain_id] = (value, time.monotonic() + self.fingerprint_ttl)
+            self._fingerprints[chain_id] = (value, time.monotonic() + self.fingerprint_ttl,
+                                            work)
             self._fingerprints.move_to_end(chain_id)
             while len(self._fingerprints) > FINGERPRINTS_KEPT:
                 self._fingerprints.popitem(last=False)
         return value
+
+    def _dates(self, chain: Chain) -> int:
+        """Dates a tile of a time-stack chain may stack (all its scenes'), else 1."""
+        scenes = getattr(self.renderer, "scenes", None)
+        if not chain.source.times or scenes is None:
+            return 1
+        return len({s.datetime.date() if s.datetime else None for s in scenes(chain).scenes})
 
     def invalidate(self) -> None:
         """Forget the scenes fingerprints and the renderer's scene cache: after an ingest in
@@ -252,8 +259,11 @@ class ChainRoutes:
                 del self._inflight[key]
 
     async def fetch(self, key: TileKey) -> CachedTile:
-        """The tile of a cache miss: rendered in a thread once a render slot is free, or
-        the result of the render of the same tile already under way."""
+        """The tile of a cache miss: rendered in a thread once a render slot is free (a
+        heavy tile first waits for the heavy lane), or the result of the render of the same
+        tile already under way. A heavy tile renders in the heavy lane's threads, also
+        holding one of the render slots (``_slots``) while it runs."""
+        heavy = self.is_heavy(key[0], key[5])
         while True:
             fut, mine = self._claim(key)
             if not mine:
@@ -262,8 +272,12 @@ class ChainRoutes:
                 except _RenderAbandoned:
                     continue
             try:
-                return await anyio.to_thread.run_sync(self._produce, key, fut,
-                                                      limiter=self._limiter)
+                if not heavy:
+                    return await anyio.to_thread.run_sync(self._produce, key, fut,
+                                                          limiter=self._limiter)
+                self.heavy_waits += 1
+                return await asyncio.wrap_future(self._heavy_lane.submit(self._produce, key,
+                                                                         fut))
             finally:
                 self._release(key, fut)
 
@@ -307,7 +321,8 @@ class ChainRoutes:
         with self._lock:
             return {"concurrency": self.render_concurrency, "rendering": self.rendering,
                     "max_rendering": self.max_rendering, "renders": self.renders,
-                    "shared": self.shared_renders}
+                    "shared": self.shared_renders, "heavy_lane": self.heavy_renders,
+                    "heavy_renders": self.heavy_waits}
 
     def tile_response(self, entry: CachedTile, fmt: ImageFormat, request: Request, *,
                       transparent: bool = False) -> Response:

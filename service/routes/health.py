@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from engine.catalog.base import Catalog
+from engine.security.redact import redact_values
 from service.cache import TileCache
 
 
@@ -40,9 +41,10 @@ class HealthRoutes:
             answer: dict[str, Any] = {
                 "status": "ok",
                 "version": version,
-                "catalog": {"kind": self.catalog.kind, "location": self.catalog.location},
+                "catalog": {"kind": self.catalog.kind,
+                            "location": str(self.catalog.location)},
                 "cache": self.cache.stats(),
             }
             for key, section in self.sections.items():
                 answer[key] = section()
-            return answer
+            return redact_values(answer)  # sections report folders (disk cache, sandbox)

@@ -59,7 +59,19 @@ def test_without_a_page_there_is_no_link(shown):
         panel.tiles_template()
 
 
+def test_code_names_the_catalog_without_its_folder_by_default(shown):
+    from engine.security.redact import set_expose_paths
+
+    set_expose_paths(False)  # the default (EOX_EXPOSE_PATHS)
+    location = str(shown.backend.catalog.location)
+    code = ExportsPanel(state=shown).code
+    assert location not in code and "open_catalog('.../" in code
+
+
 def test_code_rebuilds_the_displayed_chain(shown):
+    from engine.security.redact import set_expose_paths
+
+    set_expose_paths(True)  # the operator shows paths: the code runs on the server as is
     panel = ExportsPanel(state=shown)
     code = panel.code
     assert code == panel._code.value

@@ -18,6 +18,7 @@ from rasterio.transform import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from engine.catalog import Query, SQLiteCatalog
+from engine.errors import IngestError
 from engine.ingest import ingest_paths
 from engine.ingest import items as items_module
 from engine.ingest.naming import band_key, parse_scene, split_band
@@ -729,12 +730,15 @@ def test_sentinel1_and_modis_names(name, expected):
     assert "processing:level" not in props  # no Sentinel-2 level read into them
 
 
-def test_mixing_sensors_in_one_collection_warns(catalog, data_dir, tmp_path):
+def test_mixing_sensors_in_one_collection_is_refused(catalog, data_dir, tmp_path):
+    """Band names mean different bands per sensor (issue 15): one collection per sensor."""
     s1 = write_raster(tmp_path / "S1A_GRD_patch_20200101.tif", rand((9, 9), seed=1))
     s2 = write_raster(tmp_path / "S2_L2A_patch_20200102.tif", rand((9, 9), seed=2))
-    report = ingest(catalog, [s1, s2], data_dir, collection="mixed")
-    assert len(report.added) == 2
-    (warning,) = [w for p, w in report.warnings if p == "mixed"]
-    assert "sentinel-1 and sentinel-2" in warning
+    with pytest.raises(IngestError, match=r"would mix sensors: sentinel-1 .*sentinel-2"):
+        ingest(catalog, [s1, s2], data_dir, collection="mixed")
+    assert "mixed" not in [c.id for c in catalog.collections()]
+    assert files_under(data_dir) == set()
     alone = ingest(catalog, [s2], data_dir, collection="s2only")
     assert alone.added and not alone.warnings
+    with pytest.raises(IngestError, match=r"sentinel-1 \(item .*sentinel-2 \(collection"):
+        ingest(catalog, [s1], data_dir, collection="s2only")

@@ -23,7 +23,9 @@ def engine_error_classes() -> list[type]:
 @pytest.mark.parametrize("cls", engine_error_classes(), ids=lambda c: c.__name__)
 def test_every_engine_error_has_an_explicit_non_500_status(cls):
     assert cls in STATUS_CODES, f"add {cls.__name__} to service.errors.STATUS_CODES"
-    assert 400 <= STATUS_CODES[cls] < 500 or STATUS_CODES[cls] == 503
+    gateway = issubclass(cls, eox.StorageUnavailable)  # remote storage failed: 502 / 504
+    assert 400 <= STATUS_CODES[cls] < 500 or STATUS_CODES[cls] == 503 or (
+        gateway and STATUS_CODES[cls] in (502, 504))
 
 
 def test_status_follows_the_mro():
@@ -34,6 +36,8 @@ def test_status_follows_the_mro():
     assert status_for(eox.ChainError("x")) == 422
     assert status_for(eox.InvalidInput("x")) == 400
     assert status_for(eox.DataUnavailable("x")) == 424
+    assert status_for(eox.StorageUnavailable("x")) == 502
+    assert status_for(eox.StorageTimeout("x")) == 504
     assert status_for(KeyError("x")) == 500
 
 

@@ -169,7 +169,7 @@ def test_configured_limit_is_honoured_and_the_message_says_size_and_limit(
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         cid = c.post("/api/chains", json=true_colour()).json()["id"]
         r = _post(c, cid, what="bands")
         assert r.status_code == 400, r.text

@@ -305,7 +305,7 @@ def test_build_service_wires_the_keys(scene, tmp_path):
     from app.wiring import build_service
 
     settings = Settings(catalog=str(scene.db), data_dir=tmp_path, api_keys=[KEY])
-    with TestClient(build_service(settings)) as c:
+    with TestClient(build_service(settings), base_url="http://localhost") as c:
         assert c.post("/api/chains", json=true_colour()).status_code == 401
         r = c.post("/api/chains", json=true_colour(), headers={"X-API-Key": KEY})
         assert r.status_code == 201

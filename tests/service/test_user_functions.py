@@ -146,7 +146,7 @@ def client(data, tmp_path_factory):
     app = _service(data[0], tmp_path_factory.mktemp("state"), sandbox_workers=1,
                    sandbox_timeout_s=3.0, sandbox_memory_mb=768)
     try:
-        with TestClient(app, raise_server_exceptions=False) as c:
+        with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
             caps = c.get("/healthz").json()["sandbox"]
             if not caps.get("available"):
                 pytest.skip(f"sandbox workers do not start here: {caps}")
@@ -248,6 +248,10 @@ def execute_json(function: str, source: str) -> dict:
      "'save' is not allowed"),
     ("import os\n\ndef f(a):\n    return a\n", 1, "os"),
     ("def f(a):\n    return open('/etc/passwd').read()\n", 2, "open"),
+    ("def f(a):\n    return np.ma.MaskedArray(a).baseclass\n", 2, "'baseclass'"),
+    ("def f(a):\n    return a.base\n", 2, "'base'"),
+    ("def f(a):\n    np.linalg.test()\n    return a\n", 2, "numpy.linalg.test is not"),
+    ("def f(a):\n    return a\n\nf = np.asarray\n", 4, "rebinds 'f'"),
 ])
 def test_rejected_function_is_422_naming_line_and_reason(client, data, source, line, reason):
     r = client.post("/api/chains", json=execute_json("f", source))
@@ -258,11 +262,23 @@ def test_rejected_function_is_422_naming_line_and_reason(client, data, source, l
     still_serving(client, data[0])
 
 
+@pytest.mark.parametrize("source", ["-" * 24000 + "img", ".T" * 24000, "()" * 24000,
+                                    "img" + ".T" * 24000])
+def test_sources_too_deep_to_parse_are_4xx_not_500(client, data, source):
+    r = client.post("/api/chains", json=execute_json("f", source))
+    assert r.status_code == 422, (r.status_code, r.text[:300])
+    assert r.json()["detail"].startswith("execute: "), r.json()
+    still_serving(client, data[0])
+
+
 HOSTILE_AT_RUN = {
     "loop": ("def f(a):\n    while True:\n        pass\n    return a\n", "time limit"),
     "memory": (("import numpy as np\n\ndef f(a):\n    x = np.ones((60000, 60000))\n"
                 "    return a + x[0, 0]\n"), "memory limit"),
     "raises": ("def f(a):\n    return a[99]\n", "line 2"),
+    "deep-error-value": ("def f(a):\n    x = []\n    for i in range(200000):\n        x = [x]\n"
+                         "    raise ValueError(x)\n", "line 5: f() raised ValueError: <the "
+                         "exception's value cannot be printed>"),
 }
 
 
@@ -293,6 +309,12 @@ def test_healthz_shows_the_sandbox_capabilities(client):
     assert caps["available"] is True and caps["workers"] == 1
     assert caps["timeout_s"] == 3.0 and caps["memory_mb"] == 768
     assert "numpy" in caps["allowed_imports"]
+    assert caps["calls_per_process"] == 64  # EOX_SANDBOX_CALLS_PER_PROCESS's default
+    assert "ONE function" in caps["design"] and "zygote" in caps["design"]
+    if caps["seccomp"]:  # what a probe child, restricted like a call's, could not do
+        assert caps["blocked"] == {k: True for k in ("open", "listdir", "write", "socket",
+                                                     "fork", "exec", "signal_parent")}
+        assert caps["no_fs_read"] and caps["no_signals"] and caps["zygote_threads"] == 1
 
 
 def test_functions_disabled_refuses_execute_chains(data, tmp_path, client):
@@ -302,7 +324,7 @@ def test_functions_disabled_refuses_execute_chains(data, tmp_path, client):
     previous = get_executor()
     try:
         app = _service(data[0], tmp_path, functions_enabled=False)
-        with TestClient(app, raise_server_exceptions=False) as c:
+        with TestClient(app, raise_server_exceptions=False, base_url="http://localhost") as c:
             assert c.get("/healthz").json()["sandbox"]["available"] is False
             source, name, _ = algorithms.load("stubble")
             r = c.post("/api/chains", json=execute_json(name, source))
