@@ -8,7 +8,7 @@ vector file is opened only by the driver its suffix names: GeoJSON through GDAL'
 when their first bytes are what that format starts with; the driver GDAL used is checked
 again after opening. Names (an upload's file name, a typed path) with GDAL's virtual file
 systems (``/vsi...``) or driver/connection prefixes (``CSV:``, ``PG:``) are refused before
-anything is opened.
+anything is opened (the rules of ``engine.security.check_gdal_path``, shared with rasters).
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ DRIVERS: dict[str, frozenset[str]] = {
 #: Largest vector file read, and largest zip content unpacked (bytes).
 MAX_BYTES = 50 * 2**20
 
-#: ``NAME:rest``: GDAL reads NAME as a driver or a connection (CSV:, PG:, GPKG:, WFS:...).
-_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_ +\-]+:")
 _SHP_MAGIC = b"\x00\x00\x27\x0a"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: The first element of an XML document (after the declaration, comments, doctype).
@@ -55,20 +53,16 @@ class VectorSource:
 
 def check_vector_name(name: str, *, what: str = "vector file") -> str:
     """``name`` (an upload's file name or a typed path) unless GDAL would read it as an
-    instruction: a virtual file system (``/vsicurl/``, ``/vsizip/``...) or a driver or
-    connection prefix (``CSV:``, ``PG:``); InvalidInput naming the problem otherwise."""
-    text = (name or "").strip()
-    if any(c in text for c in "\x00\r\n"):
-        raise InvalidInput(f"the {what} name contains control characters")
-    low = text.lower()
-    if "/vsi" in low or "\\vsi" in low or low.startswith("vsi"):
-        raise InvalidInput(f"{text!r}: GDAL virtual file systems (/vsi...) are not accepted "
-                           f"in a {what} name", choices=list(FORMATS))
-    if _PREFIX.match(text):
-        raise InvalidInput(f"{text!r}: a driver or connection prefix ({text.split(':')[0]}:) "
-                           f"is not accepted in a {what} name; give a plain file",
-                           choices=list(FORMATS))
-    return text
+    instruction: a virtual file system (``/vsicurl/``, ``/vsizip/``...), a driver or
+    connection prefix (``CSV:``, ``PG:``), a VRT; InvalidInput naming the problem and the
+    accepted formats otherwise. The rules are ``engine.security.check_gdal_path``'s."""
+    from engine.security import check_gdal_path
+
+    try:
+        return check_gdal_path((name or "").strip(), what=f"the {what} name",
+                               allow_urls=False)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, choices=list(FORMATS)) from None
 
 
 def _head(path: Path, n: int = 4096) -> bytes:
