@@ -38,6 +38,18 @@ def access_policy(settings: Settings) -> AccessPolicy:
                         write_per_minute=write)
 
 
+def dashboard_batch_pixels(settings: Settings) -> int:
+    """Largest run of the dashboard's Batch tab (pixels x dates).
+
+    Dashboard visitors present no API key, so on a non-loopback address the tab gets the
+    limit the API gives keyless callers for the same work (``extract_max_pixels``, as
+    POST /api/chains/{id}/extract); the full ``batch_max_pixels`` stays for loopback use
+    and for ``eoexplorer run`` on the command line."""
+    if settings.is_loopback:
+        return settings.batch_max_pixels
+    return min(settings.batch_max_pixels, settings.extract_max_pixels)
+
+
 def dashboard_users(settings: Settings) -> dict[str, str] | None:
     """User -> password from ``basic_auth`` (a password, or a JSON file of users); None: off."""
     value = settings.basic_auth

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 
@@ -30,7 +31,40 @@ def load_extensions() -> None:
         # Panel's Divider keeps its stylesheet's CDN address when it is built after the page
         # loaded (a tab shown later): point it at the copy this server serves (offline).
         pn.layout.Divider._stylesheets = [f"{LOCAL_DIST}css/divider.css"]
+        # Panel would render an uncaught callback error (and its traceback) as HTML
+        pn.config.exception_handler = report_exception
+        # Markdown panes (Alert too) show user and catalog text: raw HTML in it is text
+        pn.pane.Markdown.param.renderer_options.default = {"html": False}
         _extension_loaded = True
+
+
+def report_exception(exc: BaseException) -> None:
+    """An error no callback handled: logged with its traceback, and told to the user in
+    plain words (escaped; never the traceback, which may hold user or catalog text)."""
+    log.error("unhandled error in a dashboard callback", exc_info=exc)
+    notifications = pn.state.notifications
+    if notifications is not None:
+        notifications.error(html.escape(f"Something went wrong ({type(exc).__name__}); the "
+                                        "server log has the details."), duration=9000)
+
+
+def page_failed() -> pn.viewable.Viewable:
+    """What a visitor sees when the page cannot be built (the traceback goes to the log)."""
+    return pn.pane.Alert("EO Explorer could not open this page: an internal error, written "
+                         "to the server's log. Reload, or open the address without "
+                         "parameters.", alert_type="danger", sizing_mode="stretch_width")
+
+
+def served_page(settings: Settings, *, view: Any = None,
+                backend: Backend | None = None) -> pn.viewable.Viewable:
+    """``create_app`` for a served session; a failure gives :func:`page_failed`, because
+    Panel would otherwise show the traceback (with the catalog's or the URL's text in it,
+    unescaped) to the visitor."""
+    try:
+        return create_app(settings, view=view, backend=backend)
+    except Exception:  # the page boundary: everything is logged, nothing reaches the page
+        log.exception("building a dashboard page failed")
+        return page_failed()
 
 
 def create_state(settings: Settings, *, query: dict[str, Any] | None = None,

@@ -19,11 +19,11 @@ from app.settings import Settings
 
 def served_app(settings: Settings | None = None) -> Any:
     """One session's page for ``panel serve`` (settings from the ``EOX_`` environment)."""
-    from app.create import create_app
+    from app.create import served_page
     from app.launcher import background_backend
     from app.server import deliver_changes_after_pull
 
     settings = settings or Settings()
     deliver_changes_after_pull()  # Bokeh's session, as under `eoexplorer serve` (issue 5)
     backend = background_backend(settings, service_url=settings.service_url)
-    return create_app(settings, backend=backend)
+    return served_page(settings, backend=backend)

@@ -117,13 +117,17 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     """
     from panel.io.fastapi import add_applications
 
-    from app.create import create_app, load_extensions
+    from app.auth import protect_dashboard
+    from app.create import load_extensions, served_page
     from app.origins import WebsocketOriginGuard
+    from app.pagebuild import build_pages_off_loop
+    from app.pagesecurity import PageGuard, basemap_origin, session_secret
     from app.state import resources, warm_process
 
     load_extensions()
     serialize_websocket_writes()
     deliver_changes_after_pull()
+    build_pages_off_loop()
     res = resources(settings)
     service = res.service
     threading.Thread(target=warm_process, args=(res,), name="eox-first-view",
@@ -132,8 +136,13 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
     origins += list(settings.allow_websocket_origin)
 
     def page() -> Any:
-        return create_app(settings, view=view)
+        return served_page(settings, view=view)
 
+    # CSP, frame-ancestors, server-chosen signed session ids (inside the origin check)
+    service.add_middleware(PageGuard, frame_ancestors=settings.frame_ancestors,
+                           embed_frame_ancestors=settings.embed_frame_ancestors,
+                           image_sources=basemap_origin(settings.basemap),
+                           secret_key=session_secret(settings.session_secret))
     # bokeh-fastapi takes websocket_origin but does not check it: this does
     service.add_middleware(WebsocketOriginGuard, allowed=sorted(set(origins)))
 
@@ -142,8 +151,10 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
         app=service,
         title="EO Explorer",
         websocket_origin=sorted(set(origins)),
+        secret_key=session_secret(settings.session_secret),
+        sign_sessions=True,
     )
-    return service
+    return protect_dashboard(service, settings)  # outermost: no page or socket before login
 
 
 def prepare_demo_data(settings: Settings) -> None:

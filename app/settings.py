@@ -139,6 +139,18 @@ class Settings(EngineSettings):
         None, description="Dashboard password (any user name) or the path of a JSON file "
         "{user: password}; None = no dashboard login.",
     )
+    session_secret: str | None = Field(
+        None, description="Key signing dashboard session ids and tokens (replicas behind one "
+        "balancer share it); None = a random key per process.",
+    )
+    frame_ancestors: list[str] = Field(
+        default_factory=lambda: ["'self'"], description="Pages that may frame the full "
+        "dashboard (CSP frame-ancestors sources: 'self', 'none', https://site.example).",
+    )
+    embed_frame_ancestors: list[str] = Field(
+        default_factory=lambda: ["*"], description="Pages that may frame the embed=true map "
+        "(CSP frame-ancestors sources); the default lets any site embed it.",
+    )
     cookie_secret: str | None = Field(None, description="Panel cookie secret (OAuth).")
     oauth_provider: str | None = Field(None, description="Panel OAuth provider (pn.serve only).")
     oauth_key: str | None = Field(None, description="OAuth client id.")

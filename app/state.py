@@ -49,6 +49,8 @@ def backend_over(service: Any, settings: Settings, *, api_base: str,
                  prefetch: Any = None) -> Backend:
     """The UI's Backend over a tile service built in this process (``app.wiring``), with
     the settings' limits; ``api_base``: the service's ``/api`` as the page reaches it."""
+    from app.auth import dashboard_batch_pixels
+
     return Backend(
         catalog=service.state.catalog,
         chain_store=service.state.chain_store,
@@ -60,7 +62,7 @@ def backend_over(service: Any, settings: Settings, *, api_base: str,
         raster_dirs=tuple(settings.raster_folders),
         batch_dir=settings.data_dir / "batch",
         dask_scheduler=settings.dask_scheduler,
-        batch_max_pixels=settings.batch_max_pixels,
+        batch_max_pixels=dashboard_batch_pixels(settings),
         extract_max_pixels=settings.extract_max_pixels,
     )
 

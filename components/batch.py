@@ -321,8 +321,8 @@ class BatchPanel(pn.viewable.Viewer):
 
     # -- view -------------------------------------------------------------------------------
     def _set_dashboard(self, link: str) -> None:
-        self._dashboard.object = (f'<a href="{link}" target="_blank">Dask dashboard</a> '
-                                  "(tasks, workers, memory)" if link else "")
+        self._dashboard.object = (
+            f"[Dask dashboard]({link}) (tasks, workers, memory)" if link else "")
 
     @param.depends("running", "done", "total", "message", watch=True)
     def _show(self) -> None:

@@ -6,6 +6,7 @@ shows it once (its message bar and a toast), so this tab adds no alert of its ow
 
 from __future__ import annotations
 
+import html
 import json
 
 from typing import Any
@@ -29,7 +30,7 @@ def colorbar_html(name: str, vmin: float, vmax: float, *, title: str = "") -> st
     stops = ", ".join(matplotlib.colors.to_hex(cmap(i / 15)) for i in range(16))
     return (
         f'<div class="eox-colorbar" style="width:260px;font:12px sans-serif">'
-        f'<div style="margin-bottom:2px">{title}</div>'
+        f'<div style="margin-bottom:2px">{html.escape(title)}</div>'
         f'<div style="height:12px;border-radius:2px;background:linear-gradient(to right, {stops})">'
         f'</div><div style="display:flex;justify-content:space-between">'
         f'<span>{vmin:g}</span><span>{(vmin + vmax) / 2:g}</span><span>{vmax:g}</span></div></div>'

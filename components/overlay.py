@@ -18,6 +18,7 @@ from components.map import MapView, to_mercator
 from components.state import AppState
 from engine.errors import EOXError
 from engine.vector import FORMATS, VectorLayer, read_vector
+from engine.vectorfiles import check_vector_name
 from engine.paths import user_path
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ class OverlayPanel(pn.viewable.Viewer):
             return None
         # only inside the configured folders (EOX_RASTER_DIRS), like raster layers
         return self._add(lambda: read_vector(
-            user_path(path, allowed=self.state.backend.raster_dirs, what="vector file"),
+            user_path(check_vector_name(path), allowed=self.state.backend.raster_dirs,
+                      what="vector file"),
             crs=self._crs.value.strip() or None))
 
     def _add(self, read: Any) -> Overlay | None:

@@ -7,6 +7,8 @@ Engine errors reach the user here: every ``state.notice`` becomes a notification
 
 from __future__ import annotations
 
+import html
+
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -98,6 +100,7 @@ class Shell(pn.viewable.Viewer):
         self._legend = pn.pane.HTML(self._legend_html, margin=(5, 10))
         self._inline = pn.pane.Alert("", alert_type="warning", visible=False,
                                      sizing_mode="stretch_width", name="message")
+        self._show_notice()  # one set while the session was restored from its link
 
     @param.depends("state.notice", watch=True)
     def _show_notice(self) -> None:
@@ -109,7 +112,7 @@ class Shell(pn.viewable.Viewer):
         self._inline.visible = n.level in ("error", "warning")
         notifications = pn.state.notifications
         if notifications is not None:
-            notifications.send(n.text, duration=_DURATION.get(n.level, 4000),
+            notifications.send(html.escape(n.text), duration=_DURATION.get(n.level, 4000),
                                type=n.level if n.level in _DURATION else "info")
 
     def panel(self, title: str) -> pn.viewable.Viewer:

@@ -9,6 +9,8 @@ left one and is cut with a CSS ``clip-path`` the slider moves.
 
 from __future__ import annotations
 
+import html
+
 import logging
 from typing import Any
 
@@ -123,8 +125,9 @@ class SplitView(pn.viewable.Viewer):
                     rend.tile_source.url = url
                 rend.visible = bool(url)
                 self._labels[n].text = caption
-        self._captions.object = (f"◀ {self.left_label or 'left'} &nbsp;|&nbsp; "
-                                 f"{self.right_label or 'right'} ▶")
+        self._captions.object = (
+            f"◀ {html.escape(self.left_label or 'left')} &nbsp;|&nbsp; "
+            f"{html.escape(self.right_label or 'right')} ▶")
 
     @param.depends("swipe", watch=True)
     def _swipe_changed(self) -> None:

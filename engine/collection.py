@@ -351,7 +351,26 @@ def items_dataframe(items: list[pystac.Item]) -> pd.DataFrame:
     rows = [_row(item) for item in items]
     df = pd.DataFrame(rows, columns=list(DATAFRAME_COLUMNS))
     df["Date"] = pd.to_datetime(df["Date"], utc=True)
-    df["Orbit"] = df["Orbit"].astype("Int64")
+    for col in ("Platform", "Level", "Orbit", "Tile"):
+        df[col] = _one_type(df[col], "Int64" if col == "Orbit" else None)
     for col in ("Cloud %", "Size MB"):
-        df[col] = df[col].astype(float)
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df
+
+
+def _one_type(column: pd.Series, dtype: str | None) -> pd.Series:
+    """A property column of one type: ``dtype`` when every value fits it, else text.
+
+    Catalog properties are free JSON: a column mixing numbers and strings (an orbit given as
+    text by one item) broke the table (``int('<img ...>')``, pyarrow's ArrowInvalid)."""
+    present = [v for v in column if v is not None and not (isinstance(v, float) and v != v)]
+    if dtype is not None:
+        try:
+            return column.astype(dtype)
+        except (TypeError, ValueError):
+            pass
+    elif len({type(v) for v in present}) <= 1 and all(
+            isinstance(v, str | int | float | bool) for v in present):
+        return column
+    return column.map(lambda v: None if v is None or (isinstance(v, float) and v != v)
+                      else str(v)).astype(object)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -27,14 +26,15 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity, make_valid
 
 from engine.errors import InvalidInput
+from engine.vectorfiles import (
+    FORMATS,
+    MAX_BYTES,
+    VectorSource,
+    check_vector_name,
+    vector_source,
+)
 
-#: Suffixes read_vector understands -> what they are.
-FORMATS: dict[str, str] = {
-    ".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GeoPackage",
-    ".zip": "zipped Shapefile", ".shp": "Shapefile", ".kml": "KML",
-}
-#: Largest vector file read (bytes) and most features kept: the map draws every one.
-MAX_BYTES = 50 * 2**20
+#: Most features kept: the map draws every one.
 MAX_FEATURES = 20_000
 #: Most vertices of one geometry handed to measurements or extracts.
 MAX_VERTICES = 100_000
@@ -149,36 +149,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _source_path(path: Path, workdir: Path) -> tuple[str, str]:
-    """The GDAL path to open and the format name, from the file's suffix."""
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise InvalidInput(f"unknown vector file type {suffix or '(no suffix)'!r} for "
-                           f"{path.name}", choices=list(FORMATS))
-    if suffix != ".zip":
-        return str(path), FORMATS[suffix]
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [n for n in zf.namelist() if not n.endswith("/")]
-            shp = [n for n in names if n.lower().endswith(".shp")]
-            if not shp:
-                inner = [n for n in names if Path(n).suffix.lower() in FORMATS]
-                raise InvalidInput(f"the zip {path.name} holds no .shp file"
-                                   + (f" (it has {inner[:5]})" if inner else ""))
-            total = sum(i.file_size for i in zf.infolist())
-            if total > MAX_BYTES:
-                raise InvalidInput(f"the zip {path.name} unpacks to {total / 2**20:.0f} MB, "
-                                   f"more than the limit of {MAX_BYTES / 2**20:.0f} MB")
-            stem = shp[0][:-4]
-            for n in names:  # only the shapefile's own parts, never paths outside workdir
-                if n.startswith(stem + ".") and "/" not in n.replace(stem, "", 1):
-                    target = workdir / Path(n).name
-                    target.write_bytes(zf.read(n))
-    except zipfile.BadZipFile as exc:
-        raise InvalidInput(f"{path.name} is not a readable zip file: {exc}") from None
-    return str(workdir / Path(shp[0]).name), "zipped Shapefile"
-
-
 def read_vector(source: str | Path | bytes, *, filename: str | None = None,
                 layer: str | int | None = None, crs: Any = None,
                 max_bytes: int = MAX_BYTES, max_features: int = MAX_FEATURES) -> VectorLayer:
@@ -203,28 +173,32 @@ def read_vector(source: str | Path | bytes, *, filename: str | None = None,
             if len(source) > max_bytes:
                 raise InvalidInput(f"{filename} is {len(source) / 2**20:.1f} MB, more than "
                                    f"the limit of {max_bytes / 2**20:.0f} MB")
-            path = workdir / "upload" / Path(filename).name
+            filename = Path(check_vector_name(filename)).name
+            # saved under a fixed name: only its suffix (the format) comes from the user
+            path = workdir / "upload" / ("upload" + Path(filename).suffix.lower())
             path.parent.mkdir()
             path.write_bytes(bytes(source))
         else:
-            path = Path(source).expanduser()
+            path = Path(check_vector_name(str(source))).expanduser()
             if not path.is_file():
                 raise InvalidInput(f"no vector file at {path}")
             size = path.stat().st_size
             if size > max_bytes:
                 raise InvalidInput(f"{path.name} is {size / 2**20:.1f} MB, more than the "
                                    f"limit of {max_bytes / 2**20:.0f} MB")
-        gdal_path, kind = _source_path(path, workdir)
-        return _read(gdal_path, name=Path(filename or path.name).stem, kind=kind, layer=layer,
-                     crs=crs, max_features=max_features)
+        shown = filename or path.name
+        src = vector_source(path, workdir, shown=shown)
+        return _read(src, name=Path(shown).stem, layer=layer, crs=crs,
+                     max_features=max_features)
 
 
-def _read(path: str, *, name: str, kind: str, layer: str | int | None, crs: Any,
+def _read(src: VectorSource, *, name: str, layer: str | int | None, crs: Any,
           max_features: int) -> VectorLayer:
     import pyogrio
     import pyogrio.raw
     from pyogrio.errors import DataLayerError, DataSourceError
 
+    path, kind = src.gdal_path, src.kind
     try:
         layers = pyogrio.list_layers(path)
         if layer is None and len(layers) > 1:  # KML folders, GeoPackage tables: first non-empty
@@ -233,6 +207,9 @@ def _read(path: str, *, name: str, kind: str, layer: str | int | None, crs: Any,
                     layer = lname
                     break
         info = pyogrio.read_info(path, layer=layer)
+        if info.get("driver") not in src.drivers:  # the content checks should make this moot
+            raise InvalidInput(f"{name} was recognised as {info.get('driver')}, not a {kind} "
+                               "file: refused", choices=list(FORMATS))
         if info["features"] > max_features:
             raise InvalidInput(f"{name} has {info['features']:,} features, more than the "
                                f"limit of {max_features:,}: split or simplify it first")

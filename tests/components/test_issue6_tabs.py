@@ -187,7 +187,7 @@ def _folders(state, *folders):
 def test_overlay_bad_files_give_messages(shown, tmp_path):
     overlay = OverlayPanel(state=shown)
     assert overlay.load_bytes(b"garbage", "x.gpkg") is None
-    assert shown.notice.level == "error" and "cannot read" in shown.notice.text
+    assert shown.notice.level == "error" and "not a GeoPackage" in shown.notice.text
     assert overlay.load_bytes(b"x", "x.csv") is None and "unknown vector" in shown.notice.text
     assert overlay.load_path("/nonexistent/file.gpkg") is None
     assert "disabled" in shown.notice.text  # no folders configured: no server paths at all

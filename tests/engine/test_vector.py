@@ -126,8 +126,10 @@ def test_self_intersecting_feature_is_repaired_and_noted(tmp_path):
 
 
 def test_bad_files(tmp_path):
-    with pytest.raises(InvalidInput, match="cannot read"):
+    with pytest.raises(InvalidInput, match="broken.gpkg is not a GeoPackage file"):
         read_vector(b"this is not a geopackage" * 10, filename="broken.gpkg")
+    with pytest.raises(InvalidInput, match="cannot read"):
+        read_vector(b"SQLite format 3\x00" + b"x" * 200, filename="broken.gpkg")
     with pytest.raises(InvalidInput, match="unknown vector file type") as err:
         read_vector(b"x", filename="data.csv")
     assert ".kml" in err.value.choices

@@ -60,6 +60,11 @@ def prefixed_server(demo_catalog, tmp_path_factory):
 @pytest.fixture(scope="session")
 def browser():
     """Headless Debian chromium (Playwright cannot download its own browser here)."""
+    yield from chromium()
+
+
+def chromium():
+    """Launch Debian's chromium through Playwright; yields the browser, closes it after."""
     exe = shutil.which("chromium")
     if exe is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")

@@ -97,15 +97,17 @@ def free_port() -> int:
 
 @contextmanager
 def serve_app(catalog: Path, data_dir: Path, folder: Path, *extra: str,
-              cwd: Path | None = None, command: str = "serve"):
+              cwd: Path | None = None, command: str = "serve",
+              env: dict[str, str] | None = None):
     """Run a real `eoexplorer serve` (or ``command`` "tiles": the tile service alone) over
-    ``catalog``; yield its base URL (no prefix)."""
+    ``catalog``; yield its base URL (no prefix). ``env``: EOX_ settings for it (the
+    caller's own EOX_ variables are never passed)."""
     port = free_port()
     log = folder / "serve.log"
     exe = Path(sys.executable).parent / "eoexplorer"
     cmd = [str(exe), command, "--port", str(port), "--catalog", str(catalog),
            "--data-dir", str(data_dir), *extra]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EOX_")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EOX_")}, **(env or {})}
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     base = f"http://127.0.0.1:{port}"
