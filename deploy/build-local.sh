@@ -83,6 +83,7 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+  chmod 755 "$root"  # mktemp's 0700 would become the image's / (no one but root gets in)
   tar --numeric-owner -C "$root" -c . \
     | "${CLI[@]}" import --change 'CMD ["bash"]' - "docker.io/library/$BASE" >/dev/null
   rm -rf "$root"

@@ -70,6 +70,14 @@ def test_the_build_copies_every_package_pyproject_installs():
         if word == "COPY" and "--from" not in args:
             *sources, _dest = args.split()
             copied.update(s.rstrip("/") for s in sources)
+    if "." in copied:  # the context as .dockerignore lets it in: deny all, then an allowlist
+        copied.discard(".")
+        ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                  if line.strip() and not line.startswith("#")]
+        assert ignore[0] == "*", "the .dockerignore must start by excluding everything"
+        copied.update(line[1:] for line in ignore if line.startswith("!"))
+    # the build stage copies the smoke test and the healthcheck out of the context
+    assert {"deploy/smoke.py", "deploy/healthcheck.py"} <= copied
     for src in copied:
         assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
     # setuptools' package discovery over the repository, as `pip install .` runs it
@@ -186,8 +194,10 @@ def test_the_final_stage_runs_the_smoke_test_as_the_non_root_user():
     assert "eoexplorer --help" in smoke
     assert 'python -c "import engine, service, components, app"' in smoke
     assert "python /opt/eox/smoke.py" in smoke
-    copied = next(a for w, a in final if w == "COPY" and "smoke.py" in a).split()
-    assert copied[:-1] == ["deploy/smoke.py", "deploy/healthcheck.py"] and copied[-1] == "/opt/eox/"
+    # the build stage puts both scripts into the venv folder the final stage copies
+    assert any(c == ["cp", "deploy/smoke.py", "deploy/healthcheck.py", "/opt/eox/"]
+               for w, a in stages()[0] if w == "RUN" for c in commands(a))
+    assert ("COPY", "--from=build /opt/eox /opt/eox") in final
     # the smoke starts the server the way the ENTRYPOINT does
     entrypoint = json.loads(next(a for w, a in final if w == "ENTRYPOINT"))
     assert f'["{entrypoint[0]}", "-s", "--", "eoexplorer", "serve"' in (
