@@ -42,17 +42,25 @@ SMOKE_LINES = [
 ]
 
 
-def build(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ROOT / "deploy" / "build-local.sh"), "--engine", "podman",
-                           *args], cwd=ROOT, capture_output=True, text=True, timeout=3000,
-                          check=False)
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def build(*args: str, log: str) -> tuple[int, str]:
+    """Run build-local.sh; its output also goes to tests/artifacts/<log> (live, for CI)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / log
+    with path.open("w") as out:
+        code = subprocess.run(["bash", str(ROOT / "deploy" / "build-local.sh"), "--engine",
+                               "podman", *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=3000, check=False).returncode
+    return code, path.read_text()
 
 
 @pytest.fixture(scope="module")
 def image():
-    result = build("--tag", TAG)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    yield result.stdout + result.stderr
+    code, output = build("--tag", TAG, log="image-build.log")
+    assert code == 0, output[-5000:]
+    yield output
     subprocess.run([*PODMAN, "rmi", "--force", TAG], capture_output=True, check=False)
 
 
@@ -107,9 +115,8 @@ def test_the_build_fails_without_a_runtime_dependency_of_the_final_stage(image, 
     broken = tmp_path / "Dockerfile"
     broken.write_text(text.replace(runtime, "python3 libseccomp2 ca-certificates"))
     tag = "localhost/eoexplorer:broken"
-    result = build("--tag", tag, "--dockerfile", str(broken))
+    code, output = build("--tag", tag, "--dockerfile", str(broken), log="image-build-broken.log")
     subprocess.run([*PODMAN, "rmi", "--force", tag], capture_output=True, check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-3000:]
+    assert code != 0, output[-3000:]
     assert "smoke: FAILED: cannot start /usr/bin/tini -s -- eoexplorer serve" in output
     assert "smoke: ok" not in output

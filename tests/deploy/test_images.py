@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import tomllib
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -292,3 +294,50 @@ def test_compose_uses_the_image_build_local_builds():
             assert spec["build"]["dockerfile"] == "deploy/Dockerfile"
             assert (DEPLOY / spec["build"]["context"]).resolve() == ROOT
             assert set(spec["build"].get("args", {})) <= set(args), name
+
+
+def test_build_local_refuses_unknown_options_naming_the_valid_ones():
+    for args, valid in ((["--bogus"], "--tag NAME, --demo, --engine docker|podman"),
+                        (["--engine", "lxc"], "valid: docker, podman")):
+        r = subprocess.run(["bash", str(DEPLOY / "build-local.sh"), *args], capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert r.returncode == 2 and valid in r.stderr, r.stderr
+
+
+def test_the_healthcheck_passes_when_either_server_answers():
+    """deploy/healthcheck.py (the image's HEALTHCHECK): healthy when /healthz answers on
+    EOX_PORT or EOX_TILES_PORT, unhealthy (exit 1, ports named) when neither does."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    def probe(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py")],
+                              env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        up = str(server.server_address[1])
+        with socket_bound() as down:
+            assert probe({"EOX_PORT": up, "EOX_TILES_PORT": down}).returncode == 0
+            assert probe({"EOX_PORT": down, "EOX_TILES_PORT": up}).returncode == 0
+            server.shutdown()
+        with socket_bound() as a, socket_bound() as b:
+            r = probe({"EOX_PORT": a, "EOX_TILES_PORT": b})
+    assert r.returncode == 1 and f"port(s) {a}, {b}" in r.stderr, r.stderr
+
+
+@contextmanager
+def socket_bound():
+    """A loopback port that is bound but not listening: connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield str(s.getsockname()[1])
