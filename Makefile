@@ -44,6 +44,7 @@ image:
 
 # Builds the image and checks it (slow, so not part of `make test`): tests/deploy/test_image_build.py
 test-image: $(VENV)/.installed-test
+	bash deploy/install-system-deps.sh --image
 	$(BIN)/python -m pytest -q -m image tests/deploy/test_image_build.py
 
 bench: $(VENV)/.installed-test

@@ -2,8 +2,11 @@
 # Install the Debian packages the test suite needs: Chromium (driven by Playwright in tests/ui)
 # and its driver; nginx for tests/deploy (the compose topology run as local processes).
 # Idempotent: does nothing when they are already there.
+# --image: also podman and debootstrap, for `make image` / `make test-image` on a machine
+# without a Docker engine (not needed by `make test`).
 set -euo pipefail
 packages=(chromium chromium-driver nginx-light)
+[ "${1:-}" = --image ] && packages+=(podman debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
