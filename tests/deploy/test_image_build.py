@@ -73,14 +73,16 @@ def test_the_build_runs_the_smoke_test_and_it_passes(image):
 
 
 def test_the_image_config_matches_the_dockerfile(image):
-    config = json.loads(subprocess.run([*PODMAN, "image", "inspect", TAG], capture_output=True,
-                                       text=True, check=True).stdout)[0]["Config"]
+    data = json.loads(subprocess.run([*PODMAN, "image", "inspect", TAG], capture_output=True,
+                                     text=True, check=True).stdout)[0]
+    config = data["Config"]
     assert config["User"] == "eox"
     assert config["Entrypoint"] == ["/usr/bin/tini", "--"]
     assert config["Cmd"] == ["eoexplorer", "serve"]
     assert "/data" in config["Volumes"]
     assert {"5006/tcp", "8000/tcp", "8786/tcp", "8787/tcp"} <= set(config["ExposedPorts"])
-    assert config["Healthcheck"]["Test"] == ["CMD", "python", "/opt/eox/healthcheck.py"]
+    health = data.get("Healthcheck") or config["Healthcheck"]  # podman has it at the top
+    assert health["Test"] == ["CMD", "python", "/opt/eox/healthcheck.py"]
     env = dict(e.split("=", 1) for e in config["Env"])
     assert env["EOX_CATALOG"] == "/data/catalog.sqlite" and env["EOX_ADDRESS"] == "0.0.0.0"
     assert "PIP_CONFIG_FILE" not in env  # the build's CA hook stays out of the image
@@ -102,7 +104,8 @@ def test_the_final_stage_has_no_build_tools_and_a_non_root_user(image):
         assert (root / "opt/eox/bin/eoexplorer").exists()
         assert os.readlink(root / "opt/eox/bin/python3").endswith("/usr/bin/python3")
         assert not (root / "src").exists(), "the sources are left in the final stage"
-        assert not (root / "run/eox-build").exists()
+        # the CA mount point (buildah leaves the empty folder), never its content
+        assert not any((root / "run/eox-build").glob("*"))
     finally:
         subprocess.run([*PODMAN, "image", "unmount", TAG], capture_output=True, check=False)
 
