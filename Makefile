@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 5006
 
-.PHONY: serve test install install-test system-deps demo bench clean
+.PHONY: serve test install install-test system-deps demo bench clean image test-image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ serve: install
 test: install-test
 	$(BIN)/eoexplorer demo --catalog .cache/demo/catalog.sqlite --data-dir .cache/demo/data  # for tests/ui
 	$(BIN)/python -m pytest -q
+
+# The container image (deploy/Dockerfile; podman where no Docker engine answers), smoke-tested
+# inside its build; `make image IMAGE_ARGS=--demo` bakes in the demo data.
+image:
+	bash deploy/build-local.sh $(IMAGE_ARGS)
+
+# Builds the image and checks it (slow, so not part of `make test`): tests/deploy/test_image_build.py
+test-image: $(VENV)/.installed-test
+	bash deploy/install-system-deps.sh --image
+	$(BIN)/python -m pytest -q -m image tests/deploy/test_image_build.py
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -3,8 +3,11 @@
 # and its driver; nginx for tests/deploy (the compose topology run as local processes) and for
 # the remote-COG tests, openssl for their self-signed HTTPS certificate.
 # Idempotent: does nothing when they are already there.
+# --image: also podman and debootstrap, for `make image` / `make test-image` on a machine
+# without a Docker engine (not needed by `make test`).
 set -euo pipefail
 packages=(chromium chromium-driver nginx-light openssl)
+[ "${1:-}" = --image ] && packages+=(podman debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

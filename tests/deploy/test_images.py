@@ -1,13 +1,18 @@
-"""Static checks of deploy/Dockerfile and deploy/compose.yaml against the project (no Docker
-engine on the test machines, so the image is never built here): what the image installs
-and runs must be what pyproject.toml, the CLI and the Settings define."""
+"""Static checks of deploy/Dockerfile and deploy/compose.yaml against the project: what the
+image installs and runs must be what pyproject.toml, the CLI and the Settings define. They
+run in the normal suite; building the image (slow) is tests/deploy/test_image_build.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
 import tomllib
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -67,6 +72,14 @@ def test_the_build_copies_every_package_pyproject_installs():
         if word == "COPY" and "--from" not in args:
             *sources, _dest = args.split()
             copied.update(s.rstrip("/") for s in sources)
+    if "." in copied:  # the context as .dockerignore lets it in: deny all, then an allowlist
+        copied.discard(".")
+        ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                  if line.strip() and not line.startswith("#")]
+        assert ignore[0] == "*", "the .dockerignore must start by excluding everything"
+        copied.update(line[1:] for line in ignore if line.startswith("!"))
+    # the build stage copies the smoke test and the healthcheck out of the context
+    assert {"deploy/smoke.py", "deploy/healthcheck.py"} <= copied
     for src in copied:
         assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
     # setuptools' package discovery over the repository, as `pip install .` runs it
@@ -91,7 +104,8 @@ def test_the_build_installs_the_project_and_smoke_imports_it():
     smoke = [c for word, args in build if word == "RUN" for c in commands(args)
              if c[:1] and c[0].endswith("/python") and "-c" in c]
     assert smoke, "no import check after the install"
-    modules = re.findall(r"import\s+([\w., ]+)", smoke[0][smoke[0].index("-c") + 1])
+    # the last one, after the install (the first writes requirements.txt from pyproject)
+    modules = re.findall(r"import\s+([\w., ]+)", smoke[-1][smoke[-1].index("-c") + 1])
     names = {m.strip().split(".")[0] for group in modules for m in group.split(",")}
     dists = metadata.packages_distributions()
     deps = runtime_distributions()
@@ -116,25 +130,89 @@ def runtime_distributions() -> set[str]:
     return names
 
 
+#: Python of Debian's releases (the image runs Debian's python3 from the base image)
+DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+
+
 def test_the_base_image_python_satisfies_requires_python():
     args = {k: v for word, a in dockerfile() if word == "ARG" and "=" in a
             for k, v in [a.split("=", 1)]}
-    image = args["PYTHON_IMAGE"]
-    version = re.match(r"python:(\d+\.\d+)", image)
-    assert version, image
-    assert SpecifierSet(PROJECT["requires-python"]).contains(version.group(1) + ".0")
+    release = re.fullmatch(r"debian:(\w+)-slim", args["BASE_IMAGE"])
+    assert release, args["BASE_IMAGE"]
+    version = DEBIAN_PYTHON[release.group(1)]
+    assert SpecifierSet(PROJECT["requires-python"]).contains(version + ".0")
+    # both stages start from that base and take python3 from Debian: the venv the build
+    # stage makes points at /usr/bin/python3, which the final stage must have at that path
+    assert [a.split()[0] for w, a in dockerfile() if w == "FROM"] == ["${BASE_IMAGE}"] * 2
+    for stage in stages():
+        assert "python3" in apt_packages(stage)
+    assert any(c[:3] == ["python3", "-m", "venv"] for w, a in stages()[0] if w == "RUN"
+               for c in commands(a))
 
 
-def runtime_apt_packages() -> list[str]:
-    runtime = stages()[-1]
+def apt_packages(stage: list[tuple[str, str]]) -> list[str]:
     found = []
-    for word, args in runtime:
+    for word, args in stage:
         if word != "RUN":
             continue
         for c in commands(args):
             if c[:2] == ["apt-get", "install"]:
                 found += [a for a in c[2:] if not a.startswith("-")]
     return found
+
+
+def test_no_stage_installs_build_tools():
+    """Every dependency comes as a wheel: no compiler or headers anywhere, so none can leak
+    into the final stage (test_image_build.py checks the built image's files)."""
+    for stage in stages():
+        for name in apt_packages(stage):
+            assert not re.search(r"-dev$|^gcc|^g\+\+|^build-essential$|^make$|^cmake$", name), name
+    assert set(apt_packages(stages()[0])) == {"python3", "python3-venv"}
+
+
+def test_the_dependency_layer_installs_exactly_pyprojects_dependencies(tmp_path):
+    """The build installs pyproject's dependencies before copying the sources (a layer that
+    survives source edits): the list it writes must be pyproject's own."""
+    build = stages()[0]
+    cmds = [c for w, a in build if w == "RUN" for c in commands(a)]
+    writer = next(c for c in cmds if c[0].endswith("/python") and c[1] == "-c"
+                  and "tomllib" in c[2])
+    assert writer[3:] == [">requirements.txt"], writer
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    out = subprocess.run([sys.executable, "-c", writer[2]], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.splitlines() == PROJECT["dependencies"]
+    assert any(c[1:] == ["install", "-r", "requirements.txt"] for c in cmds
+               if c[0].endswith("/pip"))
+
+
+def test_the_final_stage_runs_the_smoke_test_as_the_non_root_user():
+    final = stages()[-1]
+    words = [w for w, _ in final]
+    users = [a for w, a in final if w == "USER"]
+    assert users == ["eox"]
+    runs_as_user = [a for w, a in final[words.index("USER"):] if w == "RUN"]
+    smoke = " && ".join(runs_as_user)
+    assert "eoexplorer --help" in smoke
+    assert 'python -c "import engine, service, components, app"' in smoke
+    assert "python /opt/eox/smoke.py" in smoke
+    # the build stage puts both scripts into the venv folder the final stage copies
+    assert any(c == ["cp", "deploy/smoke.py", "deploy/healthcheck.py", "/opt/eox/"]
+               for w, a in stages()[0] if w == "RUN" for c in commands(a))
+    assert ("COPY", "--from=build /opt/eox /opt/eox") in final
+    # the smoke starts the server the way the ENTRYPOINT does
+    entrypoint = json.loads(next(a for w, a in final if w == "ENTRYPOINT"))
+    assert f'["{entrypoint[0]}", "-s", "--", "eoexplorer", "serve"' in (
+        DEPLOY / "smoke.py").read_text()
+    health = next(a for w, a in final if w == "HEALTHCHECK")
+    assert health.endswith('CMD ["python", "/opt/eox/healthcheck.py"]')
+    # the demo step writes into /data before it becomes a volume (later writes are dropped)
+    demo = next(i for i, (w, a) in enumerate(final) if w == "RUN" and "eoexplorer demo" in a)
+    assert demo < words.index("VOLUME") and json.loads(final[words.index("VOLUME")][1]) == ["/data"]
+
+
+def runtime_apt_packages() -> list[str]:
+    return apt_packages(stages()[-1])
 
 
 def system_deps_script_packages() -> list[str]:
@@ -152,6 +230,12 @@ def test_runtime_system_packages_are_what_the_runtime_needs():
         "libseccomp2": "pyseccomp" in deps and 'find_library("seccomp")' in Path(
             metadata.distribution("pyseccomp").locate_file("pyseccomp.py")).read_text(),
         "tini": "/usr/bin/tini" in entrypoint,
+        # the venv's interpreter is Debian's /usr/bin/python3
+        "python3": any(c[:3] == ["python3", "-m", "venv"] for w, a in stages()[0]
+                       if w == "RUN" for c in commands(a)),
+        # GDAL's curl (in the rasterio wheel) verifies HTTPS COGs against this bundle
+        "ca-certificates": any(w == "ENV" and "CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt"
+                               in a for w, a in stages()[-1]),
     }
     assert set(packages) == set(reasons), f"unexplained or missing: {packages}"
     for name, needed in reasons.items():
@@ -186,6 +270,74 @@ def test_compose_commands_and_environment_are_valid_for_this_project(monkeypatch
                 assert settings.address == "0.0.0.0"
         ports = [int(a.rsplit(":", 1)[-1]) for a in cmd if re.fullmatch(r":?\d{4}", a)]
         assert set(ports) <= exposed, f"{name}: ports {ports} not EXPOSEd"
-        health = " ".join((spec.get("healthcheck") or {}).get("test", []))
-        if health:
-            assert f"127.0.0.1:{ports[0]}/healthz" in health, f"{name}: probes another port"
+        health = spec.get("healthcheck") or {}
+        probe = " ".join(health.get("test", []))
+        if cmd[0] == "eoexplorer":
+            assert f"127.0.0.1:{ports[0]}/healthz" in probe, f"{name}: probes another port"
+        elif cmd[:2] == ["dask", "scheduler"]:  # its dashboard's health endpoint
+            dashboard = cmd[cmd.index("--dashboard-address") + 1].rsplit(":", 1)[-1]
+            assert f"127.0.0.1:{dashboard}/health'" in probe, f"{name}: probes another port"
+        else:  # no server: the image's probe (EO Explorer ports) would always fail
+            assert health == {"disable": True}, f"{name}: needs its own healthcheck"
+
+
+def test_compose_uses_the_image_build_local_builds():
+    script = (DEPLOY / "build-local.sh").read_text()
+    tag = re.search(r"^TAG=(\S+)$", script, flags=re.MULTILINE).group(1)
+    base = re.search(r"^BASE=(\S+)$", script, flags=re.MULTILINE).group(1)
+    args = {k: v for word, a in dockerfile() if word == "ARG" and "=" in a
+            for k, v in [a.split("=", 1)]}
+    assert base == args["BASE_IMAGE"]
+    for name, spec in compose().items():
+        if spec.get("build"):
+            assert spec["image"] == tag, name
+            assert spec["build"]["dockerfile"] == "deploy/Dockerfile"
+            assert (DEPLOY / spec["build"]["context"]).resolve() == ROOT
+            assert set(spec["build"].get("args", {})) <= set(args), name
+
+
+def test_build_local_refuses_unknown_options_naming_the_valid_ones():
+    for args, valid in ((["--bogus"], "--tag NAME, --demo, --engine docker|podman"),
+                        (["--engine", "lxc"], "valid: docker, podman")):
+        r = subprocess.run(["bash", str(DEPLOY / "build-local.sh"), *args], capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert r.returncode == 2 and valid in r.stderr, r.stderr
+
+
+def test_the_healthcheck_passes_when_either_server_answers():
+    """deploy/healthcheck.py (the image's HEALTHCHECK): healthy when /healthz answers on
+    EOX_PORT or EOX_TILES_PORT, unhealthy (exit 1, ports named) when neither does."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    def probe(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py")],
+                              env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        up = str(server.server_address[1])
+        with socket_bound() as down:
+            assert probe({"EOX_PORT": up, "EOX_TILES_PORT": down}).returncode == 0
+            assert probe({"EOX_PORT": down, "EOX_TILES_PORT": up}).returncode == 0
+            server.shutdown()
+        with socket_bound() as a, socket_bound() as b:
+            r = probe({"EOX_PORT": a, "EOX_TILES_PORT": b})
+    assert r.returncode == 1 and f"port(s) {a}, {b}" in r.stderr, r.stderr
+
+
+@contextmanager
+def socket_bound():
+    """A loopback port that is bound but not listening: connections to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield str(s.getsockname()[1])
