@@ -28,6 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.responses import PlainTextResponse
 
+from service.middleware import scope_path
+
 log = logging.getLogger(__name__)
 
 #: Paths that are not dashboard pages (the API has its own JSON error bodies).
@@ -118,10 +120,7 @@ class PageGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
+        path = scope_path(scope)
         if path.startswith(EXEMPT):
             await self.app(scope, receive, send)
             return

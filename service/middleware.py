@@ -16,6 +16,13 @@ from service.errors import BodyTooLarge, error_body, error_response
 log = logging.getLogger(__name__)
 
 
+def scope_path(scope: Scope) -> str:
+    """The request's path inside the app (without the ``root_path`` a proxy prefix adds)."""
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 class GuardMiddleware:
     """Refuse bodies over ``max_body_bytes`` and turn any unexpected exception into JSON.
 
@@ -186,10 +193,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
+        path = scope_path(scope)
         ours = path.startswith(self.html_paths)
 
         async def with_headers(message: Message) -> None:

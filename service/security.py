@@ -44,6 +44,7 @@ from service.errors import (
     error_body,
     status_for,
 )
+from service.middleware import scope_path
 
 log = logging.getLogger(__name__)
 
@@ -327,10 +328,7 @@ class BasicAuthMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
+        path = scope_path(scope)
         if path.startswith(self.exempt) or self._allowed(scope.get("headers", ())):
             await self.app(scope, receive, send)
             return
