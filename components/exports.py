@@ -142,8 +142,10 @@ class ExportsPanel(pn.viewable.Viewer):
         location = getattr(s.backend.catalog, "location", "") or None
         if location and not str(location).startswith(("http://", "https://")):
             location = str(Path(location).resolve())
-        if location:  # the server's own path only if the operator shows paths
-            location = shown_path(str(location))
+        if location and shown_path(str(location)) != str(location):
+            # the server's path is hidden (EOX_EXPOSE_PATHS): the code opens the default
+            # catalog (EOX_CATALOG), never a made-up ".../catalog.sqlite"
+            location = None
         text = chain_code(s.chain, catalog=str(location) if location else None)
         lines = [text.rstrip().rsplit("\n", 1)[0], "",
                  "# show it on a map (in a notebook)", "from app import Map", ""]

@@ -16,7 +16,7 @@ PAYLOAD = "<img src=x onerror=alert(1)>"
 
 
 def test_failing_page_shows_plain_words(tmp_path, monkeypatch, caplog):
-    def broken(settings, *, view=None):
+    def broken(settings, *, view=None, backend=None):
         raise ValueError(f"invalid literal for int() with base 10: '{PAYLOAD}'")
 
     monkeypatch.setattr(create, "create_app", broken)
