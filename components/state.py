@@ -21,6 +21,7 @@ from components.backend import Backend
 from components.presets import (
     CUSTOM_EXPRESSION,
     CUSTOM_RGB,
+    PRESETS,
     RGB_VMAX,
     data_bands,
     default_band,
@@ -53,6 +54,7 @@ class Notice:
 
     text: str
     level: str = "info"
+    detail: str = ""  # technical detail, shown on demand (a traceback)
     serial: int = field(default_factory=lambda: next(_notice_ids))
 
 
@@ -142,9 +144,9 @@ class AppState(param.Parameterized):
             self._collection_changed()
 
     # -- helpers ------------------------------------------------------------------------
-    def notify(self, text: str, level: str = "info") -> None:
+    def notify(self, text: str, level: str = "info", *, detail: str = "") -> None:
         """Tell the user something (the shell shows it as a notification)."""
-        self.notice = Notice(text, level)
+        self.notice = Notice(text, level, detail)
 
     def fail(self, exc: EOXError, action: str) -> None:
         """Show an engine error with what was being done."""
@@ -178,7 +180,13 @@ class AppState(param.Parameterized):
             self.show_band(default_band(bands) or bands[0])
 
     def choose_preset(self, key: str) -> None:
-        """Switch to a preset: sets bands or expression, colormap and stretch together."""
+        """Switch to a preset: sets bands or expression, colormap and stretch together.
+        A key the collection does not offer is refused with a notice naming those it does."""
+        if key not in (*(p.key for p in PRESETS), CUSTOM_RGB, CUSTOM_EXPRESSION):
+            offered = ", ".join([*self.presets, CUSTOM_RGB, CUSTOM_EXPRESSION])
+            self.notify(f"Display: {self.collection} has no preset {key!r}; choose one of "
+                        f"{offered}", "warning")
+            return
         self._range_pending = False
         if key in (CUSTOM_RGB, CUSTOM_EXPRESSION):
             single = key == CUSTOM_EXPRESSION

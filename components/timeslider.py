@@ -21,6 +21,7 @@ import param
 from bokeh.models import ColumnDataSource, CustomJS
 
 from components.state import AppState
+from components.session import locked
 from engine.chain import Chain
 from engine.collection import Collection
 from engine.errors import EOXError
@@ -331,6 +332,7 @@ class TimeSlider(pn.viewable.Viewer):
         self.prefetch_urls = urls
 
     @param.depends("prefetch_urls", watch=True)
+    @locked(lambda self: self._src)
     def _push_prefetch(self) -> None:
         nan = [math.nan] * len(self.prefetch_urls)
         self._src.data = {"url": list(self.prefetch_urls), "x": nan, "y": list(nan)}

@@ -80,8 +80,16 @@ class Monkey:
             self.tab = name
             self.page.wait_for_timeout(150)
 
+    def click(self, locator) -> None:
+        """Click what ``locator`` finds once it is there; a disabled control is a skip."""
+        target = locator.first
+        target.wait_for(timeout=QUICK)
+        if not target.is_enabled():
+            raise PlaywrightError("disabled")
+        target.click(timeout=QUICK)
+
     def click_button(self, name: str) -> None:
-        self.page.get_by_role("button", name=name, exact=True).first.click(timeout=QUICK)
+        self.click(self.page.get_by_role("button", name=name, exact=True))
 
     def settle(self) -> None:
         self.page.wait_for_timeout(self.rng.choice((60, 120, 250, 400)))
@@ -119,6 +127,7 @@ class Monkey:
     def select_row(self) -> None:
         self.goto_tab("Search")
         rows = self.page.locator(".tabulator-row")
+        rows.first.wait_for(timeout=QUICK)
         n = rows.count()
         if n == 0:
             raise PlaywrightError("no result rows")
@@ -128,6 +137,7 @@ class Monkey:
     def preset(self) -> None:
         self.goto_tab("Display")
         labels = self.page.locator("label", has=self.page.locator("input[type=radio]"))
+        labels.first.wait_for(timeout=QUICK)
         n = labels.count()
         if n == 0:
             raise PlaywrightError("no presets")
@@ -143,6 +153,7 @@ class Monkey:
     def stretch(self) -> None:
         self.goto_tab("Stretch")
         inputs = self.page.locator("input[inputmode=decimal], input[type=number]")
+        inputs.first.wait_for(timeout=QUICK)
         n = inputs.count()
         if n == 0:
             raise PlaywrightError("no stretch inputs")
@@ -174,7 +185,7 @@ class Monkey:
 
     def split(self) -> None:
         self.goto_tab("Split")
-        self.page.get_by_role("button", name="Show split view").first.click(timeout=QUICK)
+        self.click(self.page.get_by_role("button", name="Show split view"))
 
     def draw_box(self) -> None:
         self.goto_tab("Draw")
@@ -192,21 +203,20 @@ class Monkey:
     def time_step(self) -> None:
         self.goto_tab("Time")
         cls = self.rng.choice(("previous", "next", "previous", "next", "slower", "faster"))
-        self.page.locator(f"button.{cls}").first.click(timeout=QUICK)
+        self.click(self.page.locator(f"button.{cls}"))
 
     def play(self) -> None:
         self.goto_tab("Time")
-        self.page.locator("button.play").first.click(timeout=QUICK)
+        self.click(self.page.locator("button.play"))
         self.page.wait_for_timeout(self.rng.choice((300, 800, 1500)))
-        self.page.locator("button.pause").first.click(timeout=QUICK)
+        self.click(self.page.locator("button.pause"))
 
     def profile(self) -> None:
         self.goto_tab("Profile")
         if self.rng.random() < 0.3:
             self.click_button("Use the displayed band math")
             return
-        self.page.get_by_role("button", name="Click the map for a profile").first.click(
-            timeout=QUICK)
+        self.click(self.page.get_by_role("button", name="Click the map for a profile"))
         b = self.map_box()
         self.page.mouse.click(b["x"] + b["width"] * self.rng.uniform(0.3, 0.7),
                               b["y"] + b["height"] * self.rng.uniform(0.3, 0.7))
