@@ -258,7 +258,7 @@ class OverlayPanel(pn.viewable.Viewer):
             return
         w, s, e, n = ov.layer.bounds
         pad = max(e - w, n - s, 0.002) * 0.05
-        self.state.view_request = (w - pad, s - pad, e + pad, n + pad)
+        self.state.show_box((w - pad, s - pad, e + pad, n + pad))
 
     def remove(self, name: str | None) -> None:
         """Remove the layer ``name`` from the map and the list."""

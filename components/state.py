@@ -148,6 +148,11 @@ class AppState(param.Parameterized):
         """Tell the user something (the shell shows it as a notification)."""
         self.notice = Notice(text, level, detail)
 
+    def resolved(self) -> None:
+        """An action succeeded: the banner about an earlier problem goes away."""
+        if self.notice is not None and self.notice.level in ("error", "warning"):
+            self.notice = None
+
     def fail(self, exc: EOXError, action: str) -> None:
         """Show an engine error with what was being done."""
         log.info("%s failed: %s", action, exc)
@@ -241,6 +246,7 @@ class AppState(param.Parameterized):
                         "or move the point/place.", "warning")
         else:
             self.status = f"{len(frame)} scene(s) of {self.collection}"
+            self.resolved()
         return len(frame)
 
     def zoom_to_place(self) -> None:
@@ -252,7 +258,7 @@ class AppState(param.Parameterized):
         except EOXError as exc:
             self.fail(exc, "Place")
             return
-        self.view_request = tuple(found.bbox)
+        self.show_box(found.bbox)
 
     # -- display ------------------------------------------------------------------------
     def _display(self) -> dict[str, Any]:
@@ -359,6 +365,7 @@ class AppState(param.Parameterized):
                                  "scene(s) have, or fix the expression.", "error")
             return False
         self.param.update(chain=chain, chain_id=chain.id, tile_url=url)
+        self.resolved()
         if why:
             self.notify(why, "info")
         return True
@@ -532,6 +539,16 @@ class AppState(param.Parameterized):
         return True
 
     # -- zoom ---------------------------------------------------------------------------
+    def show_box(self, box: Any) -> None:
+        """Move the map to W, S, E, N, also when it is the box asked for last (the user
+        panned away since): a zoom action always zooms, and clears an earlier problem."""
+        box = tuple(float(v) for v in box)
+        self.resolved()
+        if box == self.view_request:
+            self.param.trigger("view_request")
+        else:
+            self.view_request = box
+
     def zoom_to_selected(self) -> None:
         """Show the selected scenes."""
         self._zoom_to_ids(self.selected, "no scene is selected")
@@ -548,15 +565,15 @@ class AppState(param.Parameterized):
             return
         dlat = span_km / 2 / 111.32
         dlon = dlat / max(math.cos(math.radians(lat)), 0.05)
-        self.view_request = (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+        self.show_box((lon - dlon, lat - dlat, lon + dlon, lat + dlat))
 
     def _zoom_to_ids(self, ids: list[str], empty: str) -> None:
         boxes = [self.bounds[i] for i in ids if i in self.bounds]
         if not boxes:
             self.notify(f"Zoom: {empty}", "warning")
             return
-        self.view_request = (min(b[0] for b in boxes), min(b[1] for b in boxes),
-                             max(b[2] for b in boxes), max(b[3] for b in boxes))
+        self.show_box((min(b[0] for b in boxes), min(b[1] for b in boxes),
+                       max(b[2] for b in boxes), max(b[3] for b in boxes)))
 
     # -- first open ---------------------------------------------------------------------
     def open_latest(self) -> bool:
