@@ -28,6 +28,7 @@ from components.measure import MeasurePanel
 from components.overlay import OverlayPanel
 from components.profile import ProfilePanel
 from components.search import SearchPanel
+from components.session import locked
 from components.split import SplitPanel
 from components.state import AppState
 from components.stretch import StretchPanel
@@ -170,6 +171,7 @@ class Shell(pn.viewable.Viewer):
         """Every tab's panel by title (building those not shown yet)."""
         return {title: self.panel(title) for title in self._slots}
 
+    @locked(lambda self: self.map.figure)  # a tab's panel may add renderers to the map
     def _tab_shown(self) -> None:
         titles = list(self._slots)
         self.panel(titles[self._tabs.active])

@@ -122,6 +122,8 @@ class AppState(param.Parameterized):
                                    "of zero height asks for exactly its width at its centre.")
     pick = param.Selector(objects=["off", "point", "box"], default="off",
                           doc="What a click (point) or box-select drag (box) on the map sets.")
+    playing = param.Boolean(False, doc="True while the time slider plays its dates (the "
+                            "tiles of the next dates go first: no preset prefetch then).")
     notice = param.ClassSelector(class_=Notice, default=None, allow_None=True)
     status = param.String("", doc="One line about the results.")
     drawings = param.List(default=[], item_type=dict,
@@ -130,6 +132,7 @@ class AppState(param.Parameterized):
 
     def __init__(self, **params: Any) -> None:
         self._preset_ids: tuple[Any, list[str]] = (None, [])
+        self._coll: tuple[Any, Collection | None] = (None, None)  # name -> checked query
         self._found: dict[str, Any] = {}  # id -> item of the last search
         # (collection, selected ids) -> band names every selected scene has, their boxes
         self._selected_info: tuple[Any, list[str], list[tuple]] = (None, [], [])
@@ -261,6 +264,14 @@ class AppState(param.Parameterized):
         self.show_box(found.bbox)
 
     # -- display ------------------------------------------------------------------------
+    def collection_query(self) -> Collection:
+        """The displayed collection as an engine query, checked against the catalog once
+        per collection rather than for every chain built (each preset, each date played)."""
+        if self._coll[0] != self.collection or self._coll[1] is None:
+            self._coll = (self.collection,
+                          Collection(self.collection, catalog=self.backend.catalog))
+        return self._coll[1]
+
     def _display(self) -> dict[str, Any]:
         return {"single": self.single_band, "rgb": self.rgb, "expression": self.expression,
                 "colormap": self.colormap, "vmin": self.vmin, "vmax": self.vmax}
@@ -268,8 +279,7 @@ class AppState(param.Parameterized):
     def _analytic(self, *, single: bool, rgb: list, expression: str, **_: Any) -> Chain:
         if not self.selected:
             raise InvalidInput("select at least one scene in the results")
-        coll = Collection(self.collection, catalog=self.backend.catalog).ids(self.selected)
-        chain = process(coll, mosaic="latest")
+        chain = process(self.collection_query().ids(self.selected), mosaic="latest")
         if single:
             if not expression.strip():
                 raise InvalidInput("the band-math expression is empty")
@@ -305,7 +315,8 @@ class AppState(param.Parameterized):
     def prefetch_presets(self, *, include_current: bool = False, group: str = "") -> int:
         """Ask the backend to render the visible tiles of the other presets ahead of a click,
         so switching preset only swaps a URL to cached tiles. Returns the tiles asked for."""
-        if self.backend.prefetch is None or not self.chain_id or self.viewport is None:
+        if (self.backend.prefetch is None or not self.chain_id or self.viewport is None
+                or self.playing):
             return 0
         key = (self.collection, tuple(self.selected), self.gamma, tuple(self.presets))
         if self._preset_ids[0] != key:
@@ -380,8 +391,7 @@ class AppState(param.Parameterized):
             items = [self._found[i] for i in self.selected if i in self._found]
             if len(items) < len(self.selected):  # not from the last search (a shared link)
                 try:
-                    items = Collection(self.collection, catalog=self.backend.catalog).ids(
-                        self.selected).items()
+                    items = self.collection_query().ids(self.selected).items()
                 except EOXError as exc:
                     log.info("selected scenes not read: %s", exc)
                     items = []

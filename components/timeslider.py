@@ -34,6 +34,17 @@ MAX_SCENES = 5000
 #: Playback speeds offered, frames per second.
 SPEEDS: dict[str, float] = {"0.5 fps": 0.5, "1 fps": 1.0, "2 fps": 2.0, "4 fps": 4.0}
 
+#: What each player button does, shown on hover (the buttons have no text, only icons).
+BUTTON_TIPS = {"slower": "Slower", "previous": "Previous date", "pause": "Pause",
+               "play": "Play", "next": "Next date", "faster": "Faster"}
+PLAYER_CSS = "button { position: relative; }\n" + "".join(
+    f'button.{cls}:hover::after {{ content: "{tip}"; }}\n' for cls, tip in BUTTON_TIPS.items()
+) + """button:hover::after { position: absolute; top: 110%; left: 50%;
+  transform: translateX(-50%); background: #222; color: #fff; padding: 2px 6px;
+  border-radius: 3px; font-size: 11px; white-space: nowrap; z-index: 100;
+  pointer-events: none; }
+"""
+
 # Request the visible tiles of the next frames as hidden images, with the same zoom level and
 # tile range Bokeh's own tile renderer will ask for (its tile source computes both).
 _PREFETCH_JS = """
@@ -143,9 +154,9 @@ class TimeSlider(pn.viewable.Viewer):
         self._player = pn.widgets.DiscretePlayer(
             name="Date", options=["–"], value="–", interval=self._interval(), loop_policy="loop",
             show_loop_controls=False, show_value=True, sizing_mode="stretch_width",
-            disabled=True, visible_buttons=["slower", "previous", "pause", "play", "next",
-                                            "faster"])
+            disabled=True, visible_buttons=list(BUTTON_TIPS), stylesheets=[PLAYER_CSS])
         self._player.param.watch(self._player_moved, "value")
+        self._player.param.watch(self._direction_changed, "direction")
         self._speed = pn.widgets.RadioButtonGroup.from_param(self.param.speed, name="Speed",
                                                              button_type="light")
         self._cloud = pn.widgets.FloatSlider.from_param(
@@ -262,6 +273,9 @@ class TimeSlider(pn.viewable.Viewer):
         if self._syncing or event.new in ("–", None) or event.new == self.date:
             return
         self.show(str(event.new))
+
+    def _direction_changed(self, event: param.parameterized.Event) -> None:
+        self.state.playing = bool(event.new)
 
     def show(self, label: str) -> bool:
         """Show the frame of ``label`` on the map and prefetch the next ones."""
