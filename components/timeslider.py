@@ -272,6 +272,12 @@ class TimeSlider(pn.viewable.Viewer):
     def _player_moved(self, event: param.parameterized.Event) -> None:
         if self._syncing or event.new in ("–", None) or event.new == self.date:
             return
+        if self._player.direction and self.date in [f.label for f in self.frames]:
+            # playing: the browser's player is the clock, each change one tick; the next
+            # date follows the shown one, so a slow server delays dates but skips none
+            # (Panel merges changes that arrive while it is busy)
+            self.step(1 if self._player.direction > 0 else -1)
+            return
         self.show(str(event.new))
 
     def _direction_changed(self, event: param.parameterized.Event) -> None:
