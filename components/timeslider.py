@@ -150,6 +150,7 @@ class TimeSlider(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._stale = True
+        self._frames_of: str | None = None  # collection of the frames
         self._registered: dict[str, str] = {}  # chain id -> tile URL
         self._player = pn.widgets.DiscretePlayer(
             name="Date", options=["–"], value="–", interval=self._interval(), loop_policy="loop",
@@ -212,6 +213,7 @@ class TimeSlider(pn.viewable.Viewer):
                    f"{frames[0].label} to {frames[-1].label}.")
             if more:
                 msg += f" Only the newest {MAX_SCENES} scenes are used: zoom in for all."
+        self._frames_of = s.collection
         self.param.update(frames=frames, message=msg)
         return frames
 
@@ -235,8 +237,11 @@ class TimeSlider(pn.viewable.Viewer):
     def _query_changed(self) -> None:
         if self.active and self.follow:
             self.refresh()
-        else:
-            self._stale = True
+            return
+        self._stale = True
+        if self.frames and self.state.collection != self._frames_of:
+            # dates of another collection: never offer (or claim to show) them
+            self.param.update(frames=[], message="")
 
     @param.depends("active", "follow", watch=True)
     def _activated(self) -> None:
@@ -312,6 +317,8 @@ class TimeSlider(pn.viewable.Viewer):
         if label and label != self.date:  # scenes of a date picked by hand: follow them
             self.date = label
             self._set_player(label)
+        elif not label and self.date:  # other scenes (or none): the map shows no date
+            self.date = ""
 
     def _set_player(self, label: str) -> None:
         if self._player.value != label:

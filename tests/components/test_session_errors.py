@@ -75,3 +75,20 @@ def test_run_locked_runs_at_once_without_a_served_session():
     run_locked(None, lambda: done.append(1))
     run_locked(Document(), lambda: done.append(2))  # not served: no lock to wait for
     assert done == [1, 2]
+
+
+def test_time_tab_never_claims_a_date_the_map_does_not_show(state):
+    """Sentinel-2 -> Landsat left the map blank while the Time tab said "Map shows <date>"."""
+    from components.timeslider import TimeSlider
+
+    state.collection = S2
+    state.search()
+    state.viewport = (12.0, 51.0, 15.0, 54.0)
+    slider = TimeSlider(state=state, active=True)
+    assert slider.frames and slider.show(slider.frames[-1].label)
+    assert "Map shows: **" in slider._shown_text()
+    slider.active = False  # another tab is shown while the collection changes
+    state.collection = LANDSAT
+    assert state.selected == [] and slider.date == ""
+    assert "Map shows: **" not in slider._shown_text()
+    assert slider.frames == []  # no Sentinel-2 dates offered on Landsat
