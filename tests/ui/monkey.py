@@ -28,6 +28,8 @@ EXPRESSIONS = ("(nir - red) / (nir + red)", "(nir-swir16)/(nir+swir16)", "nir +*
                "red", "B04 / B08", "swir1 - nir", "")
 #: Short waits: an action must not block the walk when the page does not offer it.
 QUICK = 1500
+#: A tab's content comes from the server when the tab is first shown: wait that long for it.
+CONTENT = 6000
 
 #: JS: the scene layer's tile URL template and visibility as the browser has them.
 SCENES_JS = """() => {
@@ -75,15 +77,16 @@ class Monkey:
 
     def goto_tab(self, name: str) -> None:
         if self.tab != name:
-            self.page.locator(".bk-tab", has_text=re.compile(f"^{name}$")).first.click(
-                timeout=QUICK)
+            tab = self.page.locator(".bk-tab", has_text=re.compile(f"^{name}$")).first
+            tab.click(timeout=QUICK)
             self.tab = name
-            self.page.wait_for_timeout(150)
+            self.page.locator(".bk-tab.bk-active", has_text=re.compile(f"^{name}$")).wait_for(
+                timeout=QUICK)
 
     def click(self, locator) -> None:
         """Click what ``locator`` finds once it is there; a disabled control is a skip."""
         target = locator.first
-        target.wait_for(timeout=QUICK)
+        target.wait_for(timeout=CONTENT)
         if not target.is_enabled():
             raise PlaywrightError("disabled")
         target.click(timeout=QUICK)
@@ -92,7 +95,7 @@ class Monkey:
         self.click(self.page.get_by_role("button", name=name, exact=True))
 
     def settle(self) -> None:
-        self.page.wait_for_timeout(self.rng.choice((60, 120, 250, 400)))
+        self.page.wait_for_timeout(self.rng.choice((30, 60, 120, 250)))
 
     def map_box(self) -> dict:
         boxes = [b for b in (c.bounding_box() for c in self.page.locator(
@@ -118,6 +121,7 @@ class Monkey:
     def collection(self) -> None:
         self.goto_tab("Search")
         sel = self.page.locator("select", has=self.page.locator("option", has_text=DEMO[2]))
+        sel.first.wait_for(timeout=CONTENT)
         sel.first.select_option(self.rng.choice(DEMO), timeout=QUICK)
 
     def search(self) -> None:
@@ -126,8 +130,9 @@ class Monkey:
 
     def select_row(self) -> None:
         self.goto_tab("Search")
+        self.page.get_by_role("button", name="Search", exact=True).first.wait_for(
+            timeout=CONTENT)
         rows = self.page.locator(".tabulator-row")
-        rows.first.wait_for(timeout=QUICK)
         n = rows.count()
         if n == 0:
             raise PlaywrightError("no result rows")
@@ -137,7 +142,7 @@ class Monkey:
     def preset(self) -> None:
         self.goto_tab("Display")
         labels = self.page.locator("label", has=self.page.locator("input[type=radio]"))
-        labels.first.wait_for(timeout=QUICK)
+        labels.first.wait_for(timeout=CONTENT)
         n = labels.count()
         if n == 0:
             raise PlaywrightError("no presets")
@@ -145,15 +150,16 @@ class Monkey:
 
     def band_math(self) -> None:
         self.goto_tab("Display")
-        self.page.get_by_text("Band math", exact=True).first.click(timeout=QUICK)
+        self.click(self.page.get_by_text("Band math", exact=True))
         box = self.page.get_by_placeholder("(nir - red) / (nir + red)").first
+        box.wait_for(timeout=CONTENT)
         box.fill(self.rng.choice(EXPRESSIONS), timeout=QUICK)
         box.press("Enter")
 
     def stretch(self) -> None:
         self.goto_tab("Stretch")
         inputs = self.page.locator("input[inputmode=decimal], input[type=number]")
-        inputs.first.wait_for(timeout=QUICK)
+        inputs.first.wait_for(timeout=CONTENT)
         n = inputs.count()
         if n == 0:
             raise PlaywrightError("no stretch inputs")

@@ -39,6 +39,7 @@ def crashes(log_text: str) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(900)  # about a minute a seed on a quiet 2-core machine
 @pytest.mark.parametrize("seed", [7, 2026])
 def test_monkey_walk_leaves_a_working_session(logged_server, browser, seed):
     base, log = logged_server
