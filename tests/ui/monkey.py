@@ -158,7 +158,7 @@ class Monkey:
 
     def stretch(self) -> None:
         self.goto_tab("Stretch")
-        inputs = self.page.locator("input[inputmode=decimal], input[type=number]")
+        inputs = self.page.locator("input[type=text]:visible")  # min/max of each band
         inputs.first.wait_for(timeout=CONTENT)
         n = inputs.count()
         if n == 0:
