@@ -59,6 +59,12 @@ def main() -> int:
                 done = walk(page, base, seed, steps=args.steps)
                 view = final_view(page, base)
                 ok = map_ok(view)
+                if not ok:  # say why: URL vs layer vs chain, and the tiles fetched for it
+                    print(f"  seed {seed} map: url chain {view.url_chain!r} of "
+                          f"{view.url_collection!r}, layer {view.layer_url!r} visible "
+                          f"{view.layer_visible}, chain of {view.chain_collection!r}, "
+                          f"{len([t for t in view.tiles if t.chain == view.url_chain])} "
+                          "tile(s) of it", flush=True)
             except Exception as exc:  # noqa: BLE001 - a walk that dies is counted, not fatal
                 print(f"seed {seed}: walk aborted: {exc!s:.200}")
                 done, ok = None, False
