@@ -14,6 +14,7 @@ from app.settings import Settings
 from app.state import resources
 from app.urlstate import KEYS, apply_query, bind_location
 from components.backend import Backend
+from components.session import exception_handler, on_error
 from components.shell import Shell
 from components.state import AppState
 
@@ -103,6 +104,10 @@ def create_app(settings: Settings, *, view: Any = None,
         state = AppState(backend=backend or resources(settings).backend)
     else:
         state = create_state(settings, query=query, backend=backend)
+    # every exception of a session callback: a log line and a notice for its user (set per
+    # session: Panel keeps config set inside a session for that session only)
+    pn.config.exception_handler = exception_handler
+    on_error(pn.state.curdoc, lambda text, detail: state.notify(text, "error", detail=detail))
     shell = Shell(state=state)
     page: Any = shell
     if custom:

@@ -50,6 +50,25 @@ def serialize_websocket_writes() -> None:
     WSHandler._eox_serialized = True
 
 
+def ignore_patches_after_close() -> None:
+    """Answer a model change that arrives after its page's session was closed (a reload or
+    "back" while the old page still reports its size) with OK instead of an AssertionError
+    traceback in the log: there is no document left to change (once per process)."""
+    from bokeh.server.session import ServerSession
+
+    if getattr(ServerSession, "_eox_patch_guard", False):
+        return
+    patch = ServerSession.patch.__func__
+
+    async def guarded(cls: Any, message: Any, connection: Any) -> Any:
+        if getattr(connection, "_session", None) is None:
+            return connection.ok(message)
+        return await patch(cls, message, connection)
+
+    ServerSession.patch = classmethod(guarded)
+    ServerSession._eox_patch_guard = True
+
+
 def deliver_changes_after_pull() -> None:
     """Send the model changes a session makes after the browser pulled its document, also
     before the page's ``document_ready`` (once per process).
@@ -126,6 +145,7 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
 
     load_extensions()
     serialize_websocket_writes()
+    ignore_patches_after_close()
     deliver_changes_after_pull()
     build_pages_off_loop()
     res = resources(settings)

@@ -51,7 +51,7 @@ class DisplayPanel(pn.viewable.Viewer):
             name="Preset", options=self._preset_options(), value=s.preset,
             orientation="vertical", button_type="primary", button_style="outline",
             sizing_mode="stretch_width")
-        self._preset.param.watch(lambda e: self.state.choose_preset(e.new), "value")
+        self._preset.param.watch(self._preset_picked, "value")
         self._rgb = [pn.widgets.Select(name=c, options=list(s.bands), width=95)
                      for c in ("Red", "Green", "Blue")]
         for w in self._rgb:
@@ -82,6 +82,13 @@ class DisplayPanel(pn.viewable.Viewer):
         return opts
 
     # -- widgets -> state ---------------------------------------------------------------
+    def _preset_picked(self, event: param.parameterized.Event) -> None:
+        # new options (another collection) reset the widget to None, and _sync sets it back
+        # to the state's preset: neither is the user picking a preset
+        if self._syncing or event.new is None or event.new == self.state.preset:
+            return
+        self.state.choose_preset(event.new)
+
     def _rgb_picked(self, event: param.parameterized.Event) -> None:
         if self._syncing:
             return

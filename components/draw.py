@@ -27,6 +27,7 @@ from bokeh.models import (
     PolyEditTool,
 )
 
+from components.session import locked
 from components.map import MapView, to_lonlat, to_mercator
 from components.state import AppState
 from engine.errors import EOXError
@@ -274,8 +275,11 @@ class DrawPanel(pn.viewable.Viewer):
     def _mode_changed(self) -> None:
         key = MODES[self.mode]
         self._help.object = HELP[key]
-        if not self._tools:
-            return
+        if self._tools:
+            self._activate(key)
+
+    @locked(lambda self: self._fig)
+    def _activate(self, key: str) -> None:
         toolbar = self._fig.toolbar
         if key == "pan":
             toolbar.active_multi = None
@@ -307,6 +311,7 @@ class DrawPanel(pn.viewable.Viewer):
             return
         self.load(self.state.drawings, replace=True)
 
+    @locked(lambda self: getattr(self, "_fig", None))
     def load(self, features: list[dict], *, replace: bool = False) -> None:
         """Draw ``features`` (GeoJSON, WGS84), after the current shapes unless ``replace``."""
         current = [] if replace else list(self.state.drawings)

@@ -34,6 +34,7 @@ from bokeh.models import (
 from bokeh.plotting import figure
 
 from components.layers import FUNCTION_LAYER, LAYER_NAMES, LayerSpec
+from components.session import locked, run_locked
 from components.state import AppState
 from components.tilemath import GUESS_SIZE, R, fit, to_lonlat, to_mercator
 
@@ -42,6 +43,9 @@ VECTOR_MAX = 1000
 FOOTPRINT_COLOUR = "#ffd54f"
 #: URL of a tile layer with nothing to show (the layer is hidden, so never requested).
 NO_TILES = "data:,"
+
+#: The figure whose document edits of the map's models are locked on.
+_FIGURE = locked(lambda self: self._figure)
 
 
 def _rings(geometry: dict) -> list[list[list[float]]]:
@@ -124,6 +128,7 @@ class MapView(pn.viewable.Viewer):
         self._figure = self._build()
         self._tiles: dict[str, Any] = {}
         self._extra_urls: dict[str, str] = {}  # add_tile_layer: name -> XYZ template
+        self._adding: set[str] = set()  # add_tile_layer: renderers not added yet
         self._glyphs: dict[str, Any] = {}  # add_glyph_layer: name -> renderer (large rasters)
         self._footprints_changed()
         self._selection_changed()
@@ -222,14 +227,19 @@ class MapView(pn.viewable.Viewer):
     def add_tile_layer(self, name: str, url: str) -> None:
         """Show an XYZ template ({X}/{Y}/{Z}) as a named layer on top, or re-point it."""
         self._extra_urls[name] = url
-        if name in self._tiles:
+        if name in self._tiles or name in self._adding:
             self._apply_layers()
             return
-        rend = self._figure.add_tile(WMTSTileSource(url=NO_TILES), level="image")
-        rend.name = f"eox-{name}"
-        rend.visible = False
-        self._tiles[name] = rend
-        self.layers = [*self.layers, LayerSpec(name=name)]
+        self._adding.add(name)
+
+        def add() -> None:
+            self._adding.discard(name)
+            rend = self._figure.add_tile(WMTSTileSource(url=NO_TILES), level="image")
+            rend.name, rend.visible = f"eox-{name}", False
+            self._tiles[name] = rend
+            self.layers = [*self.layers, LayerSpec(name=name)]
+
+        run_locked(self._figure.document, add, action="adding a map layer")
 
     def add_glyph_layer(self, name: str, renderer: Any) -> None:
         """List a renderer a component drew on the figure (a large raster) as a named layer
@@ -268,10 +278,12 @@ class MapView(pn.viewable.Viewer):
         """Remove a layer added by ``add_glyph_layer`` or ``add_tile_layer``."""
         rend = self._glyphs.pop(name, None) or self._tiles.pop(name, None)
         self._extra_urls.pop(name, None)
-        if rend is not None:
-            self._figure.renderers = [r for r in self._figure.renderers if r is not rend]
         self.layers = [s for s in self.layers if s.name != name]
+        if rend is not None:
+            run_locked(self._figure.document, lambda: setattr(
+                self._figure, "renderers", [r for r in self._figure.renderers if r is not rend]))
 
+    @_FIGURE
     def _apply_layers(self) -> None:
         """Push URLs, visibility, opacity and order to the Bokeh tile renderers."""
         fig = self._figure
@@ -318,6 +330,7 @@ class MapView(pn.viewable.Viewer):
 
     # -- state -> sources -----------------------------------------------------------------
     @param.depends("state.footprints", watch=True)
+    @_FIGURE
     def _footprints_changed(self) -> None:
         footprints = self.state.footprints or {}
         many = len(footprints) > VECTOR_MAX
@@ -330,6 +343,7 @@ class MapView(pn.viewable.Viewer):
                                       "y": self._outline_data["y"].to_numpy()}
             self._src_raster.data = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
 
+    @_FIGURE
     def _rasterize(self) -> None:
         fig = self._figure
         xr, yr = (fig.x_range.start, fig.x_range.end), (fig.y_range.start, fig.y_range.end)
@@ -338,6 +352,7 @@ class MapView(pn.viewable.Viewer):
                                  "dw": [xr[1] - xr[0]], "dh": [yr[1] - yr[0]]}
 
     @param.depends("state.selected", "state.footprints", watch=True)
+    @_FIGURE
     def _selection_changed(self) -> None:
         xs, ys, ids = [], [], []
         for sid in self.state.selected:
@@ -348,6 +363,7 @@ class MapView(pn.viewable.Viewer):
         self._src_selection.data = {"xs": xs, "ys": ys, "id": ids}
 
     @param.depends("state.point", "state.bbox", watch=True)
+    @_FIGURE
     def _marks_changed(self) -> None:
         point, bbox = self.state.point, self.state.bbox
         if point is None:
@@ -363,6 +379,7 @@ class MapView(pn.viewable.Viewer):
             self._src_box.data = {"left": [x0], "right": [x1], "top": [y1], "bottom": [y0]}
 
     @param.depends("state.pick", watch=True)
+    @_FIGURE
     def _pick_changed(self) -> None:
         """Dragging draws the search box in "box" mode, pans otherwise."""
         self._figure.toolbar.active_drag = (self._box_select if self.state.pick == "box"
@@ -427,6 +444,7 @@ class MapView(pn.viewable.Viewer):
             req = self.state.viewport or (-20.0, 30.0, 40.0, 65.0)
         self._show(req)
 
+    @_FIGURE
     def _show(self, bbox: tuple) -> None:
         x0, y0, x1, y1 = self._fit(bbox)
         self._target, self._set_x = tuple(bbox), (x0, x1)

@@ -15,11 +15,15 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool
 
 from components.map import MapView, to_mercator
+from components.session import locked
 from components.state import AppState
 from engine.errors import EOXError
 from engine.vector import FORMATS, VectorLayer, read_vector
 from engine.vectorfiles import check_vector_name
 from engine.paths import user_path
+
+#: Edits of the map's models run with the session's document lock.
+_MAP = locked(lambda self: self.map.figure if self.map is not None else None)
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +206,7 @@ class OverlayPanel(pn.viewable.Viewer):
         return ov
 
     # -- drawing ------------------------------------------------------------------------------
+    @_MAP
     def _draw(self, name: str, ov: Overlay) -> None:
         fig = self.map.figure
         data = layer_sources(ov.layer)
@@ -228,6 +233,7 @@ class OverlayPanel(pn.viewable.Viewer):
         fig.add_tools(ov.hover)
         ov.renderers = r
 
+    @_MAP
     def _restyle(self) -> None:
         ov = self.overlays.get(self._which.value)
         if ov is None or self._styling:
@@ -256,6 +262,12 @@ class OverlayPanel(pn.viewable.Viewer):
         finally:
             self._styling = False
 
+    @_MAP
+    def _unplot(self, ov: Overlay) -> None:
+        fig = self.map.figure
+        fig.renderers = [r for r in fig.renderers if r not in ov.renderers.values()]
+        fig.tools = [t for t in fig.tools if t is not ov.hover]
+
     def zoom_to(self, name: str | None) -> None:
         """Show the whole layer ``name``."""
         ov = self.overlays.get(name or "")
@@ -263,7 +275,7 @@ class OverlayPanel(pn.viewable.Viewer):
             return
         w, s, e, n = ov.layer.bounds
         pad = max(e - w, n - s, 0.002) * 0.05
-        self.state.view_request = (w - pad, s - pad, e + pad, n + pad)
+        self.state.show_box((w - pad, s - pad, e + pad, n + pad))
 
     def remove(self, name: str | None) -> None:
         """Remove the layer ``name`` from the map and the list."""
@@ -271,9 +283,7 @@ class OverlayPanel(pn.viewable.Viewer):
         if ov is None:
             return
         if self.map is not None:
-            fig = self.map.figure
-            fig.renderers = [r for r in fig.renderers if r not in ov.renderers.values()]
-            fig.tools = [t for t in fig.tools if t is not ov.hover]
+            self._unplot(ov)
         self._which.options = list(self.overlays)
         self._info.object = self._describe()
 

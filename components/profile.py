@@ -28,6 +28,7 @@ from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
 from components.presets import default_band, presets_for
+from components.session import locked
 from components.state import AppState
 from components.timeslider import utc_day
 from engine.chain.bands import cloud_asset
@@ -36,6 +37,9 @@ from engine.collection import Collection
 from engine.errors import EOXError
 from engine.timeseries import DEFAULT_EXPRESSION, clear_count
 from engine.timeseries.limits import check_polygon_size
+
+#: Edits of the chart's and the map marker's models run with the document lock.
+_MODELS = locked(lambda self: self._marker if self._marker.document else self._chart)
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +312,7 @@ class ProfilePanel(pn.viewable.Viewer):
                 return None
         self.point = None
         self.area = feature
-        self._marker.data = {"x": [], "y": []}
+        self._mark(None, None)
         name = _feature_name(feature)
         expression = self.expression.strip() or DEFAULT_EXPRESSION
         try:
@@ -325,6 +329,7 @@ class ProfilePanel(pn.viewable.Viewer):
                                   "without clear data there", "draw another polygon"))
         return df
 
+    @_MODELS
     def _show(self, df: pd.DataFrame | None, text: str, level: str = "warning") -> None:
         self._alert.param.update(object=text, alert_type=level, visible=bool(text))
         if df is None or df.empty:
@@ -382,9 +387,13 @@ class ProfilePanel(pn.viewable.Viewer):
             out["cloud_fraction"] = out["cloud_fraction"].round(4)
         return out
 
-    def _mark(self, lon: float, lat: float) -> None:
+    @_MODELS
+    def _mark(self, lon: float | None, lat: float | None) -> None:
         from components.map import to_mercator
 
+        if lon is None or lat is None:
+            self._marker.data = {"x": [], "y": []}
+            return
         x, y = to_mercator(np.array([lon]), np.array([lat]))
         self._marker.data = {"x": x, "y": y}
 

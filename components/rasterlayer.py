@@ -572,7 +572,7 @@ class RasterLayers(pn.viewable.Viewer):
         """Show the whole layer ``name``."""
         layer = self.layers.get(name or "")
         if layer is not None:
-            self.state.view_request = layer.source.wgs84_bounds()
+            self.state.show_box(layer.source.wgs84_bounds())
 
     def remove(self, name: str | None) -> None:
         """Remove the layer ``name`` from the map and the list."""

@@ -8,7 +8,7 @@ Engine errors reach the user here: every ``state.notice`` becomes a notification
 from __future__ import annotations
 
 import html
-
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -29,6 +29,7 @@ from components.measure import MeasurePanel
 from components.overlay import OverlayPanel
 from components.profile import ProfilePanel
 from components.search import SearchPanel
+from components.session import locked
 from components.split import SplitPanel
 from components.state import AppState
 from components.stretch import StretchPanel
@@ -64,6 +65,19 @@ TABS_CSS = """
 """
 
 _DURATION = {"info": 3000, "success": 3000, "warning": 6000, "error": 9000}
+#: Most toasts on screen at once (older ones make room), and where they appear: at the top,
+#: away from the legend and the layer list under the map.
+MAX_TOASTS = 3
+TOAST_POSITION = "top-center"
+
+
+def detail_html(detail: str) -> str:
+    """The technical detail of a message, folded away until the user asks for it."""
+    if not detail:
+        return ""
+    return ("<details><summary>Technical detail</summary><pre style='white-space: pre-wrap; "
+            f"font-size: 11px; max-height: 240px; overflow: auto'>{html.escape(detail)}"
+            "</pre></details>")
 
 
 class OfflineFast(Fast):
@@ -100,20 +114,41 @@ class Shell(pn.viewable.Viewer):
         self._legend = pn.pane.HTML(self._legend_html, margin=(5, 10))
         self._inline = pn.pane.Alert("", alert_type="warning", visible=False,
                                      sizing_mode="stretch_width", name="message")
+        self._detail = pn.pane.HTML("", visible=False, sizing_mode="stretch_width",
+                                    name="message-detail", margin=(0, 10))
+        self._toasts: dict[str, float] = {}  # text -> when its toast leaves the screen
+        notifications = pn.state.notifications
+        if notifications is not None:
+            notifications.param.update(max_notifications=MAX_TOASTS, position=TOAST_POSITION)
         self._show_notice()  # one set while the session was restored from its link
 
     @param.depends("state.notice", watch=True)
     def _show_notice(self) -> None:
         n = self.state.notice
-        if n is None:
+        if n is None:  # its cause was fixed, or a later action succeeded
+            self._inline.visible = self._detail.visible = False
             return
+        banner = n.level in ("error", "warning")
         self._inline.alert_type = {"error": "danger", "warning": "warning"}.get(n.level, "info")
         self._inline.object = n.text
-        self._inline.visible = n.level in ("error", "warning")
+        self._inline.visible = banner
+        self._detail.object = detail_html(n.detail)
+        self._detail.visible = banner and bool(n.detail)
+        self._toast(n.text, n.level)
+
+    def _toast(self, text: str, level: str) -> None:
+        """A toast, unless the same text is still on screen (a repeated error is one toast)."""
         notifications = pn.state.notifications
-        if notifications is not None:
-            notifications.send(html.escape(n.text), duration=_DURATION.get(n.level, 4000),
-                               type=n.level if n.level in _DURATION else "info")
+        if notifications is None:
+            return
+        now = time.monotonic()
+        self._toasts = {t: end for t, end in self._toasts.items() if end > now}
+        if text in self._toasts:
+            return
+        duration = _DURATION.get(level, 4000)
+        self._toasts[text] = now + duration / 1000
+        notifications.send(html.escape(text), duration=duration,
+                           type=level if level in _DURATION else "info")
 
     def panel(self, title: str) -> pn.viewable.Viewer:
         """The panel of tab ``title``, built on first use.
@@ -139,6 +174,7 @@ class Shell(pn.viewable.Viewer):
         """Every tab's panel by title (building those not shown yet)."""
         return {title: self.panel(title) for title in self._slots}
 
+    @locked(lambda self: self.map.figure)  # a tab's panel may add renderers to the map
     def _tab_shown(self) -> None:
         titles = list(self._slots)
         self.panel(titles[self._tabs.active])
@@ -162,7 +198,7 @@ class Shell(pn.viewable.Viewer):
 
     def sidebar(self) -> pn.Column:
         """Messages and tabs."""
-        return pn.Column(self._inline, self._tabs, sizing_mode="stretch_width")
+        return pn.Column(self._inline, self._detail, self._tabs, sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:
         """The map with its legend and layer list; above it what tabs show in the main area

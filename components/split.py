@@ -23,6 +23,7 @@ from bokeh.plotting import figure
 from components.backend import Backend
 from components.map import to_mercator
 from components.presets import preset
+from components.session import locked
 from components.state import AppState
 from engine.chain import Chain, process
 from engine.collection import Collection
@@ -115,6 +116,7 @@ class SplitView(pn.viewable.Viewer):
         return self.backend.register(chain) if chain is not None else ""
 
     @param.depends("left", "right", "left_label", "right_label", watch=True)
+    @locked(lambda self: self.x_range)
     def _layers_changed(self) -> None:
         for side, names in (("left", ("left", "under")), ("right", ("right", "over"))):
             url = self.url(side)
@@ -141,6 +143,7 @@ class SplitView(pn.viewable.Viewer):
                              sizing_mode="stretch_width")
         return self._side
 
+    @locked(lambda self: self.x_range)
     def show(self, bbox: tuple) -> None:
         """Show W, S, E, N (WGS84) on both maps."""
         x, y = _ranges(bbox)

@@ -21,6 +21,7 @@ from components.backend import Backend
 from components.presets import (
     CUSTOM_EXPRESSION,
     CUSTOM_RGB,
+    PRESETS,
     RGB_VMAX,
     data_bands,
     default_band,
@@ -53,6 +54,7 @@ class Notice:
 
     text: str
     level: str = "info"
+    detail: str = ""  # technical detail, shown on demand (a traceback)
     serial: int = field(default_factory=lambda: next(_notice_ids))
 
 
@@ -126,6 +128,8 @@ class AppState(param.Parameterized):
                                    "of zero height asks for exactly its width at its centre.")
     pick = param.Selector(objects=["off", "point", "box"], default="off",
                           doc="What a click (point) or box-select drag (box) on the map sets.")
+    playing = param.Boolean(False, doc="True while the time slider plays its dates (the "
+                            "tiles of the next dates go first: no preset prefetch then).")
     notice = param.ClassSelector(class_=Notice, default=None, allow_None=True)
     status = param.String("", doc="One line about the results.")
     drawings = param.List(default=[], item_type=dict,
@@ -134,6 +138,7 @@ class AppState(param.Parameterized):
 
     def __init__(self, **params: Any) -> None:
         self._preset_ids: tuple[Any, list[str]] = (None, [])
+        self._coll: tuple[Any, Collection | None] = (None, None)  # name -> checked query
         self._found: dict[str, Any] = {}  # id -> item of the last search
         # (collection, selected ids) -> band names every selected scene has, their boxes
         self._selected_info: tuple[Any, list[str], list[tuple]] = (None, [], [])
@@ -148,9 +153,14 @@ class AppState(param.Parameterized):
             self._collection_changed()
 
     # -- helpers ------------------------------------------------------------------------
-    def notify(self, text: str, level: str = "info") -> None:
+    def notify(self, text: str, level: str = "info", *, detail: str = "") -> None:
         """Tell the user something (the shell shows it as a notification)."""
-        self.notice = Notice(text, level)
+        self.notice = Notice(text, level, detail)
+
+    def resolved(self) -> None:
+        """An action succeeded: the banner about an earlier problem goes away."""
+        if self.notice is not None and self.notice.level in ("error", "warning"):
+            self.notice = None
 
     def fail(self, exc: EOXError, action: str) -> None:
         """Show an engine error with what was being done."""
@@ -200,7 +210,13 @@ class AppState(param.Parameterized):
         self.param.update(cloud_reason=reason, date_range=span)
 
     def choose_preset(self, key: str) -> None:
-        """Switch to a preset: sets bands or expression, colormap and stretch together."""
+        """Switch to a preset: sets bands or expression, colormap and stretch together.
+        A key the collection does not offer is refused with a notice naming those it does."""
+        if key not in (*(p.key for p in PRESETS), CUSTOM_RGB, CUSTOM_EXPRESSION):
+            offered = ", ".join([*self.presets, CUSTOM_RGB, CUSTOM_EXPRESSION])
+            self.notify(f"Display: {self.collection} has no preset {key!r}; choose one of "
+                        f"{offered}", "warning")
+            return
         self._range_pending = False
         if key in (CUSTOM_RGB, CUSTOM_EXPRESSION):
             single = key == CUSTOM_EXPRESSION
@@ -255,6 +271,7 @@ class AppState(param.Parameterized):
                         "or move the point/place.", "warning")
         else:
             self.status = f"{len(frame)} scene(s) of {self.collection}"
+            self.resolved()
         return len(frame)
 
     def zoom_to_place(self) -> None:
@@ -266,9 +283,17 @@ class AppState(param.Parameterized):
         except EOXError as exc:
             self.fail(exc, "Place")
             return
-        self.view_request = tuple(found.bbox)
+        self.show_box(found.bbox)
 
     # -- display ------------------------------------------------------------------------
+    def collection_query(self) -> Collection:
+        """The displayed collection as an engine query, checked against the catalog once
+        per collection rather than for every chain built (each preset, each date played)."""
+        if self._coll[0] != self.collection or self._coll[1] is None:
+            self._coll = (self.collection,
+                          Collection(self.collection, catalog=self.backend.catalog))
+        return self._coll[1]
+
     def _display(self) -> dict[str, Any]:
         return {"single": self.single_band, "rgb": self.rgb, "expression": self.expression,
                 "colormap": self.colormap, "vmin": self.vmin, "vmax": self.vmax}
@@ -276,8 +301,7 @@ class AppState(param.Parameterized):
     def _analytic(self, *, single: bool, rgb: list, expression: str, **_: Any) -> Chain:
         if not self.selected:
             raise InvalidInput("select at least one scene in the results")
-        coll = Collection(self.collection, catalog=self.backend.catalog).ids(self.selected)
-        chain = process(coll, mosaic="latest")
+        chain = process(self.collection_query().ids(self.selected), mosaic="latest")
         if single:
             if not expression.strip():
                 raise InvalidInput("the band-math expression is empty")
@@ -313,7 +337,8 @@ class AppState(param.Parameterized):
     def prefetch_presets(self, *, include_current: bool = False, group: str = "") -> int:
         """Ask the backend to render the visible tiles of the other presets ahead of a click,
         so switching preset only swaps a URL to cached tiles. Returns the tiles asked for."""
-        if self.backend.prefetch is None or not self.chain_id or self.viewport is None:
+        if (self.backend.prefetch is None or not self.chain_id or self.viewport is None
+                or self.playing):
             return 0
         key = (self.collection, tuple(self.selected), self.gamma, tuple(self.presets))
         if self._preset_ids[0] != key:
@@ -373,6 +398,7 @@ class AppState(param.Parameterized):
                                  "scene(s) have, or fix the expression.", "error")
             return False
         self.param.update(chain=chain, chain_id=chain.id, tile_url=url)
+        self.resolved()
         if why:
             self.notify(why, "info")
         return True
@@ -387,8 +413,7 @@ class AppState(param.Parameterized):
             items = [self._found[i] for i in self.selected if i in self._found]
             if len(items) < len(self.selected):  # not from the last search (a shared link)
                 try:
-                    items = Collection(self.collection, catalog=self.backend.catalog).ids(
-                        self.selected).items()
+                    items = self.collection_query().ids(self.selected).items()
                 except EOXError as exc:
                     log.info("selected scenes not read: %s", exc)
                     items = []
@@ -569,6 +594,16 @@ class AppState(param.Parameterized):
         return True
 
     # -- zoom ---------------------------------------------------------------------------
+    def show_box(self, box: Any) -> None:
+        """Move the map to W, S, E, N, also when it is the box asked for last (the user
+        panned away since): a zoom action always zooms, and clears an earlier problem."""
+        box = tuple(float(v) for v in box)
+        self.resolved()
+        if box == self.view_request:
+            self.param.trigger("view_request")
+        else:
+            self.view_request = box
+
     def zoom_to_selected(self) -> None:
         """Show the selected scenes."""
         self._zoom_to_ids(self.selected, "no scene is selected")
@@ -585,15 +620,15 @@ class AppState(param.Parameterized):
             return
         dlat = span_km / 2 / 111.32
         dlon = dlat / max(math.cos(math.radians(lat)), 0.05)
-        self.view_request = (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+        self.show_box((lon - dlon, lat - dlat, lon + dlon, lat + dlat))
 
     def _zoom_to_ids(self, ids: list[str], empty: str) -> None:
         boxes = [self.bounds[i] for i in ids if i in self.bounds]
         if not boxes:
             self.notify(f"Zoom: {empty}", "warning")
             return
-        self.view_request = (min(b[0] for b in boxes), min(b[1] for b in boxes),
-                             max(b[2] for b in boxes), max(b[3] for b in boxes))
+        self.show_box((min(b[0] for b in boxes), min(b[1] for b in boxes),
+                       max(b[2] for b in boxes), max(b[3] for b in boxes)))
 
     # -- first open ---------------------------------------------------------------------
     def open_latest(self) -> bool:

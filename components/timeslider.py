@@ -21,6 +21,7 @@ import param
 from bokeh.models import ColumnDataSource, CustomJS
 
 from components.state import AppState
+from components.session import locked
 from engine.chain import Chain
 from engine.collection import Collection
 from engine.errors import EOXError
@@ -32,6 +33,17 @@ log = logging.getLogger(__name__)
 MAX_SCENES = 5000
 #: Playback speeds offered, frames per second.
 SPEEDS: dict[str, float] = {"0.5 fps": 0.5, "1 fps": 1.0, "2 fps": 2.0, "4 fps": 4.0}
+
+#: What each player button does, shown on hover (the buttons have no text, only icons).
+BUTTON_TIPS = {"slower": "Slower", "previous": "Previous date", "pause": "Pause",
+               "play": "Play", "next": "Next date", "faster": "Faster"}
+PLAYER_CSS = "button { position: relative; }\n" + "".join(
+    f'button.{cls}:hover::after {{ content: "{tip}"; }}\n' for cls, tip in BUTTON_TIPS.items()
+) + """button:hover::after { position: absolute; top: 110%; left: 50%;
+  transform: translateX(-50%); background: #222; color: #fff; padding: 2px 6px;
+  border-radius: 3px; font-size: 11px; white-space: nowrap; z-index: 100;
+  pointer-events: none; }
+"""
 
 # Request the visible tiles of the next frames as hidden images, with the same zoom level and
 # tile range Bokeh's own tile renderer will ask for (its tile source computes both).
@@ -138,13 +150,14 @@ class TimeSlider(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._stale = True
+        self._frames_of: str | None = None  # collection of the frames
         self._registered: dict[str, str] = {}  # chain id -> tile URL
         self._player = pn.widgets.DiscretePlayer(
             name="Date", options=["–"], value="–", interval=self._interval(), loop_policy="loop",
             show_loop_controls=False, show_value=True, sizing_mode="stretch_width",
-            disabled=True, visible_buttons=["slower", "previous", "pause", "play", "next",
-                                            "faster"])
+            disabled=True, visible_buttons=list(BUTTON_TIPS), stylesheets=[PLAYER_CSS])
         self._player.param.watch(self._player_moved, "value")
+        self._player.param.watch(self._direction_changed, "direction")
         self._speed = pn.widgets.RadioButtonGroup.from_param(self.param.speed, name="Speed",
                                                              button_type="light")
         self._cloud = pn.widgets.FloatSlider.from_param(
@@ -200,6 +213,7 @@ class TimeSlider(pn.viewable.Viewer):
                    f"{frames[0].label} to {frames[-1].label}.")
             if more:
                 msg += f" Only the newest {MAX_SCENES} scenes are used: zoom in for all."
+        self._frames_of = s.collection
         self.param.update(frames=frames, message=msg)
         return frames
 
@@ -223,8 +237,11 @@ class TimeSlider(pn.viewable.Viewer):
     def _query_changed(self) -> None:
         if self.active and self.follow:
             self.refresh()
-        else:
-            self._stale = True
+            return
+        self._stale = True
+        if self.frames and self.state.collection != self._frames_of:
+            # dates of another collection: never offer (or claim to show) them
+            self.param.update(frames=[], message="")
 
     @param.depends("active", "follow", watch=True)
     def _activated(self) -> None:
@@ -260,7 +277,16 @@ class TimeSlider(pn.viewable.Viewer):
     def _player_moved(self, event: param.parameterized.Event) -> None:
         if self._syncing or event.new in ("–", None) or event.new == self.date:
             return
+        if self._player.direction and self.date in [f.label for f in self.frames]:
+            # playing: the browser's player is the clock, each change one tick; the next
+            # date follows the shown one, so a slow server delays dates but skips none
+            # (Panel merges changes that arrive while it is busy)
+            self.step(1 if self._player.direction > 0 else -1)
+            return
         self.show(str(event.new))
+
+    def _direction_changed(self, event: param.parameterized.Event) -> None:
+        self.state.playing = bool(event.new)
 
     def show(self, label: str) -> bool:
         """Show the frame of ``label`` on the map and prefetch the next ones."""
@@ -291,6 +317,8 @@ class TimeSlider(pn.viewable.Viewer):
         if label and label != self.date:  # scenes of a date picked by hand: follow them
             self.date = label
             self._set_player(label)
+        elif not label and self.date:  # other scenes (or none): the map shows no date
+            self.date = ""
 
     def _set_player(self, label: str) -> None:
         if self._player.value != label:
@@ -331,6 +359,7 @@ class TimeSlider(pn.viewable.Viewer):
         self.prefetch_urls = urls
 
     @param.depends("prefetch_urls", watch=True)
+    @locked(lambda self: self._src)
     def _push_prefetch(self) -> None:
         nan = [math.nan] * len(self.prefetch_urls)
         self._src.data = {"url": list(self.prefetch_urls), "x": nan, "y": list(nan)}

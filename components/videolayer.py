@@ -24,6 +24,7 @@ from bokeh.models import CDSView, ColumnDataSource, IndexFilter, Label
 from PIL import Image
 
 from components.tilemath import to_mercator
+from components.session import locked
 from engine.errors import InvalidInput
 from engine.timeseries.video import MAX_LAYER_FRAMES, MAX_LAYER_SIDE, read_video
 from engine.timeutil import normalize_bbox
@@ -134,11 +135,16 @@ class VideoLayer(pn.viewable.Viewer):
         """Show frame ``i`` (from Python; the browser's player does the same in JS)."""
         if not 0 <= i < self.n_frames:
             raise InvalidInput(f"frame must be in 0..{self.n_frames - 1}, got {i}")
+        self._show_frame(i)
+
+    @locked(lambda self: self.label)
+    def _show_frame(self, i: int) -> None:
         self.player.param.update(direction=0, value=i)
         self.filter.indices = [i]
         if self.dates[i]:
             self.label.text = self.dates[i]
 
+    @locked(lambda self: self.label)
     def _layers_changed(self, event: Any) -> None:
         spec = next((s for s in event.new if s.name == self.name), None)
         if spec is not None:

@@ -49,7 +49,7 @@ class ZoomPanel(pn.viewable.Viewer):
         except EOXError as exc:
             self.state.fail(exc, "Zoom")
             return
-        self.state.view_request = tuple(found.bbox)
+        self.state.show_box(found.bbox)
 
     def _to_xy(self, event: Any) -> None:
         if self._lon.value is None or self._lat.value is None:

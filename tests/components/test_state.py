@@ -77,7 +77,7 @@ def test_bad_expression_keeps_the_last_chain_and_says_why(state):
     state.expression = "nir - B99"
     assert state.notice.level == "error" and "B99" in state.notice.text
     state.expression = "(nir - red) / (nir + red)"
-    assert state.chain_id != good and state.notice.level == "error"  # last notice unchanged
+    assert state.chain_id != good and state.notice is None  # fixed: the message goes
 
 
 def test_auto_stretch_uses_percentiles_of_the_visible_pixels(state):

@@ -1,0 +1,320 @@
+"""A seeded random walk of user actions over the served dashboard (issue 14, item 1).
+
+``walk(page, base, seed, steps)`` clicks, types, draws, plays and navigates as a user would,
+across every tab and demo collection, and returns what it did. An action that finds nothing
+to act on (a button not shown on this collection, an empty table) counts as skipped: the
+monkey only does what the page offers. ``final_view(page, base)`` then says what the UI
+claims is displayed and which tiles the map fetched for it.
+
+Used by tests/ui/test_monkey.py (a few seeds) and bench/ui_monkey.py (20 seeds).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+from playwright.sync_api import Error as PlaywrightError
+from tiles import LOADED_JS, TileWatch
+
+DEMO = ("sentinel-2-l1c", "sentinel-2-l3a", "landsat-sr")
+PLACES = ("Germany", "Colorado", "Toulouse", "Berlin", "Munich", "Nowhere-on-earth", "")
+EXPRESSIONS = ("(nir - red) / (nir + red)", "(nir-swir16)/(nir+swir16)", "nir +* red",
+               "red", "B04 / B08", "swir1 - nir", "")
+#: Short waits: an action must not block the walk when the page does not offer it.
+QUICK = 1500
+#: A tab's content comes from the server when the tab is first shown: wait that long for it.
+CONTENT = 6000
+
+#: JS: the scene layer's tile URL template and visibility as the browser has them.
+SCENES_JS = """() => {
+  const doc = Bokeh.documents[0];
+  const r = doc.get_model_by_name('eox-scenes');
+  return r ? {url: r.tile_source.url, visible: r.visible} : null;
+}"""
+
+
+@dataclass
+class Walk:
+    """What a walk did: the actions in order, those skipped, the page errors seen."""
+
+    seed: int
+    actions: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # duration of each action
+
+
+class Monkey:
+    """One page, one seeded random source, one walk."""
+
+    def __init__(self, page, base: str, seed: int) -> None:
+        self.page, self.base, self.rng = page, base, random.Random(seed)
+        self.result = Walk(seed)
+        self.tab = ""
+        page.on("pageerror", lambda e: self.result.page_errors.append(str(e)))
+        self.actions: list[tuple[str, int, Callable[[], None]]] = [
+            ("collection", 4, self.collection), ("search", 6, self.search),
+            ("select", 8, self.select_row), ("preset", 8, self.preset),
+            ("band-math", 4, self.band_math), ("stretch", 4, self.stretch),
+            ("auto-stretch", 3, self.auto_stretch), ("place-zoom", 4, self.place_zoom),
+            ("search-place", 3, self.search_place), ("zoom", 4, self.zoom_buttons),
+            ("split", 3, self.split), ("draw-box", 3, self.draw_box),
+            ("time-step", 6, self.time_step), ("play", 3, self.play),
+            ("profile", 3, self.profile), ("function", 4, self.function),
+            ("pan", 5, self.pan), ("wheel", 5, self.wheel), ("tab", 6, self.any_tab),
+            ("back", 2, self.back), ("forward", 2, self.forward), ("reload", 1, self.reload),
+        ]
+
+    # -- plumbing -------------------------------------------------------------------------
+    def loaded(self, timeout: float = 30_000) -> None:
+        self.page.wait_for_function(LOADED_JS, timeout=timeout)
+
+    def goto_tab(self, name: str) -> None:
+        if self.tab != name:
+            tab = self.page.locator(".bk-tab", has_text=re.compile(f"^{name}$")).first
+            tab.click(timeout=QUICK)
+            self.tab = name
+            self.page.locator(".bk-tab.bk-active", has_text=re.compile(f"^{name}$")).wait_for(
+                timeout=QUICK)
+
+    def click(self, locator) -> None:
+        """Click what ``locator`` finds once it is there; a disabled control is a skip."""
+        target = locator.first
+        target.wait_for(timeout=CONTENT)
+        if not target.is_enabled():
+            raise PlaywrightError("disabled")
+        target.click(timeout=QUICK)
+
+    def click_button(self, name: str) -> None:
+        self.click(self.page.get_by_role("button", name=name, exact=True))
+
+    def settle(self) -> None:
+        self.page.wait_for_timeout(self.rng.choice((30, 60, 120, 250)))
+
+    def map_box(self) -> dict:
+        boxes = [b for b in (c.bounding_box() for c in self.page.locator(
+            ".bk-Canvas canvas, canvas").all()[:6]) if b]
+        return max(boxes, key=lambda b: b["width"] * b["height"])
+
+    def step(self) -> str:
+        names = [a[0] for a in self.actions]
+        weights = [a[1] for a in self.actions]
+        name = self.rng.choices(names, weights)[0]
+        fn = dict((a[0], a[2]) for a in self.actions)[name]
+        t0 = time.monotonic()
+        try:
+            fn()
+        except PlaywrightError as exc:  # nothing to act on (or not in time): a skip
+            self.result.skipped.append(f"{name}: {str(exc).splitlines()[0][:120]}")
+        self.result.actions.append(name)
+        self.result.seconds.append(time.monotonic() - t0)
+        self.settle()
+        return name
+
+    # -- actions ----------------------------------------------------------------------------
+    def collection(self) -> None:
+        self.goto_tab("Search")
+        sel = self.page.locator("select", has=self.page.locator("option", has_text=DEMO[2]))
+        sel.first.wait_for(timeout=CONTENT)
+        sel.first.select_option(self.rng.choice(DEMO), timeout=QUICK)
+
+    def search(self) -> None:
+        self.goto_tab("Search")
+        self.click_button("Search")
+
+    def select_row(self) -> None:
+        self.goto_tab("Search")
+        self.page.get_by_role("button", name="Search", exact=True).first.wait_for(
+            timeout=CONTENT)
+        rows = self.page.locator(".tabulator-row")
+        n = rows.count()
+        if n == 0:
+            raise PlaywrightError("no result rows")
+        rows.nth(self.rng.randrange(min(n, 6))).locator(
+            "input[type=checkbox]").first.click(timeout=QUICK)
+
+    def preset(self) -> None:
+        self.goto_tab("Display")
+        labels = self.page.locator("label", has=self.page.locator("input[type=radio]"))
+        labels.first.wait_for(timeout=CONTENT)
+        n = labels.count()
+        if n == 0:
+            raise PlaywrightError("no presets")
+        labels.nth(self.rng.randrange(n)).click(timeout=QUICK)
+
+    def band_math(self) -> None:
+        self.goto_tab("Display")
+        self.click(self.page.get_by_text("Band math", exact=True))
+        box = self.page.get_by_placeholder("(nir - red) / (nir + red)").first
+        box.wait_for(timeout=CONTENT)
+        box.fill(self.rng.choice(EXPRESSIONS), timeout=QUICK)
+        box.press("Enter")
+
+    def stretch(self) -> None:
+        self.goto_tab("Stretch")
+        inputs = self.page.locator("input[type=text]:visible")  # min/max of each band
+        inputs.first.wait_for(timeout=CONTENT)
+        n = inputs.count()
+        if n == 0:
+            raise PlaywrightError("no stretch inputs")
+        box = inputs.nth(self.rng.randrange(n))
+        box.fill(str(self.rng.choice((0, 500, 2000, 4000, -1, 0.5, 1e5))), timeout=QUICK)
+        box.press("Enter")
+
+    def auto_stretch(self) -> None:
+        self.goto_tab("Stretch")
+        self.click_button(self.rng.choice(("Auto stretch (visible pixels)",
+                                           "Histogram of the view")))
+
+    def place_zoom(self) -> None:
+        self.goto_tab("Zoom")
+        self.page.get_by_placeholder("e.g. Toulouse").first.fill(self.rng.choice(PLACES),
+                                                                  timeout=QUICK)
+        self.click_button("Zoom to place")
+
+    def search_place(self) -> None:
+        self.goto_tab("Search")
+        box = self.page.get_by_placeholder("Type a city, region or country…").first
+        box.fill(self.rng.choice(PLACES), timeout=QUICK)
+        self.click_button(self.rng.choice(("Go to place", "Search", "Clear area")))
+
+    def zoom_buttons(self) -> None:
+        self.goto_tab("Zoom")
+        self.click_button(self.rng.choice(("Zoom to the selected scene(s)",
+                                           "Zoom to all results")))
+
+    def split(self) -> None:
+        self.goto_tab("Split")
+        self.click(self.page.get_by_role("button", name="Show split view"))
+
+    def draw_box(self) -> None:
+        self.goto_tab("Draw")
+        self.click_button(self.rng.choice(("Box", "Pan / zoom")))
+        b = self.map_box()
+        x0 = b["x"] + b["width"] * self.rng.uniform(0.2, 0.5)
+        y0 = b["y"] + b["height"] * self.rng.uniform(0.2, 0.5)
+        self.page.keyboard.down("Shift")
+        self.page.mouse.move(x0, y0)
+        self.page.mouse.down()
+        self.page.mouse.move(x0 + 80, y0 + 60, steps=4)
+        self.page.mouse.up()
+        self.page.keyboard.up("Shift")
+
+    def time_step(self) -> None:
+        self.goto_tab("Time")
+        cls = self.rng.choice(("previous", "next", "previous", "next", "slower", "faster"))
+        self.click(self.page.locator(f"button.{cls}"))
+
+    def play(self) -> None:
+        self.goto_tab("Time")
+        self.click(self.page.locator("button.play"))
+        self.page.wait_for_timeout(self.rng.choice((300, 800, 1500)))
+        self.click(self.page.locator("button.pause"))
+
+    def profile(self) -> None:
+        self.goto_tab("Profile")
+        if self.rng.random() < 0.3:
+            self.click_button("Use the displayed band math")
+            return
+        self.click(self.page.get_by_role("button", name="Click the map for a profile"))
+        b = self.map_box()
+        self.page.mouse.click(b["x"] + b["width"] * self.rng.uniform(0.3, 0.7),
+                              b["y"] + b["height"] * self.rng.uniform(0.3, 0.7))
+
+    def function(self) -> None:
+        self.goto_tab(self.rng.choice(("Display", "Functions")))
+        examples = self.page.locator("select", has=self.page.locator("option",
+                                                                     has_text="stubble"))
+        if examples.count() and self.rng.random() < 0.5:
+            options = examples.first.locator("option").all_inner_texts()
+            examples.first.select_option(label=self.rng.choice(options), timeout=QUICK)
+        self.click_button(self.rng.choice(("Test", "Apply")))
+
+    def pan(self) -> None:
+        b = self.map_box()
+        x, y = b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+        self.page.mouse.move(x, y)
+        self.page.mouse.down()
+        self.page.mouse.move(x + self.rng.uniform(-150, 150), y + self.rng.uniform(-100, 100),
+                             steps=3)
+        self.page.mouse.up()
+
+    def wheel(self) -> None:
+        b = self.map_box()
+        self.page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+        self.page.mouse.wheel(0, self.rng.choice((-400, -200, 200, 400)))
+
+    def any_tab(self) -> None:
+        names = [t.strip() for t in self.page.locator(".bk-tab").all_inner_texts()]
+        self.goto_tab(self.rng.choice([n for n in names if n]))
+
+    def back(self) -> None:
+        self.page.go_back(timeout=QUICK * 2)
+        self.reload_if_left()
+
+    def forward(self) -> None:
+        self.page.go_forward(timeout=QUICK * 2)
+        self.reload_if_left()
+
+    def reload(self) -> None:
+        self.page.reload()
+        self.tab = ""
+        self.loaded()
+
+    def reload_if_left(self) -> None:
+        if not self.page.url.startswith(self.base):  # back past the first page
+            self.page.goto(self.base + "/")
+            self.tab = ""
+            self.loaded()
+
+
+def walk(page, base: str, seed: int, steps: int = 200) -> Walk:
+    """Open the dashboard and perform ``steps`` seeded random actions."""
+    monkey = Monkey(page, base, seed)
+    page.goto(base + "/")
+    monkey.loaded()
+    for _ in range(steps):
+        monkey.step()
+    monkey.loaded()
+    return monkey.result
+
+
+@dataclass
+class View:
+    """What the UI says is displayed, and what the map fetched for it."""
+
+    url_chain: str  # chain id in the page's URL ('' when none is displayed)
+    url_collection: str
+    layer_url: str  # the scene layer's tile template in the browser
+    layer_visible: bool
+    chain_collection: str  # collection of the chain the service has under url_chain
+    tiles: list  # tiles.Tile fetched after "Zoom to the selected scene(s)"
+
+
+def final_view(page, base: str, timeout: float = 30.0) -> View:
+    """Zoom to the displayed scenes and collect the scene tiles the map then requests."""
+    page.wait_for_function(LOADED_JS, timeout=30_000)
+    page.wait_for_timeout(500)  # the URL follows the state on the next patch
+    query = parse_qs(urlparse(page.url).query)
+    chain = (query.get("chain") or [""])[0]
+    coll = (query.get("collection") or [""])[0]
+    layer = page.evaluate(SCENES_JS) or {"url": "", "visible": False}
+    chain_coll = ""
+    watch = TileWatch()
+    if chain:
+        r = httpx.get(f"{base}/api/chains/{chain}", timeout=10)
+        if r.status_code == 200:
+            chain_coll = (r.json().get("source") or {}).get("collection", "")
+        watch.attach(page)
+        page.locator(".bk-tab", has_text=re.compile("^Zoom$")).first.click()
+        page.get_by_role("button", name="Zoom to the selected scene(s)").first.click()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not watch.with_data(chain):
+            page.wait_for_timeout(200)
+    return View(chain, coll, layer["url"], bool(layer["visible"]), chain_coll, watch.tiles)
