@@ -181,7 +181,8 @@ class MapView(pn.viewable.Viewer):
         fig.js_on_event("mousemove", CustomJS(args={"label": label}, code=_READOUT_JS))
         k = math.cos(math.atan(math.sinh((y0 + y1) / 2 / R)))
         true_range = Range1d(x0 * k, x1 * k)
-        fig.add_layout(ScaleBar(range=true_range, unit="m", location="bottom_right",
+        # top right: the legend sits under the map's bottom-right corner (issue #14 item 8)
+        fig.add_layout(ScaleBar(range=true_range, unit="m", location="top_right",
                                 bar_length=150, bar_length_units="screen",
                                 background_fill_alpha=0.7, name="eox-scalebar"))
         scale = CustomJS(args={"x": fig.x_range, "y": fig.y_range, "r": true_range},
