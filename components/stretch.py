@@ -9,6 +9,7 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 import param
+from bokeh.models import NumeralTickFormatter
 
 from components.state import AppState
 
@@ -105,26 +106,36 @@ class StretchPanel(pn.viewable.Viewer):
         if not stats:
             self._hist.object = None
             return
-        layers = []
+        layers, spans = [], []
         for i, (name, band) in enumerate(stats.items()):
             hist = band.get("histogram") or {}
             counts, edges = hist.get("counts") or [], hist.get("edges") or []
             if not counts:
                 continue
+            spans.append(central_span(edges, counts))
             colour = BAND_COLOURS[i % 3] if len(stats) == 3 else "#546e7a"
-            layers.append(hv.Histogram((np.asarray(edges), np.asarray(counts)),
+            # empty bins as NaN: nothing to draw on the log axis
+            shown = np.where(np.asarray(counts, float) > 0, np.asarray(counts, float), np.nan)
+            layers.append(hv.Histogram((np.asarray(edges, float), shown),
                                        kdims=["value"], vdims=["pixels"], label=name).opts(
                 fill_color=colour, fill_alpha=0.35, line_color=colour))
             if i < len(self.state.vmin):
                 for v in (self.state.vmin[i], self.state.vmax[i]):
+                    spans.append((float(v), float(v)))
                     layers.append(hv.VLine(float(v)).opts(color=colour, line_dash="dashed",
                                                           line_width=2))
         if not layers:
             self._hist.object = None
             return
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        pad = (hi - lo) * 0.04 or 1.0
+        # log counts (a few big bins no longer flatten the rest), the x axis clipped to the
+        # central 99.8 % of the pixels and the min/max lines, compact tick labels (12k, 1.5M)
         self._hist.object = hv.Overlay(layers).opts(
-            responsive=True, height=220, title="Visible pixels", legend_position="top_right",
-            toolbar=None, xlabel="value", ylabel="pixels")
+            responsive=True, height=220, title="Visible pixels (log scale)",
+            legend_position="top_right", toolbar=None, xlabel="value", ylabel="pixels",
+            logy=True, xlim=(lo - pad, hi + pad), xformatter=NumeralTickFormatter(format="0.[00]a"),
+            yformatter=NumeralTickFormatter(format="0a"))
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
@@ -137,3 +148,18 @@ class StretchPanel(pn.viewable.Viewer):
             self._hist,
             sizing_mode="stretch_width",
         )
+
+
+def central_span(edges: list[float], counts: list[float], share: float = 0.998) -> tuple[float, float]:
+    """Values between which the central ``share`` of a histogram's pixels lie (bin edges)."""
+    c = np.asarray(counts, float)
+    e = np.asarray(edges, float)
+    total = c.sum()
+    if total <= 0:
+        return float(e[0]), float(e[-1])
+    cum = np.cumsum(c) / total
+    tail = (1 - share) / 2
+    first = int(np.searchsorted(cum, tail, side="right"))
+    last = int(np.searchsorted(cum, 1 - tail, side="left"))
+    return float(e[first]), float(e[min(last + 1, len(e) - 1)])
+
