@@ -149,9 +149,11 @@ class OverlayPanel(pn.viewable.Viewer):
         self._info = pn.pane.Markdown("", margin=(0, 10), name="overlay-info")
         self._feature = pn.widgets.Select(name="Area feature", options={},
                                           sizing_mode="stretch_width")
-        self._use = pn.widgets.Button(name="Use as area (Extract, Profile)", width=230,
+        self._use = pn.widgets.Button(name="Use as area (Extract, Profile, Statistics)",
+                                      width=300,
                                       description="Add this feature to the drawn shapes: "
-                                      "the Extract and Profile tabs then offer it as an area")
+                                      "the Extract, Profile and Stretch (statistics) tabs "
+                                      "then offer it as an area")
         self._use.on_click(lambda e: self.use_as_area(self._which.value, self._feature.value))
         self._which.param.watch(lambda e: self._list_features(), "value")
 
@@ -319,8 +321,8 @@ class OverlayPanel(pn.viewable.Viewer):
         self.state.drawings = [*self.state.drawings, {
             "type": "Feature", "id": fid, "geometry": feature["geometry"],
             "properties": {"id": fid, "kind": "polygon", "name": name}}]
-        self.state.notify(f"'{name}' is now an area in the Extract and Profile tabs",
-                          "success")
+        self.state.notify(f"'{name}' is now an area in the Extract, Profile and Stretch "
+                          "(statistics) tabs", "success")
         return fid
 
     def _describe(self) -> str:

@@ -11,11 +11,14 @@ import panel as pn
 import param
 from bokeh.models import NumeralTickFormatter
 
+from components.profile import polygon_features
 from components.state import AppState
 
 BAND_COLOURS = ["#e53935", "#43a047", "#1e88e5"]
 #: Histogram bin counts offered.
 BINS = [32, 64, 128, 256]
+#: The "Statistics of" choice meaning the visible pixels.
+VIEW_AREA = "The map's view (visible pixels)"
 
 
 class StretchPanel(pn.viewable.Viewer):
@@ -42,6 +45,11 @@ class StretchPanel(pn.viewable.Viewer):
         self._refresh.on_click(lambda e: self.state.compute_statistics())
         self._gamma = pn.widgets.FloatSlider.from_param(s.param.gamma, name="Gamma", step=0.05,
                                                         sizing_mode="stretch_width")
+        # the pixels described: the map's view or a drawn area (a polygon, a box, an overlay
+        # feature made an area in the Overlay tab)
+        self._area = pn.widgets.Select(name="Statistics of", sizing_mode="stretch_width")
+        self._area.param.watch(lambda e: self._area_picked(e.new), "value")
+        self._areas_changed()
         self._rows = pn.Column(sizing_mode="stretch_width")
         self._hist = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=230)
         self._inputs: list[tuple[Any, Any]] = []
@@ -89,11 +97,25 @@ class StretchPanel(pn.viewable.Viewer):
             return
         self.state.param.update(vmin=vmin, vmax=vmax)
 
+    @param.depends("state.drawings", watch=True)
+    def _areas_changed(self) -> None:
+        options = {VIEW_AREA: "", **polygon_features(self.state.drawings)}
+        if self.state.statistics_area not in options.values():
+            self.state.statistics_area = ""
+        self._area.param.update(options=options, value=self.state.statistics_area)
+
+    def _area_picked(self, area: str | None) -> None:
+        if (area or "") == self.state.statistics_area:
+            return
+        self.state.statistics_area = area or ""
+        if self.state.chain is not None:
+            self.state.compute_statistics()
+
     @param.depends("active", watch=True)
     def _shown(self) -> None:
         """Opening the tab shows the histogram of the view (once per chain and view)."""
         s = self.state
-        key = (s.chain_id, s.viewport, s.histogram_bins)
+        key = (s.chain_id, s.viewport, s.histogram_bins, s.statistics_area)
         if self.active and s.chain is not None and key != self._stats_for:
             self._stats_for = key
             s.compute_statistics()
@@ -142,6 +164,7 @@ class StretchPanel(pn.viewable.Viewer):
             pn.pane.Markdown("**Minimum / maximum per band**", margin=(0, 10)),
             self._rows,
             self._gamma,
+            self._area,
             pn.Row(self._low, self._high, self._bins),
             self._auto,
             self._refresh,

@@ -9,6 +9,8 @@ from bokeh.models import LogScale, NumeralTickFormatter
 
 from components.stretch import StretchPanel, central_span
 
+hv.extension("bokeh")
+
 
 def _figure(panel):
     return hv.render(panel._hist.object, backend="bokeh")
