@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,16 @@ def too_large_text(exc: ex.ExtractTooLarge) -> str:
     return (f"the area is too large to extract: {exc.size}, more than the limit of "
             f"{exc.limit:,} pixels. Zoom in and draw a smaller box or polygon, or set a "
             "larger pixel size.")
+
+
+def world_zip(png: Path) -> Path:
+    """A zip beside ``png`` holding it with its world file (.pgw) and CRS (.prj)."""
+    bundle = png.with_name(f"{png.stem}-georeferenced.zip")
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
+        for part in (png, png.with_suffix(".pgw"), png.with_suffix(".prj")):
+            if part.exists():
+                z.write(part, part.name)
+    return bundle
 
 
 class ExtractPanel(pn.viewable.Viewer):
@@ -80,6 +91,10 @@ class ExtractPanel(pn.viewable.Viewer):
         self._download = pn.widgets.FileDownload(visible=False, button_type="success",
                                                  sizing_mode="stretch_width", embed=False,
                                                  name="extract-download")
+        # a PNG holds no georeference: its world file (.pgw) and .prj with it in a zip
+        self._world = pn.widgets.FileDownload(visible=False, button_type="success",
+                                              button_style="outline", embed=False,
+                                              sizing_mode="stretch_width", name="extract-world")
         self._shapes_changed()
         if pn.state.curdoc is not None:
             pn.state.on_session_destroyed(lambda ctx: self._cleanup())
@@ -149,6 +164,11 @@ class ExtractPanel(pn.viewable.Viewer):
         self._progress.value = 100
         self._download.param.update(file=str(result.path), filename=result.path.name,
                                     label=f"Download {result.path.name}", visible=True)
+        self._world.visible = False
+        if result.fmt == "png":
+            bundle = world_zip(result.path)
+            self._world.param.update(file=str(bundle), filename=bundle.name, visible=True,
+                                     label=f"Download {bundle.name} (PNG + world file .pgw)")
         text = (f"Ready: {result.width} x {result.height} px, {len(result.band_names)} "
                 f"band(s) ({', '.join(result.band_names)}), {result.crs}")
         if result.note:
@@ -158,7 +178,7 @@ class ExtractPanel(pn.viewable.Viewer):
 
     def extract(self) -> ex.ExtractResult | None:
         """Compute the extract here (blocking) and offer it for download; None on error."""
-        self._download.visible = False
+        self._download.visible = self._world.visible = False
         job = self.check()
         if job is None:
             return None
@@ -183,7 +203,7 @@ class ExtractPanel(pn.viewable.Viewer):
 
     async def _on_extract(self, event: Any) -> None:
         """The button: the blocks run in a worker thread while the progress bar moves."""
-        self._download.visible = False
+        self._download.visible = self._world.visible = False
         job = self.check()
         if job is None:
             return
@@ -218,5 +238,5 @@ class ExtractPanel(pn.viewable.Viewer):
             self._shape, pn.pane.Markdown("**Format**", margin=(0, 10)), self._fmt,
             pn.pane.Markdown("**Content**", margin=(0, 10)), self._what,
             pn.Row(self._crs, self._res), pn.Row(self._check, self._go), self._progress,
-            self._info, self._download, sizing_mode="stretch_width",
+            self._info, self._download, self._world, sizing_mode="stretch_width",
         )

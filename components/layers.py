@@ -73,7 +73,14 @@ class LayerList(pn.viewable.Viewer):
             down = pn.widgets.Button(name="▼", width=32, button_type="light",
                                      description="Draw this layer below the previous one")
             down.on_click(lambda e, n=spec.name: self._move(n, -1))
-            rows.append(pn.Row(vis, op, up, down, margin=(0, 5)))
+            row = [vis, op, up, down]
+            removable = getattr(self.map, "removable", None)
+            if removable is not None and removable(spec.name):
+                drop = pn.widgets.Button(name="✕", width=32, button_type="light",
+                                         description=f"Remove {spec.name} from the map")
+                drop.on_click(lambda e, n=spec.name: self.map.remove_layer(n))
+                row.append(drop)
+            rows.append(pn.Row(*row, margin=(0, 5)))
         self._column.objects = [pn.pane.Markdown("**Layers**", margin=(0, 5)), *rows]
 
     def __panel__(self) -> pn.viewable.Viewable:

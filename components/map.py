@@ -129,7 +129,8 @@ class MapView(pn.viewable.Viewer):
         self._tiles: dict[str, Any] = {}
         self._extra_urls: dict[str, str] = {}  # add_tile_layer: name -> XYZ template
         self._adding: set[str] = set()  # add_tile_layer: renderers not added yet
-        self._glyphs: dict[str, Any] = {}  # add_glyph_layer: name -> renderer (large rasters)
+        self._glyphs: dict[str, list] = {}  # add_glyph_layer: name -> renderers (rasters...)
+        self._on_remove: dict[str, Any] = {}  # layers the layer list can remove: callbacks
         self._footprints_changed()
         self._selection_changed()
         self._marks_changed()
@@ -181,7 +182,8 @@ class MapView(pn.viewable.Viewer):
         fig.js_on_event("mousemove", CustomJS(args={"label": label}, code=_READOUT_JS))
         k = math.cos(math.atan(math.sinh((y0 + y1) / 2 / R)))
         true_range = Range1d(x0 * k, x1 * k)
-        fig.add_layout(ScaleBar(range=true_range, unit="m", location="bottom_right",
+        # top right: the legend sits under the map's bottom-right corner (issue #14 item 8)
+        fig.add_layout(ScaleBar(range=true_range, unit="m", location="top_right",
                                 bar_length=150, bar_length_units="screen",
                                 background_fill_alpha=0.7, name="eox-scalebar"))
         scale = CustomJS(args={"x": fig.x_range, "y": fig.y_range, "r": true_range},
@@ -241,10 +243,14 @@ class MapView(pn.viewable.Viewer):
 
         run_locked(self._figure.document, add, action="adding a map layer")
 
-    def add_glyph_layer(self, name: str, renderer: Any) -> None:
-        """List a renderer a component drew on the figure (a large raster) as a named layer
-        on top: the layer list then sets its visibility, opacity (``global_alpha``) and order."""
-        self._glyphs[name] = renderer
+    def add_glyph_layer(self, name: str, renderer: Any, *, on_remove: Any = None) -> None:
+        """List a renderer (or a list of them) a component drew on the figure (a large raster,
+        an overlay) as a named layer on top: the layer list then sets its visibility, opacity
+        (``global_alpha``, where the glyph has one) and order; with ``on_remove`` (called
+        after ``remove_layer(name)``) the layer list can also remove it."""
+        self._glyphs[name] = list(renderer) if isinstance(renderer, list | tuple) else [renderer]
+        if on_remove is not None:
+            self._on_remove[name] = on_remove
         self.layers = [*[s for s in self.layers if s.name != name], LayerSpec(name=name)]
 
     def add_video(self, source: Any, bounds: Any = None, *, name: str | None = None,
@@ -274,14 +280,23 @@ class MapView(pn.viewable.Viewer):
                        for s in self.layers]
         return layer
 
+    def removable(self, name: str) -> bool:
+        """Whether the layer list may remove layer ``name`` (added with ``on_remove``)."""
+        return name in self._on_remove
+
     def remove_layer(self, name: str) -> None:
         """Remove a layer added by ``add_glyph_layer`` or ``add_tile_layer``."""
-        rend = self._glyphs.pop(name, None) or self._tiles.pop(name, None)
+        rends = self._glyphs.pop(name, None) or (
+            [self._tiles.pop(name)] if name in self._tiles else [])
         self._extra_urls.pop(name, None)
         self.layers = [s for s in self.layers if s.name != name]
-        if rend is not None:
+        if rends:
             run_locked(self._figure.document, lambda: setattr(
-                self._figure, "renderers", [r for r in self._figure.renderers if r is not rend]))
+                self._figure, "renderers", [r for r in self._figure.renderers
+                                            if all(r is not x for x in rends)]))
+        done = self._on_remove.pop(name, None)
+        if done is not None:
+            done()
 
     @_FIGURE
     def _apply_layers(self) -> None:
@@ -295,8 +310,10 @@ class MapView(pn.viewable.Viewer):
                 self._raster.glyph.global_alpha = spec.opacity
                 continue
             if spec.name in self._glyphs:
-                self._glyphs[spec.name].visible = spec.visible
-                self._glyphs[spec.name].glyph.global_alpha = spec.opacity
+                for rend in self._glyphs[spec.name]:
+                    rend.visible = spec.visible
+                    if hasattr(rend.glyph, "global_alpha"):
+                        rend.glyph.global_alpha = spec.opacity
                 continue
             url = self._layer_url(spec.name)
             rend = self._tiles.get(spec.name)
@@ -310,8 +327,9 @@ class MapView(pn.viewable.Viewer):
                 rend.tile_source.url = url
             rend.visible = bool(url) and spec.visible
             rend.alpha = spec.opacity * (self.state.opacity if spec.name == "scenes" else 1.0)
-        ours = [self._tiles.get(s.name) or self._glyphs[s.name] for s in self.layers
-                if s.name in self._tiles or s.name in self._glyphs]
+        ours = [r for s in self.layers
+                for r in ([self._tiles[s.name]] if s.name in self._tiles
+                          else self._glyphs.get(s.name, []))]
         order = ours + [r for r in fig.renderers if r not in ours]
         if list(fig.renderers) != order:
             fig.renderers = order

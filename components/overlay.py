@@ -6,7 +6,7 @@ the features' attributes on hover.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,11 @@ def layer_sources(layer: VectorLayer) -> dict[str, dict[str, list]]:
     return out
 
 
+def overlay_layer(name: str) -> str:
+    """The layer list's name of overlay ``name``."""
+    return f"Overlay: {name}"
+
+
 def feature_label(feature: dict, index: int) -> str:
     """A feature's name for a person: its first text attribute ("Field 12"), else its
     position ("feature 3")."""
@@ -149,11 +154,15 @@ class OverlayPanel(pn.viewable.Viewer):
         self._info = pn.pane.Markdown("", margin=(0, 10), name="overlay-info")
         self._feature = pn.widgets.Select(name="Area feature", options={},
                                           sizing_mode="stretch_width")
-        self._use = pn.widgets.Button(name="Use as area (Extract, Profile)", width=230,
+        self._use = pn.widgets.Button(name="Use as area (Extract, Profile, Statistics)",
+                                      width=300,
                                       description="Add this feature to the drawn shapes: "
-                                      "the Extract and Profile tabs then offer it as an area")
+                                      "the Extract, Profile and Stretch (statistics) tabs "
+                                      "then offer it as an area")
         self._use.on_click(lambda e: self.use_as_area(self._which.value, self._feature.value))
         self._which.param.watch(lambda e: self._list_features(), "value")
+        if self.map is not None:
+            self.map.param.watch(self._layers_changed, "layers")
 
     # -- loading ------------------------------------------------------------------------------
     def _on_upload(self, event: Any) -> None:
@@ -232,6 +241,9 @@ class OverlayPanel(pn.viewable.Viewer):
                              description=f"Attributes of {name}")
         fig.add_tools(ov.hover)
         ov.renderers = r
+        # in the layer list too: visibility, order, and removal (which removes it here)
+        self.map.add_glyph_layer(overlay_layer(name), list(r.values()),
+                                 on_remove=lambda: self.remove(name))
 
     @_MAP
     def _restyle(self) -> None:
@@ -250,6 +262,18 @@ class OverlayPanel(pn.viewable.Viewer):
             else:
                 g.update(fill_color=ov.colour)
             rend.visible = ov.visible
+        if self.map is not None:  # the layer list's checkbox says the same
+            self.map.layers = [replace(s, visible=ov.visible) if s.name == overlay_layer(
+                self._which.value) else s for s in self.map.layers]
+
+    def _layers_changed(self, event: Any) -> None:
+        """A layer list checkbox: the Overlay tab's Visible follows."""
+        shown = {s.name: s.visible for s in event.new}
+        for name, ov in self.overlays.items():
+            if shown.get(overlay_layer(name), ov.visible) != ov.visible:
+                ov.visible = shown[overlay_layer(name)]
+                if name == self._which.value:
+                    self._show_style()
 
     def _show_style(self) -> None:
         ov = self.overlays.get(self._which.value)
@@ -284,6 +308,7 @@ class OverlayPanel(pn.viewable.Viewer):
             return
         if self.map is not None:
             self._unplot(ov)
+            self.map.remove_layer(overlay_layer(name))  # the layer list's row
         self._which.options = list(self.overlays)
         self._info.object = self._describe()
 
@@ -319,8 +344,8 @@ class OverlayPanel(pn.viewable.Viewer):
         self.state.drawings = [*self.state.drawings, {
             "type": "Feature", "id": fid, "geometry": feature["geometry"],
             "properties": {"id": fid, "kind": "polygon", "name": name}}]
-        self.state.notify(f"'{name}' is now an area in the Extract and Profile tabs",
-                          "success")
+        self.state.notify(f"'{name}' is now an area in the Extract, Profile and Stretch "
+                          "(statistics) tabs", "success")
         return fid
 
     def _describe(self) -> str:

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CURRENT = "current"
 MODES = ("Side by side", "Swipe")
 NO_TILES = "data:,"
+#: Height of the split maps on the served page (px).
+PAGE_HEIGHT = 270
 
 
 def _ranges(view: tuple | None) -> tuple[Range1d, Range1d]:
@@ -186,7 +188,10 @@ class SplitPanel(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.view = SplitView(backend=self.state.backend, view=self.state.viewport)
+        # PAGE_HEIGHT px: with the mode buttons above and the main map below, the main map
+        # stays in sight on a 720 px high window (the main area scrolls for the rest)
+        self.view = SplitView(backend=self.state.backend, view=self.state.viewport,
+                              height=PAGE_HEIGHT)
         self._toggle = pn.widgets.Toggle.from_param(self.param.show, button_type="primary",
                                                     sizing_mode="stretch_width")
         self._widgets = {
@@ -200,6 +205,7 @@ class SplitPanel(pn.viewable.Viewer):
         self._main = pn.Column(self.view, visible=False, sizing_mode="stretch_width",
                                name="split-view")
         self._choices_changed()
+        self.refresh()
 
     @param.depends("state.results", "state.presets", "state.selected", watch=True)
     def _choices_changed(self) -> None:
@@ -233,6 +239,10 @@ class SplitPanel(pn.viewable.Viewer):
     def refresh(self) -> None:
         """Rebuild both sides' chains (only while the split view is shown)."""
         self._main.visible = self.show
+        # the toggle says what it does and shows the state: outline while off, solid while on
+        self._toggle.param.update(
+            name="Hide split view (on)" if self.show else "Show split view (off)",
+            button_style="solid" if self.show else "outline")
         if not self.show:
             return
         labels = {v: k for k, v in self.param.left_display.names.items()}

@@ -117,6 +117,8 @@ class AppState(param.Parameterized):
     stretch_high = param.Number(98.0, bounds=(0.0, 100.0),
                                 doc="Percentile auto stretch maps to max.")
     histogram_bins = param.Integer(64, bounds=(8, 512), doc="Bins of the histogram of the view.")
+    statistics_area = param.String("", doc="Id of the drawn area (``drawings``) the statistics "
+                                   "and auto stretch describe; empty: the visible pixels.")
 
     # -- map --------------------------------------------------------------------------
     viewport = param.Tuple(default=None, length=4, allow_None=True,
@@ -554,11 +556,16 @@ class AppState(param.Parameterized):
         return bbox_polygon(view)  # type: ignore[arg-type]
 
     def compute_statistics(self) -> dict:
-        """Statistics of the visible pixels of the analytic chain: histogram in
-        ``histogram_bins`` bins, percentiles ``stretch_low`` and ``stretch_high``."""
+        """Statistics of the visible pixels (or of ``statistics_area``) of the analytic chain:
+        histogram in ``histogram_bins`` bins, percentiles ``stretch_low`` and ``stretch_high``."""
         try:
+            area = next((f["geometry"] for f in self.drawings
+                         if f["id"] == self.statistics_area), None)
+            if self.statistics_area and area is None:
+                raise InvalidInput(f"the statistics area {self.statistics_area!r} is no longer "
+                                   "drawn: pick another area or the map's view")
             stats = self.backend.statistics(
-                self.analytic_chain(), self.visible_geometry(), bins=self.histogram_bins,
+                self.analytic_chain(), area or self.visible_geometry(), bins=self.histogram_bins,
                 percentiles=(self.stretch_low, self.stretch_high))
         except EOXError as exc:
             self.fail(exc, "Statistics")

@@ -24,11 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 import rasterio
+import rasterio.crs
 import rasterio.features
 import rasterio.shutil
 import rasterio.warp
 import shapely
-from affine import Affine
+from affine import Affine, dumpsw
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 from shapely.geometry import mapping
@@ -296,6 +297,8 @@ def run(job: ExtractJob, path: str | os.PathLike[str], *, progress: Progress | N
         else:
             _write_png(png, final)
         os.replace(final, path)
+        if job.fmt == "png":  # a PNG holds no georeference: a world file and .prj beside it
+            write_world_file(path, area.transform, area.crs)
     finally:
         raw.unlink(missing_ok=True)
         final.unlink(missing_ok=True)
@@ -305,6 +308,18 @@ def run(job: ExtractJob, path: str | os.PathLike[str], *, progress: Progress | N
         crs=area.crs.to_string(), transform=tuple(area.transform)[:6],
         band_names=tuple(out.band_names), dtype=out.dtype,
         nodata=None if out.display else out.nodata, note=job.note)
+
+
+def write_world_file(path: Path, transform: Affine, crs: Any) -> Path:
+    """Write ``path``'s world file (.pgw for a .png: pixel size, rotation and the centre of
+    the top-left pixel, what GIS programs read beside an image) and its CRS as WKT (.prj);
+    returns the world file's path."""
+    suffix = path.suffix.lower()
+    world = path.with_suffix(f".{suffix[1]}{suffix[-1]}w" if len(suffix) > 2 else ".wld")
+    world.write_text(dumpsw(transform), encoding="ascii")
+    path.with_suffix(".prj").write_text(rasterio.crs.CRS.from_user_input(crs).to_wkt(),
+                                        encoding="ascii")
+    return world
 
 
 def _write_png(planes: np.ndarray, path: Path) -> None:

@@ -251,9 +251,14 @@ def draw_label(frame: np.ndarray, text: str) -> None:
     h, w = frame.shape[:2]
     img = Image.fromarray(frame)
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=max(10, min(h, w) // 16))
     pad = max(2, min(h, w) // 100)
-    left, top, right, bottom = draw.textbbox((pad * 2, pad * 2), text, font=font)
+    size = max(10, min(h, w) // 16)
+    while True:  # shrink the font until the box fits the frame: a date is never clipped
+        font = ImageFont.load_default(size=size)
+        left, top, right, bottom = draw.textbbox((pad * 2, pad * 2), text, font=font)
+        if size <= 4 or (right + pad <= w - 1 and bottom + pad <= h - 1):
+            break
+        size -= 1
     draw.rectangle((left - pad, top - pad, right + pad, bottom + pad), fill=(0, 0, 0))
     draw.text((pad * 2, pad * 2), text, font=font, fill=(255, 255, 255))
     frame[...] = np.asarray(img)

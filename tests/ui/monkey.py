@@ -191,7 +191,7 @@ class Monkey:
 
     def split(self) -> None:
         self.goto_tab("Split")
-        self.click(self.page.get_by_role("button", name="Show split view"))
+        self.click(self.page.get_by_role("button", name=re.compile("(Show|Hide) split view")))
 
     def draw_box(self) -> None:
         self.goto_tab("Draw")
