@@ -39,8 +39,9 @@ def crashes(log_text: str) -> list[str]:
     return found
 
 
-@pytest.mark.timeout(900)  # about a minute a seed on a quiet 2-core machine
-@pytest.mark.parametrize("seed", [7, 2026])
+@pytest.mark.timeout(900)  # 3.5-4 min a seed on a quiet 2-core machine
+# One seed in CI (the suite must stay well under 20 min); bench/ui_monkey.py runs 20.
+@pytest.mark.parametrize("seed", [7])
 def test_monkey_walk_leaves_a_working_session(logged_server, browser, seed):
     base, log = logged_server
     start = log.stat().st_size
