@@ -34,8 +34,8 @@ def test_split_toggle_state_and_fit(server, page, artifacts):
     watch = TileWatch().attach(page)
     page.goto(server + "/")
     assert watch.wait(page, lambda: len(watch.with_data()) >= 1, 30)
-    page.wait_for_function(LOADED_JS, timeout=30_000)
-    click_tab(page, "Split")
+    page.wait_for_function(LOADED_JS, timeout=90_000)  # a condition; slow late in a full run
+    click_tab(page, "Split", timeout=60_000)
     off = page.get_by_role("button", name="Show split view (off)")
     off.wait_for(timeout=10_000)
     light = _background(off)  # outline: a light button
