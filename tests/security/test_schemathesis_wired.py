@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from service_data import true_colour
 from starlette.testclient import TestClient
-from test_schemathesis import check
+from test_schemathesis import fuzz
 
 from app.wiring import build_service
 
@@ -37,13 +37,4 @@ def api(scene, tmp_path_factory):
 @pytest.mark.parametrize("method, path", OPERATIONS)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_no_server_error_when_wired(api, method, path, mode):
-    schema, cid = api
-    operation = schema[path][method]
-    known = {"chain_id": cid} if "{chain_id}" in path and mode == GenerationMode.POSITIVE else {}
-
-    @BUDGET
-    @given(operation.as_strategy(mode, path_parameters=known or None))
-    def run(case):
-        check(case)
-
-    run()
+    fuzz(api, method, path, mode, budget=BUDGET)

@@ -62,11 +62,17 @@ CASES = [
 
 @pytest.mark.parametrize("method, path, mode", CASES)
 def test_no_server_error(api, method, path, mode):
+    fuzz(api, method, path, mode)
+
+
+def fuzz(api, method: str, path: str, mode: GenerationMode, budget=BUDGET) -> None:
+    """Generated requests for one operation (``api``: schema and a registered chain id),
+    each answer checked by :func:`check`."""
     schema, cid = api
     operation = schema[path][method]
     known = {"chain_id": cid} if "{chain_id}" in path and mode == GenerationMode.POSITIVE else {}
 
-    @BUDGET
+    @budget
     @given(operation.as_strategy(mode, path_parameters=known or None))
     def run(case):
         check(case)
