@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from urllib.parse import urlparse
 
 import rasterio.env
@@ -74,17 +75,33 @@ def signature(href: str) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def read_error(href: str, exc: BaseException, *, what: str = "read") -> DataUnavailable:
+def read_error(href: str, exc: BaseException, *, what: str = "read",
+               started: float | None = None) -> DataUnavailable:
     """The engine error for a failed open/read of ``href``: for remote files a
-    StorageTimeout or StorageUnavailable naming the host, else DataUnavailable."""
+    StorageTimeout or StorageUnavailable naming the host, else DataUnavailable.
+
+    ``started`` (a ``time.monotonic()`` taken before the attempt) classifies by time as
+    well as by text: when a request times out GDAL does not always raise an error of its
+    own, and rasterio then reports the thread's previous GDAL message (seen: an old TLS
+    error of another host), so an attempt that lasted the configured HTTP timeout is a
+    timeout whatever the text says."""
     if not is_remote(href):
         return DataUnavailable(f"cannot {what} {href}: {exc}")
     host = host_of(href)
     text = str(exc)
-    if any(w in text.lower() for w in _TIMEOUT_WORDS):
+    slow = started is not None and time.monotonic() - started >= 0.9 * _http_timeout_s()
+    if slow or any(w in text.lower() for w in _TIMEOUT_WORDS):
         return StorageTimeout(f"storage at {host} did not answer in time ({what} {href}): "
                               f"{text}")
     return StorageUnavailable(f"storage at {host} failed ({what} {href}): {text}")
+
+
+def _http_timeout_s() -> float:
+    """GDAL_HTTP_TIMEOUT as configured now (seconds)."""
+    try:
+        return float(rasterio.env.get_gdal_config("GDAL_HTTP_TIMEOUT") or 30)
+    except (TypeError, ValueError):
+        return 30.0
 
 
 def gdal_options(*, timeout_s: float = 10.0, retries: int = 2, cache_mb: int = 128,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -25,10 +26,10 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import rasterio.warp
-from rasterio.errors import RasterioError
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+from rasterio.errors import RasterioError
 from rio_tiler.models import ImageData
 
 from engine.batch import blocks
@@ -158,11 +159,13 @@ def probe(p: Plan) -> Output:
 
 def _synthetic(p: Plan):
     """The chain applied to ones of the source dtype (the probe window had no data)."""
+    started = time.monotonic()
     try:
         with open_raster(p.scenes[0].hrefs[0]) as ds:
             dtype = "float32" if any(p.scenes[0].transforms) else ds.dtypes[0]
     except RasterioError as exc:
-        raise read_error(p.scenes[0].hrefs[0], exc, what="open") from None
+        raise read_error(p.scenes[0].hrefs[0], exc, what="open",
+                         started=started) from None
     names = list(p.chain.read_bands())
     if p.chain.source.times:
         dates = tuple(date_groups(p.scenes))

@@ -8,6 +8,7 @@ workers: scenes are resolved once, by the caller).
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -167,11 +168,12 @@ def _spans(size: int, step: int) -> list[tuple[int, int]]:
 
 def default_grid(scene: Scene) -> tuple[CRS, float]:
     """CRS and pixel size of a scene's first band (the default output grid)."""
+    started = time.monotonic()
     try:
         with open_raster(scene.hrefs[0]) as ds:
             return ds.crs, float(min(abs(ds.res[0]), abs(ds.res[1])))
     except RasterioError as exc:
-        raise read_error(scene.hrefs[0], exc, what="open") from None
+        raise read_error(scene.hrefs[0], exc, what="open", started=started) from None
 
 
 def check_size(area: Area, *, dates: int, max_pixels: int) -> None:

@@ -14,6 +14,7 @@ new ones under load, and every (file, overview) a thread ever read stayed open, 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 
 import rasterio
@@ -73,11 +74,12 @@ class HandleCache:
             ds.close()
         if found is not None:
             return entry[2]
+        started = time.monotonic()
         try:
             ds = (open_raster(path) if overview is None
                   else open_raster(path, overview_level=overview))
         except RasterioIOError as exc:
-            raise read_error(path, exc, what="open") from None
+            raise read_error(path, exc, what="open", started=started) from None
         with self._lock:
             self._lent[id(ds)] = (key, sig, ds)
             self.opened += 1

@@ -4,6 +4,7 @@ the Profile tab refuse the same polygons with the same message)."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import rasterio
@@ -41,11 +42,12 @@ def check_polygon_size(coll: Collection, geometry: dict[str, Any], expression: s
         return  # profile() says what is wrong with the expression
     asset = item.assets[key]
     href = asset.get_absolute_href() or asset.href
+    started = time.monotonic()
     try:
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), open_raster(href) as ds:
             crs, (res_x, res_y) = ds.crs, ds.res
     except RasterioError as exc:
-        raise read_error(href, exc, what="open") from None
+        raise read_error(href, exc, what="open", started=started) from None
     try:
         w, s, e, n = shape(rasterio.warp.transform_geom("EPSG:4326", crs, geometry)).bounds
     except (RasterioError, ValueError):

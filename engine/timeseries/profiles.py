@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,12 +47,12 @@ from engine.chain.bands import (
     raster_band,
     resolve_asset,
 )
-from engine.security.gdal_paths import check_gdal_path, open_raster
 from engine.chain.expression import Expression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
 from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
-from engine.timeseries import geotiff
+from engine.security.gdal_paths import check_gdal_path, open_raster
 from engine.storage import is_remote, read_error, signature
+from engine.timeseries import geotiff
 from engine.timeutil import format_datetime, normalize_geometry, normalize_point
 
 if TYPE_CHECKING:
@@ -111,10 +112,11 @@ class Handles:
                     break
                 candidate[1].close()
         if entry is None:
+            started = time.monotonic()
             try:
                 entry = (sig, open_raster(path))
             except RasterioError as exc:
-                raise read_error(path, exc, what="open") from None
+                raise read_error(path, exc, what="open", started=started) from None
         try:
             yield entry[1]
         finally:

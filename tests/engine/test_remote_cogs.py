@@ -305,3 +305,19 @@ def test_stac_api_with_earth_search_layout_over_http(storage, tmp_path):
         assert nd == pytest.approx((nir - red) / (nir + red), abs=1e-5)
     finally:
         cat.close()
+
+
+def test_an_open_that_lasted_the_timeout_is_a_timeout_whatever_gdal_said(short_timeouts):
+    """GDAL does not always raise its own error when a request times out; rasterio then
+    reports the thread's previous GDAL message (CI saw an old TLS error of another host).
+    An open that took the configured HTTP timeout is a timeout, named by its host."""
+    from rasterio.errors import RasterioIOError
+
+    from engine.storage import read_error
+    stale = RasterioIOError("CURL error: OpenSSL SSL_read: unexpected eof while reading")
+    href = "http://storage.example:8080/b/x.tif"
+    err = read_error(href, stale, what="open", started=time.monotonic() - 1.0)
+    assert isinstance(err, StorageTimeout) and "storage.example:8080" in str(err)
+    quick = read_error(href, stale, what="open", started=time.monotonic())
+    assert isinstance(quick, StorageUnavailable) and not isinstance(quick, StorageTimeout)
+    assert isinstance(read_error(href, stale, what="open"), StorageUnavailable)

@@ -166,8 +166,13 @@ def test_draw_polygon_with_the_mouse_measure_and_edit_it(page, artifacts):
         ex, ey = frame.mercator(px, py)
         assert abs(x - ex) < tol and abs(y - ey) < tol, (x, y, ex, ey)
     # ... and it is listed in the Draw table, with its 4 vertices
+    # (the table follows the drawing live: it may show the shape with 3 vertices first)
     page.locator(".tabulator-row", has_text="Polygon 1").first.wait_for(timeout=10_000)
-    row = [r for r in _draw_rows(page) if "Polygon 1" in r]
+    for _ in range(50):
+        row = [r for r in _draw_rows(page) if "Polygon 1" in r]
+        if row and re.search(r"polygon\s+4\s", row[0]):
+            break
+        page.wait_for_timeout(200)
     assert row and re.search(r"polygon\s+4\s", row[0]), _draw_rows(page)
     page.screenshot(path=str(artifacts / "ui-draw-mouse-polygon.png"))
 
