@@ -47,6 +47,7 @@ from engine.errors import ChainError, DataUnavailable, InvalidInput
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
+from engine.render.paste import WindowCoords, footprint_windows, paste_first, sub_grid
 from engine.render.previews import PREVIEW_FIELD
 from engine.storage import configure_gdal, read_error
 
@@ -311,13 +312,14 @@ class TileRenderer:
             raise _EmptyRead(f"scene {scene.id} has no data here")
         return img
 
-    def _window_reader(self, grid: Grid) -> Callable:
+    def _window_reader(self, grid: Grid, coords: SourceCoords | WindowCoords | None = None
+                       ) -> Callable:
         """``read(ds, nodata, categorical) -> (1, h, w) masked array`` for ``grid``.
 
         Nearest-neighbour reads use :mod:`engine.render.fastwarp` (one window read and a
         numpy gather, overviews when zoomed out); other resamplings go through rio-tiler.
         """
-        coords = SourceCoords(grid)
+        coords = SourceCoords(grid) if coords is None else coords
 
         def read(ds, nodata, categorical):
             opts = self._resampling(categorical)
@@ -352,6 +354,7 @@ class TileRenderer:
             return preview if coarse else href
 
         read.choose = choose  # type: ignore[attr-defined]
+        read.grid, read.coords = grid, coords  # type: ignore[attr-defined]
         return read
 
     def _resampling(self, categorical: bool) -> dict[str, str]:
@@ -379,6 +382,16 @@ class TileRenderer:
             return self._read_scene(scene, chain, read, cloud=cloud, names=names)
 
         def mosaic(group: list[Scene], method: MosaicMethodBase) -> ImageData | None:
+            grid = getattr(read, "grid", None)
+            if grid is not None and isinstance(method, FirstMethod) and (
+                    self.resampling == self.reproject == "nearest"):
+                # each scene read in the window it covers only (engine.render.paste)
+                return paste_first(group, footprint_windows(grid, [s.bbox for s in group]),
+                                   lambda s, win: self._read_scene(
+                                       s, chain, self._window_reader(
+                                           sub_grid(grid, win), WindowCoords(read.coords, win)),
+                                       cloud=cloud, names=names),
+                                   (grid.height, grid.width))
             try:
                 img, _ = mosaic_reader(group, reader, pixel_selection=method, threads=1,
                                        allowed_exceptions=(TileOutsideBounds,))
