@@ -44,6 +44,7 @@ from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
 from engine.chain.steps import RGBA_NAMES, Mask
 from engine.errors import ChainError, DataUnavailable, InvalidInput
+from engine.render.cap import tile_cap
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
@@ -451,8 +452,8 @@ class TileRenderer:
         wgs = self.tms.bounds(t)
         sset = self.scenes(chain)
         found = sset.intersecting(wgs)
-        cheap = bool(found) and all(s.has_previews for s in found)
-        scenes = self._limit(chain, found, limit=self.max_preview_items if cheap else None)
+        cap = tile_cap(found, max_items=self.max_items, max_preview_items=self.max_preview_items)
+        scenes = self._limit(chain, found, limit=cap.shown if cap.cut else len(found))
         if not scenes:
             return None
         check_read_cost(chain, dates=_dates(chain, scenes), pixels=tilesize * tilesize)
