@@ -49,6 +49,7 @@ from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
 from engine.render.paste import WindowCoords, footprint_windows, paste_first, sub_grid
+from engine.render.previewcache import ArrayDataset, PreviewCache
 from engine.render.previews import PREVIEW_FIELD
 from engine.storage import configure_gdal, read_error
 
@@ -159,12 +160,13 @@ class TileRenderer:
                 how many scenes were left out (``scenes``).
         handle_cache: idle open datasets kept for reuse, shared by the threads (a dataset is
                 lent to one thread at a time; 0 reopens files every time).
+        preview_cache_mb: local previews kept decoded in memory (MiB).
         scene_cache: source query results kept (LRU), each for ``scene_ttl`` seconds.
         resampling: resampling within a CRS (overviews); reproject: across CRSs.
     """
 
     def __init__(self, catalog: Catalog, *, max_items: int = 50, max_preview_items: int = 500,
-                 handle_cache: int = 256,
+                 handle_cache: int = 256, preview_cache_mb: int = 256,
                  scene_cache: int = 256, scene_ttl: float = 300.0,
                  resampling: str = "nearest", reproject: str = "nearest",
                  png_level: int = 1, max_stat_size: int = 1024) -> None:
@@ -172,6 +174,7 @@ class TileRenderer:
         self.max_items = max_items
         self.max_preview_items = max_preview_items
         self.handles = HandleCache(size=handle_cache)
+        self.previews = PreviewCache(preview_cache_mb * 2**20)
         self.scene_cache_size = scene_cache
         self.scene_ttl = scene_ttl
         self.resampling = resampling
@@ -279,22 +282,22 @@ class TileRenderer:
             for href, nodata, preview in zip(scene.hrefs, scene.nodata, previews, strict=True):
                 if choose is not None:
                     href = choose(href, preview)
-                ds = self.handles.get(href)
+                ds = self._borrow(href, preview)
                 try:
                     nd = nodata if ds.nodata is None and nodata is not None else None
                     arrays.append(read(ds, nd, False))
                 finally:
-                    self.handles.release(ds)
+                    self._give_back(ds)
             bands = list(names)
             if cloud and scene.cloud_href:
                 href = scene.cloud_href
                 if choose is not None:
                     href = choose(href, scene.cloud_preview)
-                ds = self.handles.get(href)
+                ds = self._borrow(href, scene.cloud_preview)
                 try:
                     arrays.append(read(ds, None, True).astype(arrays[0].dtype))
                 finally:
-                    self.handles.release(ds)
+                    self._give_back(ds)
                 bands.append(scene.cloud_name)
         except RasterioError as exc:
             raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
@@ -312,6 +315,17 @@ class TileRenderer:
         if np.ma.getmaskarray(img.array).all():
             raise _EmptyRead(f"scene {scene.id} has no data here")
         return img
+
+    def _borrow(self, href: str, preview: str | None) -> Any:
+        """The dataset to read ``href`` from: a preview from the in-memory preview cache
+        (nearest-neighbour reads), else an open file from the handle pool."""
+        if href == preview and self.resampling == self.reproject == "nearest":
+            return self.previews.get(href)
+        return self.handles.get(href)
+
+    def _give_back(self, ds: Any) -> None:
+        if not isinstance(ds, ArrayDataset):
+            self.handles.release(ds)
 
     def _window_reader(self, grid: Grid, coords: SourceCoords | WindowCoords | None = None
                        ) -> Callable:
@@ -344,15 +358,11 @@ class TileRenderer:
             if preview is None:
                 return href
             try:
-                pds = self.handles.get(preview)
+                pds = self.previews.get(preview)
             except DataUnavailable as exc:  # previews are a cache: the band file is truth
                 log.warning("preview of %s unusable (%s): reading the band file", href, exc)
                 return href
-            try:
-                coarse = coords.ratio(pds) >= 1.0 - 1e-6
-            finally:
-                self.handles.release(pds)
-            return preview if coarse else href
+            return preview if coords.ratio(pds) >= 1.0 - 1e-6 else href
 
         read.choose = choose  # type: ignore[attr-defined]
         read.grid, read.coords = grid, coords  # type: ignore[attr-defined]

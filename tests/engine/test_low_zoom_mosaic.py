@@ -107,6 +107,19 @@ def test_low_zoom_reads_no_remote_byte_and_high_zoom_does(remote):
     assert len(server.requests()) > before  # zoomed in: the band files themselves
 
 
+def test_zoomed_out_tiles_read_previews_from_memory(remote):
+    cat = remote["cat"]
+    renderer = TileRenderer(cat)
+    t = _centre_tile(remote, 9)
+    first = renderer.tile(_chain(cat), t.z, t.x, t.y)
+    loaded = renderer.previews.stats()["misses"]
+    assert loaded == COLS * ROWS * len(BANDS) and renderer.handles.stats()["opened"] == 0
+    again = renderer.tile(_chain(cat), t.z, t.x, t.y)  # no file opened or read again
+    assert renderer.previews.stats()["misses"] == loaded and renderer.handles.stats()[
+        "opened"] == 0
+    assert np.array_equal(first.array.filled(0), again.array.filled(0))
+
+
 def _expected(remote, tile, tilesize=256):
     """The tile's values computed here: every tile pixel centre projected exactly (pyproj)
     into the scenes' grid at the preview resolution (the files' own overviews: nearest,
