@@ -29,11 +29,11 @@ class Cap:
     def cut(self) -> bool:
         return self.shown < self.total
 
-    def notice(self) -> str:
+    def notice(self, where: str = "this tile") -> str:
         """The text a capped tile carries (the ``X-EOX-Notice`` header); "" if not cut."""
         if not self.cut:
             return ""
-        return (f"{self.total} scenes overlap this tile; the first {self.shown} in mosaic "
+        return (f"{self.total} scenes overlap {where}; the first {self.shown} in mosaic "
                 "order are shown: zoom in or narrow the search to see the others")
 
 
