@@ -44,6 +44,7 @@ from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
 from engine.chain.steps import RGBA_NAMES, Mask
 from engine.errors import ChainError, DataUnavailable, InvalidInput
+from engine.render.bandpool import map_bands
 from engine.render.cap import tile_cap
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
@@ -274,20 +275,25 @@ class TileRenderer:
     def _read_scene(self, scene: Scene, chain: Chain, read: Callable, *, cloud: bool,
                     names: Sequence[str]) -> ImageData:
         """All bands of one scene for one window (``read(dataset, nodata, categorical)``)."""
-        arrays = []
         href = ""
         choose = getattr(read, "choose", None)
         previews = scene.previews or (None,) * len(scene.hrefs)
+        hrefs = [choose(h, p) if choose is not None else h
+                 for h, p in zip(scene.hrefs, previews, strict=True)]
+
+        def band(job: tuple[str, float | None, str | None]) -> np.ma.MaskedArray:
+            href, nodata, preview = job
+            ds = self._borrow(href, preview)
+            try:
+                nd = nodata if ds.nodata is None and nodata is not None else None
+                return read(ds, nd, False)
+            except RasterioError as exc:
+                raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
+            finally:
+                self._give_back(ds)
+
+        arrays = map_bands(band, list(zip(hrefs, scene.nodata, previews, strict=True)), hrefs)
         try:
-            for href, nodata, preview in zip(scene.hrefs, scene.nodata, previews, strict=True):
-                if choose is not None:
-                    href = choose(href, preview)
-                ds = self._borrow(href, preview)
-                try:
-                    nd = nodata if ds.nodata is None and nodata is not None else None
-                    arrays.append(read(ds, nd, False))
-                finally:
-                    self._give_back(ds)
             bands = list(names)
             if cloud and scene.cloud_href:
                 href = scene.cloud_href
