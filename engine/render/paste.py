@@ -3,7 +3,7 @@
 A zoomed-out tile over many scenes used to read every scene on the whole 256 x 256 grid
 (plan, gather, masks, mosaic over 65k pixels each) although a scene covers a few pixels of
 it. Here each scene is read only in the window of the grid its footprint covers (its WGS84
-bbox projected into the grid, one pixel of margin), with the destination coordinates
+bbox projected into the grid), with the destination coordinates
 sliced from the grid's own (so every pixel is the one the whole-grid read gives), and
 pasted where the mosaic has no value yet; scenes whose window is empty or already full
 are not read, and the loop stops once every pixel has a value (like rio-tiler's
@@ -31,9 +31,14 @@ MAX_LAT = 85.05112878
 
 
 def footprint_windows(grid: Grid, bboxes: Sequence[Sequence[float]]) -> np.ndarray:
-    """Per WGS84 bbox, the window of ``grid`` it covers, one pixel of margin, clipped:
+    """Per WGS84 bbox, the window of ``grid`` it covers (every pixel it touches), clipped:
     an ``(n, 4)`` int array of row start/stop, col start/stop (empty when stop <= start).
-    A bbox that cannot be projected gets the whole grid."""
+    A bbox that cannot be projected gets the whole grid.
+
+    In Web Mercator (and WGS84) a bbox's edges stay straight, so its projected corners
+    bound it exactly; a pixel outside has its centre at least half a pixel away, beyond
+    the warper's 0.125 px error. In other CRSs the edges curve between the projected
+    points: one pixel of margin."""
     b = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
     full = np.tile([0, grid.height, 0, grid.width], (len(b), 1))
     if not len(b):
@@ -45,7 +50,9 @@ def footprint_windows(grid: Grid, bboxes: Sequence[Sequence[float]]) -> np.ndarr
                      np.repeat(e, DENSIFY, 1)])
     lat = np.hstack([np.repeat(s, DENSIFY, 1), np.repeat(n, DENSIFY, 1), s + (n - s) * t,
                      s + (n - s) * t])
-    if _crs_key(grid.crs) == "EPSG:4326":
+    key = _crs_key(grid.crs)
+    pad = 0 if key in ("EPSG:3857", "EPSG:4326") else 1
+    if key == "EPSG:4326":
         x, y = lon, lat
     else:
         x, y = _transformer("EPSG:4326", _crs_key(grid.crs)).transform(lon, lat)
@@ -54,8 +61,8 @@ def footprint_windows(grid: Grid, bboxes: Sequence[Sequence[float]]) -> np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         cols = (x - gt.c) / gt.a
         rows = (y - gt.f) / gt.e
-        out = np.stack([np.floor(rows.min(1)) - 1, np.ceil(rows.max(1)) + 1,
-                        np.floor(cols.min(1)) - 1, np.ceil(cols.max(1)) + 1], axis=1)
+        out = np.stack([np.floor(rows.min(1)) - pad, np.ceil(rows.max(1)) + pad,
+                        np.floor(cols.min(1)) - pad, np.ceil(cols.max(1)) + pad], axis=1)
     bad = ~np.isfinite(out).all(axis=1)
     out[bad] = full[bad]
     out[:, 0:2] = np.clip(out[:, 0:2], 0, grid.height)
