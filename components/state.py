@@ -612,12 +612,15 @@ class AppState(param.Parameterized):
             self.view_request = box
 
     def zoom_to_selected(self) -> None:
-        """Show the selected scenes."""
-        self._zoom_to_ids(self.selected, "no scene is selected")
+        """Show the selected scenes, also those the last search did not list (a shared
+        link, a search since): their bounds come from the catalog then."""
+        boxes = (self._selected_scenes()[1] if self.selected else []) or [
+            self.bounds[i] for i in self.selected if i in self.bounds]
+        self._zoom_to_boxes(boxes, "no scene is selected")
 
     def zoom_to_results(self) -> None:
         """Show every result."""
-        self._zoom_to_ids(list(self.bounds), "the search has no results")
+        self._zoom_to_boxes(list(self.bounds.values()), "the search has no results")
 
     def zoom_to_coordinates(self, lon: float, lat: float, *, span_km: float = 20.0) -> None:
         """Show a square of ``span_km`` around lon/lat."""
@@ -629,8 +632,7 @@ class AppState(param.Parameterized):
         dlon = dlat / max(math.cos(math.radians(lat)), 0.05)
         self.show_box((lon - dlon, lat - dlat, lon + dlon, lat + dlat))
 
-    def _zoom_to_ids(self, ids: list[str], empty: str) -> None:
-        boxes = [self.bounds[i] for i in ids if i in self.bounds]
+    def _zoom_to_boxes(self, boxes: list[tuple], empty: str) -> None:
         if not boxes:
             self.notify(f"Zoom: {empty}", "warning")
             return
