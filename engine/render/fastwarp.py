@@ -21,24 +21,12 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
+from engine.render.grid import Grid
+
 #: Control grid spacing (destination pixels) and the tolerated interpolation error
 #: (source pixels) before falling back to projecting every pixel.
 STEP = 16
 MAX_ERROR = 0.125
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A destination grid: CRS, bounds (left, bottom, right, top) and size."""
-
-    crs: CRS
-    bounds: tuple[float, float, float, float]
-    width: int
-    height: int
-
-    @property
-    def transform(self) -> Affine:
-        return rasterio.transform.from_bounds(*self.bounds, self.width, self.height)
 
 
 def _crs_key(crs: CRS) -> str:
@@ -93,9 +81,9 @@ class SourceCoords:
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._plans: dict[tuple, Plan] = {}
+        self._plans: dict[tuple, GatherPlan] = {}
 
-    def plan(self, ds: rasterio.io.DatasetReader) -> Plan:
+    def plan(self, ds: rasterio.io.DatasetReader) -> GatherPlan:
         """The gather plan for ``ds``'s grid (shared by bands on the same grid)."""
         key = (_crs_key(ds.crs), tuple(ds.transform)[:6], ds.width, ds.height)
         hit = self._plans.get(key)
@@ -182,7 +170,7 @@ def pixel_ratio(x: np.ndarray, y: np.ndarray, transform: Affine) -> float:
 
 
 @dataclass(frozen=True)
-class Plan:
+class GatherPlan:
     """Where each destination pixel comes from in one source grid: a window and indices."""
 
     window: Window | None  # None: no destination pixel falls inside the source
@@ -191,7 +179,7 @@ class Plan:
     shape: tuple[int, int]
 
 
-def make_plan(ds: rasterio.io.DatasetReader, x: np.ndarray, y: np.ndarray) -> Plan:
+def make_plan(ds: rasterio.io.DatasetReader, x: np.ndarray, y: np.ndarray) -> GatherPlan:
     """Nearest source pixel (the one containing each destination centre, as GDAL does)."""
     inv = ~ds.transform
     with np.errstate(invalid="ignore"):
@@ -199,17 +187,17 @@ def make_plan(ds: rasterio.io.DatasetReader, x: np.ndarray, y: np.ndarray) -> Pl
         rows = np.floor(inv.d * x + inv.e * y + inv.f)
         inside = (cols >= 0) & (cols < ds.width) & (rows >= 0) & (rows < ds.height)
     if not inside.any():
-        return Plan(None, None, None, x.shape)
+        return GatherPlan(None, None, None, x.shape)
     full = bool(inside.all())
     ci = (cols if full else cols[inside]).astype(np.intp).ravel()
     ri = (rows if full else rows[inside]).astype(np.intp).ravel()
     c0, c1, r0, r1 = int(ci.min()), int(ci.max()), int(ri.min()), int(ri.max())
     width = c1 - c0 + 1
     flat = (ri - r0) * width + (ci - c0)
-    return Plan(Window(c0, r0, width, r1 - r0 + 1), flat, None if full else inside, x.shape)
+    return GatherPlan(Window(c0, r0, width, r1 - r0 + 1), flat, None if full else inside, x.shape)
 
 
-def read_nearest(ds: rasterio.io.DatasetReader, plan: Plan, *,
+def read_nearest(ds: rasterio.io.DatasetReader, plan: GatherPlan, *,
                  nodata: float | None = None) -> np.ma.MaskedArray:
     """Gather band 1 of ``ds`` following ``plan`` -> (1, h, w) masked array."""
     shape = plan.shape
