@@ -47,7 +47,7 @@ from engine.chain.bands import (
     raster_band,
     resolve_asset,
 )
-from engine.chain.expression import Expression, parse_expression
+from engine.chain.expression import ParsedExpression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
 from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
 from engine.security.gdal_paths import check_gdal_path, open_raster
@@ -273,7 +273,7 @@ def clear_count(df: pd.DataFrame) -> int:
     return int((df["value"].notna() & ~df["cloud"]).sum())
 
 
-def _expression(text: str) -> Expression:
+def _expression(text: str) -> ParsedExpression:
     if not isinstance(text, str):
         raise ChainError(f"expression must be a string, got {type(text).__name__}")
     if ";" in text:
@@ -504,7 +504,7 @@ def _point_pixels(scene: _Scene, lon: float, lat: float, handles: Handles,
 
 
 def _point_rows(scenes: list[_Scene], pixels: list[tuple[dict[str, Any], bool, bool]],
-                expr: Expression, mask_clouds: bool) -> list[tuple]:
+                expr: ParsedExpression, mask_clouds: bool) -> list[tuple]:
     """Profile rows: the expression is evaluated once over the scenes with a value (it is
     element-wise, so this equals one evaluation per scene, ~50 times faster)."""
     values = [math.nan] * len(scenes)
@@ -552,7 +552,7 @@ def _read_like(handles: Handles, f: _File, ref_transform, window: Window, crs: C
     return np.ma.MaskedArray(data, mask=mask)
 
 
-def _polygon_row(scene: _Scene, expr: Expression, geometry: dict, mask_clouds: bool,
+def _polygon_row(scene: _Scene, expr: ParsedExpression, geometry: dict, mask_clouds: bool,
                  handles: Handles) -> tuple:
     ref = scene.bands[expr.band_names[0]]
     with handles.open(ref.href) as ds:
