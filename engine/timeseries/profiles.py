@@ -14,11 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -50,7 +48,7 @@ from engine.chain.bands import (
 from engine.chain.expression import ParsedExpression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
 from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
-from engine.security.gdal_paths import check_gdal_path, open_raster
+from engine.render.handles import HandleCache
 from engine.storage import is_remote, read_error, signature
 from engine.timeseries import geotiff
 from engine.timeutil import format_datetime, normalize_geometry, normalize_point
@@ -73,72 +71,16 @@ MAX_SCENES = 2000
 #: storage latency (two ~20 ms requests per file), not on the CPU: 4 threads made a
 #: 100-date profile over HTTP take 4.3 s (bench/remote.py).
 THREADS = 16
+#: Idle open datasets the profile readers keep (any thread reuses a file another opened,
+#: so a second profile over the same scenes opens nothing).
+HANDLES = 1024
 
 _pool: ThreadPoolExecutor | None = None
-_handles: Handles | None = None
+_handles: HandleCache | None = None
 _fast: _FastPixels | None = None
 _lock = threading.Lock()
 _thread_state = threading.local()
 log = logging.getLogger(__name__)
-
-
-class Handles:
-    """Open datasets shared by the reader threads, checked out one thread at a time.
-
-    Unlike the renderer's per-thread cache, any thread can reuse a file another one opened,
-    so a second profile over the same scenes opens nothing. A ``stat`` per use notices
-    files replaced or removed; at most ``size`` datasets stay open (LRU).
-    """
-
-    def __init__(self, *, size: int = 1024) -> None:
-        self.size = size
-        self._free: OrderedDict[str, list[tuple[tuple, DatasetReader]]] = OrderedDict()
-        self._count = 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def open(self, path: str) -> Iterator[DatasetReader]:
-        """A dataset for ``path`` used exclusively inside the ``with`` block."""
-        check_gdal_path(path, what="source file", error=DataUnavailable)
-        sig = signature(path)
-        entry = None
-        with self._lock:
-            free = self._free.get(path)
-            while free:
-                candidate = free.pop()
-                self._count -= 1
-                if candidate[0] == sig:
-                    entry = candidate
-                    break
-                candidate[1].close()
-        if entry is None:
-            started = time.monotonic()
-            try:
-                entry = (sig, open_raster(path))
-            except RasterioError as exc:
-                raise read_error(path, exc, what="open", started=started) from None
-        try:
-            yield entry[1]
-        finally:
-            with self._lock:
-                self._free.setdefault(path, []).append(entry)
-                self._free.move_to_end(path)
-                self._count += 1
-                while self._count > self.size:
-                    _, old = next(iter(self._free.items()))
-                    old.pop(0)[1].close()
-                    self._count -= 1
-                    if not old:
-                        self._free.popitem(last=False)
-
-    def clear(self) -> None:
-        """Close every idle dataset."""
-        with self._lock:
-            for entries in self._free.values():
-                for _, ds in entries:
-                    ds.close()
-            self._free.clear()
-            self._count = 0
 
 
 def _thread_env() -> None:
@@ -149,7 +91,12 @@ def _thread_env() -> None:
     _thread_state.env = env
 
 
-def _shared() -> tuple[ThreadPoolExecutor, Handles, _FastPixels]:
+def handle_pool() -> HandleCache:
+    """The open datasets the profile readers of this process share."""
+    return _shared()[1]
+
+
+def _shared() -> tuple[ThreadPoolExecutor, HandleCache, _FastPixels]:
     """The process-wide reader pool, its shared open-file cache and GeoTIFF header cache
     (created once)."""
     global _pool, _handles, _fast
@@ -157,7 +104,7 @@ def _shared() -> tuple[ThreadPoolExecutor, Handles, _FastPixels]:
         if _pool is None:
             _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="eox-profile",
                                        initializer=_thread_env)
-            _handles = Handles()
+            _handles = HandleCache(size=HANDLES)
             _fast = _FastPixels()
         assert _handles is not None and _fast is not None
         return _pool, _handles, _fast
@@ -443,7 +390,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b or (math.isnan(a) and math.isnan(b)))
 
 
-def _pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
+def _pixel(handles: HandleCache, fast: _FastPixels, f: _File, lon: float, lat: float
            ) -> float | None:
     """The value of the pixel containing lon/lat (scale/offset applied); None when
     outside, nodata or NaN."""
@@ -453,7 +400,7 @@ def _pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
     return value * f.transform[0] + f.transform[1]
 
 
-def _stored_pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
+def _stored_pixel(handles: HandleCache, fast: _FastPixels, f: _File, lon: float, lat: float
                   ) -> float | None:
     """The stored number of the pixel containing lon/lat; None when outside, nodata or
     NaN. Local GeoTIFFs are read by :mod:`engine.timeseries.geotiff`, others by GDAL."""
@@ -473,7 +420,7 @@ def _stored_pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat
             value = None  # a sparse or damaged block: GDAL says what it holds
     if value is None:
         try:
-            with handles.open(f.href) as ds:
+            with handles.lend(f.href) as ds:
                 x, y = _to_crs(ds.crs, lon, lat)
                 col, row = ~ds.transform @ (x, y)
                 col, row = math.floor(col), math.floor(row)
@@ -490,7 +437,7 @@ def _stored_pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _point_pixels(scene: _Scene, lon: float, lat: float, handles: Handles,
+def _point_pixels(scene: _Scene, lon: float, lat: float, handles: HandleCache,
                   fast: _FastPixels) -> tuple[dict[str, Any], bool, bool]:
     """The scene's band values at the point, whether it is fill and whether it is cloudy."""
     values = {name: _pixel(handles, fast, f, lon, lat) for name, f in scene.bands.items()}
@@ -526,11 +473,11 @@ def _point_rows(scenes: list[_Scene], pixels: list[tuple[dict[str, Any], bool, b
             for i, s in enumerate(scenes)]
 
 
-def _read_like(handles: Handles, f: _File, ref_transform, window: Window, crs: CRS
+def _read_like(handles: HandleCache, f: _File, ref_transform, window: Window, crs: CRS
                ) -> np.ma.MaskedArray:
     """Band ``f`` on the grid of ``window`` of the reference band (nearest, boundless)."""
     try:
-        with handles.open(f.href) as ds:
+        with handles.lend(f.href) as ds:
             if ds.crs != crs:
                 raise DataUnavailable(f"{f.href} is not in the CRS of the scene's other bands")
             nodata = ds.nodata if ds.nodata is not None else f.nodata
@@ -553,9 +500,9 @@ def _read_like(handles: Handles, f: _File, ref_transform, window: Window, crs: C
 
 
 def _polygon_row(scene: _Scene, expr: ParsedExpression, geometry: dict, mask_clouds: bool,
-                 handles: Handles) -> tuple:
+                 handles: HandleCache) -> tuple:
     ref = scene.bands[expr.band_names[0]]
-    with handles.open(ref.href) as ds:
+    with handles.lend(ref.href) as ds:
         crs, transform, size = ds.crs, ds.transform, (ds.height, ds.width)
     geom = rasterio.warp.transform_geom("EPSG:4326", crs, geometry)
     full = Window(0, 0, size[1], size[0])
