@@ -15,16 +15,15 @@ import pyproj
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from render_fixtures import make_catalog, make_item, pattern
 
-import engine.render as render
+from engine import render
 from engine.collection import Collection
 from engine.errors import InvalidInput
 from engine.render import Grid, TileRenderer, read, to_image
 from engine.render.grid import WGS84
 from engine.timeseries import profile
 from engine.timeseries.profiles import handle_pool
-
-from render_fixtures import make_catalog, make_item, pattern  # noqa: I001
 
 ROOT = Path(__file__).resolve().parents[2]
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -64,7 +63,7 @@ def test_grid_of_a_tile_is_the_tile_matrix_bounds():
 def test_grid_snapped_windows_and_coords():
     g = Grid.snapped((11.0, 47.0, 11.1, 47.05), bbox_crs=WGS84,
                      crs=rasterio.crs.CRS.from_epsg(32632), resolution=20)
-    left, bottom, right, top = g.bounds
+    left, _, right, top = g.bounds
     assert left % 20 == 0 and top % 20 == 0 and g.resolution == pytest.approx(20)
     assert (right - left) / g.width == pytest.approx(20)
     block = g.window(10, 30, 5, 25)  # rows 10..30, cols 5..25
