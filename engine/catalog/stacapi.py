@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
