@@ -196,3 +196,10 @@ def test_class_names_are_unique_in_engine_and_service():
                 if isinstance(node, ast.ClassDef):
                     names.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
     assert {n: p for n, p in names.items() if len(p) > 1} == {}
+
+
+def test_engine_and_service_files_stay_small():
+    big = {str(p.relative_to(ROOT)): n for folder in ("engine", "service")
+           for p in (ROOT / folder).rglob("*.py")
+           if (n := len(p.read_text(encoding="utf-8").splitlines())) > 460}
+    assert big == {}
