@@ -64,6 +64,20 @@ class Grid:
         return Grid(self.crs, self.window_bounds(row0, row1, col0, col1), col1 - col0,
                     row1 - row0)
 
+    def covering(self, extent: Sequence[float]) -> Grid | None:
+        """The sub-grid of whole pixels covering ``extent`` (in the grid's CRS), clipped to
+        the grid; None when they do not overlap (a map screen and a layer's extent)."""
+        vx0, vy0, vx1, vy1 = self.bounds
+        px, py = (vx1 - vx0) / self.width, (vy1 - vy0) / self.height
+        c0 = max(0, math.floor((extent[0] - vx0) / px + 1e-9))
+        c1 = min(self.width, math.ceil((extent[2] - vx0) / px - 1e-9))
+        r0 = max(0, math.floor((vy1 - extent[3]) / py + 1e-9))  # rows from the top
+        r1 = min(self.height, math.ceil((vy1 - extent[1]) / py - 1e-9))
+        if c1 <= c0 or r1 <= r0:
+            return None
+        return Grid(self.crs, (vx0 + c0 * px, vy1 - r1 * py, vx0 + c1 * px, vy1 - r0 * py),
+                    c1 - c0, r1 - r0)
+
     def wgs84(self) -> Bounds:
         """The grid's bounds in WGS84 (lon/lat)."""
         return to_wgs84(self.bounds, self.crs)

@@ -77,6 +77,14 @@ def test_grid_snapped_windows_and_coords():
         Grid.snapped((0, 0, 1, 1), bbox_crs=WGS84, crs=WGS84, resolution=0)
 
 
+def test_grid_covering_snaps_an_extent_to_whole_screen_pixels():
+    screen = Grid(rasterio.crs.CRS.from_epsg(3857), (0.0, 0.0, 1000.0, 500.0), 100, 50)
+    part = screen.covering((105.0, 95.0, 333.0, 1e6))  # reaches above the screen
+    assert part.bounds == pytest.approx((100.0, 90.0, 340.0, 500.0))
+    assert (part.width, part.height) == (24, 41) and part.crs == screen.crs
+    assert screen.covering((2000.0, 0.0, 3000.0, 10.0)) is None
+
+
 def test_read_then_to_image_equals_the_tile(world):
     r = TileRenderer(world["cat"])
     chain = _chain(world)
