@@ -22,14 +22,8 @@ from engine.chain.executor import get_executor
 from engine.chain.steps import Execute
 from engine.chain.store import ChainStore
 from engine.errors import ChainError, InvalidInput, SandboxError, UnknownCollection
-from engine.render.results import (
-    HISTOGRAM_BINS,
-    MAX_HISTOGRAM_BINS,
-    PERCENTILES,
-    ChainInfo,
-    PointValues,
-    Statistics,
-)
+from engine.render import ChainInfo, PointValues, Statistics
+from engine.render.results import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
 from service.cache import CachedTile
 from service.lanes import EMPTY_PNG
 from service.models import (
