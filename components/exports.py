@@ -188,7 +188,7 @@ class ExportsPanel(pn.viewable.Viewer):
         return render_html(
             s.chain, tiles=tiles, bounds=info.bounds, minzoom=info.minzoom,
             maxzoom=info.maxzoom, service_url=tiles.split("/api/chains/")[0],
-            center=center, zoom=zoom, band_names=info.get("band_names"),
+            center=center, zoom=zoom, band_names=info.band_names,
             title=f"EO Explorer: {s.chain.source.collection}",
             overlays=[(FUNCTION_LAYER, self.tiles_template(s.function_layer))]
             if s.function_layer else ())
