@@ -57,7 +57,7 @@ def main() -> int:
             t0 = time.monotonic()
             try:
                 done = walk(page, base, seed, steps=args.steps)
-                view = final_view(page, base)
+                view = final_view(page, base, done)
                 ok = map_ok(view)
                 if not ok:  # say why: URL vs layer vs chain, and the tiles fetched for it
                     print(f"  seed {seed} map: url chain {view.url_chain!r} of "

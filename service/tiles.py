@@ -27,6 +27,7 @@ from rio_tiler.models import ImageData
 from engine.chain import Chain
 from engine.chain.budget import work_per_pixel
 from engine.chain.store import ChainStore
+from engine.render.cap import Cap
 from service.cache import CachedTile, TileCache
 from service.diskcache import DiskKey, DiskTileCache, etag_of
 from service.lanes import HEAVY_WORK, heavy_lane
@@ -264,7 +265,4 @@ class TileProducer:
 def tile_notice(img: ImageData | None) -> str:
     """The ``X-EOX-Notice`` text of a rendered tile: which scenes the cap left out."""
     scenes = ((img.metadata if img is not None else None) or {}).get("scenes")
-    if not scenes:
-        return ""
-    return (f"{scenes['total']} scenes overlap this tile; the first {scenes['shown']} in "
-            "mosaic order are shown: zoom in or narrow the search to see the others")
+    return Cap(scenes["total"], scenes["shown"]).notice() if scenes else ""

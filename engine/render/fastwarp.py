@@ -29,9 +29,20 @@ STEP = 16
 MAX_ERROR = 0.125
 
 
-def _crs_key(crs: CRS) -> str:
+_KEYS: dict[int, tuple[CRS, str]] = {}
+
+
+def crs_key(crs: CRS) -> str:
+    """``EPSG:n`` or the WKT; memoised per object for long-lived CRS objects (the
+    preview cache shares one per CRS): hashing a CRS formats its WKT."""
+    hit = _KEYS.get(id(crs))
+    if hit is not None and hit[0] is crs:
+        return hit[1]
     epsg = _epsg(crs)
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    key = f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    if len(_KEYS) < 1024:
+        _KEYS[id(crs)] = (crs, key)
+    return key
 
 
 _EPSG: dict[int, int | None] = {}
@@ -46,7 +57,7 @@ def _epsg(crs: CRS) -> int | None:
 
 
 @lru_cache(maxsize=64)
-def _transformer(src: str, dst: str) -> Transformer:
+def transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
@@ -85,7 +96,7 @@ class SourceCoords:
 
     def plan(self, ds: rasterio.io.DatasetReader) -> GatherPlan:
         """The gather plan for ``ds``'s grid (shared by bands on the same grid)."""
-        key = (_crs_key(ds.crs), tuple(ds.transform)[:6], ds.width, ds.height)
+        key = (crs_key(ds.crs), tuple(ds.transform)[:6], ds.width, ds.height)
         hit = self._plans.get(key)
         if hit is None:
             x, y = self.get(ds.crs)
@@ -99,7 +110,7 @@ class SourceCoords:
 
     def get(self, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
         """(X, Y) arrays of shape (height, width) in ``crs`` (inf where unprojectable)."""
-        key = _crs_key(crs)
+        key = crs_key(crs)
         hit = self._cache.get(key)
         if hit is None:
             hit = self._cache[key] = self._compute(crs)
@@ -108,13 +119,13 @@ class SourceCoords:
     def _compute(self, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
         g = self.grid
         t = g.transform
-        if _crs_key(crs) == _crs_key(g.crs):
+        if crs_key(crs) == crs_key(g.crs):
             cols = np.arange(g.width) + 0.5
             rows = np.arange(g.height) + 0.5
             x = np.broadcast_to(t.c + t.a * cols, (g.height, g.width))
             y = np.broadcast_to((t.f + t.e * rows)[:, None], (g.height, g.width))
             return x, y
-        tr = _transformer(_crs_key(g.crs), _crs_key(crs))
+        tr = transformer(crs_key(g.crs), crs_key(crs))
         ny, nx = _nodes(g.height), _nodes(g.width)
         cx, cy = np.meshgrid(nx + 0.5, ny + 0.5)
         gx, gy = tr.transform(t.c + t.a * cx, t.f + t.e * cy)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio.io
@@ -29,9 +29,12 @@ from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
 from engine.chain.steps import RGBA_NAMES, Mask
 from engine.errors import ChainError, DataUnavailable
+from engine.render.bandpool import map_bands
 from engine.render.fastwarp import SourceCoords, pick_overview, read_nearest
 from engine.render.grid import Grid
 from engine.render.handles import HandleCache
+from engine.render.paste import WindowCoords, footprint_windows, paste_first
+from engine.render.previewcache import ArrayDataset, PreviewCache
 from engine.render.scenes import Scene, read_names, scene_day
 from engine.storage import read_error
 
@@ -44,6 +47,9 @@ class EmptyRead(TileOutsideBounds):
 
 class BandReader(Protocol):
     """Reads band 1 of an open dataset for one request: ``(1, h, w)`` masked values."""
+
+    #: nearest-neighbour reads only (previews may then come from the in-memory cache)
+    nearest: bool
 
     def __call__(self, ds: rasterio.io.DatasetReader, nodata: float | None,
                  categorical: bool) -> np.ma.MaskedArray: ...
@@ -58,13 +64,24 @@ class GridReader:
     (one window read and a numpy gather, overviews when zoomed out), other resamplings
     through rio-tiler. ``resampling`` applies within a CRS, ``reproject`` across CRSs."""
 
-    def __init__(self, grid: Grid, handles: HandleCache, *, resampling: str = "nearest",
-                 reproject: str = "nearest") -> None:
+    def __init__(self, grid: Grid, handles: HandleCache, *, previews: PreviewCache | None = None,
+                 resampling: str = "nearest", reproject: str = "nearest",
+                 coords: SourceCoords | WindowCoords | None = None) -> None:
         self.grid = grid
         self.handles = handles
+        self.previews = previews
         self.resampling = resampling
         self.reproject = reproject
-        self.coords = SourceCoords(grid)
+        self.nearest = resampling == reproject == "nearest"
+        self.coords = SourceCoords(grid) if coords is None else coords
+
+    def window(self, window: tuple[int, int, int, int]) -> GridReader:
+        """This reader for rows r0..r1, cols c0..c1 of its grid: the destination
+        coordinates are sliced from the whole grid's, so its pixels are the whole read's."""
+        r0, r1, c0, c1 = window
+        return GridReader(self.grid.window(r0, r1, c0, c1), self.handles,
+                          previews=self.previews, resampling=self.resampling,
+                          reproject=self.reproject, coords=WindowCoords(self.coords, window))
 
     def __call__(self, ds: rasterio.io.DatasetReader, nodata: float | None,
                  categorical: bool) -> np.ma.MaskedArray:
@@ -94,19 +111,22 @@ class GridReader:
         if preview is None:
             return href
         try:
-            pds = self.handles.get(preview)
+            pds = self.previews.get(preview) if self.previews is not None else \
+                self.handles.get(preview)
         except DataUnavailable as exc:  # previews are a cache: the band file is truth
             log.warning("preview of %s unusable (%s): reading the band file", href, exc)
             return href
         try:
             coarse = self.coords.ratio(pds) >= 1.0 - 1e-6
         finally:
-            self.handles.release(pds)
+            give_back(pds, self.handles)
         return preview if coarse else href
 
 
 class PointReader:
     """Reads the one pixel containing lon/lat (band files only, never previews)."""
+
+    nearest = False
 
     def __init__(self, lon: float, lat: float) -> None:
         self.lon, self.lat = lon, lat
@@ -156,33 +176,52 @@ def mosaic_method(chain: Chain, names: Sequence[str]) -> MosaicMethodBase:
     return FirstMethod()
 
 
+def borrow(href: str, preview: str | None, reader: BandReader, handles: HandleCache,
+           previews: PreviewCache | None) -> Any:
+    """The dataset to read ``href`` from: a preview from the in-memory preview cache
+    (nearest-neighbour reads), else an open file lent by the handle pool."""
+    if previews is not None and href == preview and reader.nearest:
+        return previews.get(href)
+    return handles.get(href)
+
+
+def give_back(ds: Any, handles: HandleCache) -> None:
+    """Return what :func:`borrow` lent (cached previews need no return)."""
+    if not isinstance(ds, ArrayDataset):
+        handles.release(ds)
+
+
 def read_scene(scene: Scene, chain: Chain, reader: BandReader, handles: HandleCache, *,
-               names: Sequence[str], cloud: bool) -> ImageData:
-    """All bands of one scene (then its cloud band, applied as a mask) read by ``reader``;
-    EmptyRead when no pixel is valid."""
-    arrays = []
-    href = ""
-    previews = scene.previews or (None,) * len(scene.hrefs)
-    try:
-        for href, nodata, preview in zip(scene.hrefs, scene.nodata, previews, strict=True):
-            href = reader.choose(href, preview)
-            ds = handles.get(href)
-            try:
-                nd = nodata if ds.nodata is None and nodata is not None else None
-                arrays.append(reader(ds, nd, False))
-            finally:
-                handles.release(ds)
-        bands = list(names)
-        if cloud and scene.cloud_href:
-            href = reader.choose(scene.cloud_href, scene.cloud_preview)
-            ds = handles.get(href)
-            try:
-                arrays.append(reader(ds, None, True).astype(arrays[0].dtype))
-            finally:
-                handles.release(ds)
-            bands.append(scene.cloud_name)
-    except RasterioError as exc:
-        raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
+               names: Sequence[str], cloud: bool,
+               previews: PreviewCache | None = None) -> ImageData:
+    """All bands of one scene (read at the same time for remote files), then its cloud
+    band, applied as a mask, read by ``reader``; EmptyRead when no pixel is valid."""
+    previews_of = scene.previews or (None,) * len(scene.hrefs)
+    hrefs = [reader.choose(h, p) for h, p in zip(scene.hrefs, previews_of, strict=True)]
+
+    def band(job: tuple[str, float | None, str | None]) -> np.ma.MaskedArray:
+        href, nodata, preview = job
+        ds = borrow(href, preview, reader, handles, previews)
+        try:
+            nd = nodata if ds.nodata is None and nodata is not None else None
+            return reader(ds, nd, False)
+        except RasterioError as exc:
+            raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
+        finally:
+            give_back(ds, handles)
+
+    arrays = map_bands(band, list(zip(hrefs, scene.nodata, previews_of, strict=True)), hrefs)
+    bands = list(names)
+    if cloud and scene.cloud_href:
+        href = reader.choose(scene.cloud_href, scene.cloud_preview)
+        ds = borrow(href, scene.cloud_preview, reader, handles, previews)
+        try:
+            arrays.append(reader(ds, None, True).astype(arrays[0].dtype))
+        except RasterioError as exc:
+            raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
+        finally:
+            give_back(ds, handles)
+        bands.append(scene.cloud_name)
     arrays = apply_transforms(arrays, scene.transforms)
     if len(arrays) == 1:
         arr = arrays[0]
@@ -200,7 +239,8 @@ def read_scene(scene: Scene, chain: Chain, reader: BandReader, handles: HandleCa
 
 
 def mosaic(chain: Chain, scenes: Sequence[Scene], reader: BandReader, handles: HandleCache,
-           *, names: Sequence[str] | None = None) -> Raster | None:
+           *, names: Sequence[str] | None = None,
+           previews: PreviewCache | None = None) -> Raster | None:
     """Mosaic (or, for a time stack, stack by date) the scenes read with ``reader``; the
     chain's read bands in order; None when no scene has a valid pixel. ``names``: the
     bands the scenes carry (default :func:`read_names`)."""
@@ -208,10 +248,16 @@ def mosaic(chain: Chain, scenes: Sequence[Scene], reader: BandReader, handles: H
     cloud = bool(chain.cloud_masks())
     keep = list(chain.read_bands())
 
-    def one(scene: Scene) -> ImageData:
-        return read_scene(scene, chain, reader, handles, names=names, cloud=cloud)
+    def one(scene: Scene, part: BandReader = reader) -> ImageData:
+        return read_scene(scene, chain, part, handles, names=names, cloud=cloud,
+                          previews=previews)
 
     def layer(group: list[Scene], method: MosaicMethodBase) -> ImageData | None:
+        if isinstance(reader, GridReader) and isinstance(method, FirstMethod) and \
+                reader.nearest:  # each scene read in the window it covers only (paste.py)
+            grid = reader.grid
+            return paste_first(group, footprint_windows(grid, [s.bbox for s in group]),
+                               lambda s, win: one(s, reader.window(win)), grid.shape)
         try:
             img, _ = mosaic_reader(group, one, pixel_selection=method, threads=1,
                                    allowed_exceptions=(TileOutsideBounds,))
@@ -251,12 +297,14 @@ def mosaic(chain: Chain, scenes: Sequence[Scene], reader: BandReader, handles: H
 
 
 def read(chain: Chain, scenes: Sequence[Scene], grid: Grid, *, handles: HandleCache,
-         names: Sequence[str] | None = None, resampling: str = "nearest",
-         reproject: str = "nearest") -> Raster | None:
+         previews: PreviewCache | None = None, names: Sequence[str] | None = None,
+         resampling: str = "nearest", reproject: str = "nearest") -> Raster | None:
     """The chain's read bands of ``scenes`` on ``grid``, mosaicked (ImageData) or stacked
-    by date (TimeStack), before any step; None when no scene has data there."""
-    reader = GridReader(grid, handles, resampling=resampling, reproject=reproject)
-    return mosaic(chain, scenes, reader, handles, names=names)
+    by date (TimeStack), before any step; None when no scene has data there. ``previews``:
+    local previews kept decoded in memory (None: opened like band files)."""
+    reader = GridReader(grid, handles, previews=previews, resampling=resampling,
+                        reproject=reproject)
+    return mosaic(chain, scenes, reader, handles, names=names, previews=previews)
 
 
 def to_image(chain: Chain, raster: Raster | None, grid: Grid) -> ImageData | None:

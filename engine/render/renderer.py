@@ -29,6 +29,7 @@ from engine.chain.budget import check_read_cost
 from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
 from engine.errors import DataUnavailable, InvalidInput
+from engine.render.cap import tile_cap
 from engine.render.encode import encode as _encode
 from engine.render.grid import TMS, WGS84, Grid, to_wgs84
 from engine.render.handles import HandleCache
@@ -40,6 +41,7 @@ from engine.render.pipeline import (
     to_image,
     to_values,
 )
+from engine.render.previewcache import PreviewCache
 from engine.render.results import (
     HISTOGRAM_BINS,
     MAX_HISTOGRAM_BINS,
@@ -74,19 +76,21 @@ class TileRenderer:
                 how many scenes were left out (``scenes``).
         handle_cache: idle open datasets kept for reuse, shared by the threads (a dataset is
                 lent to one thread at a time; 0 reopens files every time).
+        preview_cache_mb: local previews kept decoded in memory (MiB).
         scene_cache: source query results kept (LRU), each for ``scene_ttl`` seconds.
         resampling: resampling within a CRS (overviews); reproject: across CRSs.
     """
 
     def __init__(self, catalog: Catalog | None, *, max_items: int = 50,
                  max_preview_items: int = 500, handle_cache: int = 256,
-                 scene_cache: int = 256, scene_ttl: float = 300.0,
+                 preview_cache_mb: int = 256, scene_cache: int = 256, scene_ttl: float = 300.0,
                  resampling: str = "nearest", reproject: str = "nearest",
                  png_level: int = 1, max_stat_size: int = 1024) -> None:
         self.catalog = catalog
         self.max_items = max_items
         self.max_preview_items = max_preview_items
         self.handles = HandleCache(size=handle_cache)
+        self.previews = PreviewCache(preview_cache_mb * 2**20)
         self.scene_cache_size = scene_cache
         self.scene_ttl = scene_ttl
         self.resampling = resampling
@@ -149,8 +153,8 @@ class TileRenderer:
              names: Sequence[str] | None = None) -> Raster | None:
         """:func:`engine.render.pipeline.read` with this renderer's dataset pool and
         resampling: the scenes mosaicked (or stacked by date) on ``grid``, or None."""
-        return read(chain, scenes, grid, handles=self.handles, names=names,
-                    resampling=self.resampling, reproject=self.reproject)
+        return read(chain, scenes, grid, handles=self.handles, previews=self.previews,
+                    names=names, resampling=self.resampling, reproject=self.reproject)
 
     # -- tiles ----------------------------------------------------------------------------
     def tile(self, chain: Chain, z: int, x: int, y: int, *,
@@ -158,8 +162,8 @@ class TileRenderer:
         """The 8-bit image of one Web-Mercator tile, or None when no scene has data there."""
         grid = Grid.tile(z, x, y, tilesize=tilesize)
         found = self.scenes(chain).intersecting(self.tms.bounds(x, y, z))
-        cheap = bool(found) and all(s.has_previews for s in found)
-        scenes = self.limit(chain, found, limit=self.max_preview_items if cheap else None)
+        cap = tile_cap(found, max_items=self.max_items, max_preview_items=self.max_preview_items)
+        scenes = self.limit(chain, found, limit=cap.shown if cap.cut else len(found))
         if not scenes:
             return None
         check_read_cost(chain, dates=date_count(chain, scenes), pixels=tilesize * tilesize)
