@@ -39,7 +39,7 @@ def resources(settings: Settings) -> Resources:
             from app.wiring import build_service
 
             service = build_service(settings)
-            warmer = TileWarmer(service.state.chain_routes.warm)
+            warmer = TileWarmer(service.state.tile_producer.warm)
             backend = backend_over(service, settings, api_base="api", prefetch=warmer.submit)
             _cache[key] = Resources(service=service, backend=backend, warmer=warmer)
         return _cache[key]

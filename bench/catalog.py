@@ -193,12 +193,12 @@ def duckdb_query_fn(con, source: str) -> Callable[[tuple], list[str]]:
 
 def sqlite_ids_fn(cat: SQLiteCatalog) -> Callable[[tuple], list[str]]:
     """ids through the backend's SQL + exact test (no JSON parsing): the DuckDB analogue."""
-    from engine.catalog.sqlite import _Plan
+    from engine.catalog.sqlsearch import SearchPlan
 
     def run(q: tuple) -> list[str]:
         lon, lat, start, end, cloud = q
         query = base.filter_point(lon, lat).filter_date(start, end).filter("eo:cloud_cover", "<=", cloud).query
-        plan = _Plan(query, max_span=cat._check_collection(COLLECTION))
+        plan = SearchPlan(query, max_span=cat._check_collection(COLLECTION))
         conn = cat._conn()
         rowids = list(plan.matching_rowids(conn, limit=None, order=False))
         if not rowids:

@@ -230,4 +230,5 @@ class Backend:
                    percentiles: Sequence[float] = (2, 98)) -> dict:
         """Per-band statistics of ``chain`` inside ``geometry``: histogram in ``bins`` bins,
         the given ``percentiles`` (see TileRenderer.statistics)."""
-        return self.renderer.statistics(chain, geometry, bins=bins, percentiles=percentiles)
+        return self.renderer.statistics(chain, geometry, bins=bins,
+                                        percentiles=percentiles).as_dict()

@@ -186,9 +186,9 @@ class ExportsPanel(pn.viewable.Viewer):
         if s.viewport is not None:
             center, zoom = view_of_viewport(s.viewport)
         return render_html(
-            s.chain, tiles=tiles, bounds=info["bounds"], minzoom=info["minzoom"],
-            maxzoom=info["maxzoom"], service_url=tiles.split("/api/chains/")[0],
-            center=center, zoom=zoom, band_names=info.get("band_names"),
+            s.chain, tiles=tiles, bounds=info.bounds, minzoom=info.minzoom,
+            maxzoom=info.maxzoom, service_url=tiles.split("/api/chains/")[0],
+            center=center, zoom=zoom, band_names=info.band_names,
             title=f"EO Explorer: {s.chain.source.collection}",
             overlays=[(FUNCTION_LAYER, self.tiles_template(s.function_layer))]
             if s.function_layer else ())

@@ -185,7 +185,7 @@ class Map(pn.viewable.Viewer):
         return self
 
     def _bounds(self, chain: Chain) -> tuple[float, float, float, float]:
-        w, s, e, n = self.backend.renderer.info(chain)["bounds"]
+        w, s, e, n = self.backend.renderer.info(chain).bounds
         return (float(w), float(s), float(e), float(n))
 
     def _zoom_box(self, box: tuple[float, float, float, float], *, user: bool) -> None:

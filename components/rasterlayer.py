@@ -43,6 +43,7 @@ from components.tilemath import to_lonlat, to_mercator
 from engine.batch import open_for_screen
 from engine.errors import DataUnavailable, EOXError, InvalidInput
 from engine.paths import user_path
+from engine.render.grid import Grid
 
 log = logging.getLogger(__name__)
 
@@ -194,20 +195,10 @@ class Rendered:
 
 
 def screen_grid(view: tuple[float, float, float, float], size: tuple[int, int],
-                extent: tuple[float, float, float, float]
-                ) -> tuple[tuple[float, float, float, float], int, int] | None:
+                extent: tuple[float, float, float, float]) -> Grid | None:
     """The part of the screen (Mercator ``view`` at ``size`` pixels) covering ``extent``,
-    snapped outward to whole screen pixels: (bounds, width, height), or None off screen."""
-    vx0, vy0, vx1, vy1 = view
-    w, h = size
-    px, py = (vx1 - vx0) / w, (vy1 - vy0) / h
-    c0 = max(0, math.floor((extent[0] - vx0) / px + 1e-9))
-    c1 = min(w, math.ceil((extent[2] - vx0) / px - 1e-9))
-    r0 = max(0, math.floor((vy1 - extent[3]) / py + 1e-9))  # rows from the top
-    r1 = min(h, math.ceil((vy1 - extent[1]) / py - 1e-9))
-    if c1 <= c0 or r1 <= r0:
-        return None
-    return (vx0 + c0 * px, vy1 - r1 * py, vx0 + c1 * px, vy1 - r0 * py), c1 - c0, r1 - r0
+    snapped outward to whole screen pixels, or None off screen."""
+    return Grid(MERCATOR, view, *size).covering(extent)
 
 
 def to_screen(arr: xr.DataArray, bounds: tuple[float, float, float, float], width: int,
@@ -290,7 +281,7 @@ def render(source: RasterSource, view: tuple[float, float, float, float],
     grid = screen_grid(view, size, source.mercator_bounds())
     if grid is None:
         return None
-    bounds, w, h = grid
+    bounds, w, h = grid.bounds, grid.width, grid.height
     try:
         arr = source.read(bounds, w, h, bbox_crs=MERCATOR)
     except DataUnavailable:  # the reprojected box only grazes the raster

@@ -36,11 +36,12 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from engine.batch.compute import plan as batch_plan
-from engine.batch.plan import WGS84, Plan
+from engine.batch.plan import BatchPlan
 from engine.batch.write import iter_blocks
 from engine.catalog.base import Catalog
 from engine.chain.model import Chain
 from engine.errors import InvalidInput
+from engine.render.grid import WGS84
 from engine.vector import area_geometry
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class ExtractTooLarge(InvalidInput):
 class ExtractJob:
     """An extract ready to run: the batch plan, the polygon in the output CRS, the format."""
 
-    plan: Plan
+    plan: BatchPlan
     geometry: BaseGeometry  # WGS84
     native: dict  # GeoJSON geometry in the output CRS
     fmt: str
@@ -85,11 +86,11 @@ class ExtractJob:
 
     @property
     def width(self) -> int:
-        return self.plan.area.width
+        return self.plan.grid.width
 
     @property
     def height(self) -> int:
-        return self.plan.area.height
+        return self.plan.grid.height
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -113,10 +114,10 @@ class ExtractJob:
 
     def describe(self) -> str:
         """``1200 x 800 px, 4 bands (uint8), EPSG:32633 at 10 m``."""
-        area = self.plan.area
+        grid = self.plan.grid
         return (f"{self.width} x {self.height} px, {len(self.band_names)} band(s) "
-                f"({self.dtype}), {area.crs.to_string()} at {area.resolution:g} "
-                f"{_unit(area.crs)}")
+                f"({self.dtype}), {grid.crs.to_string()} at {grid.resolution:g} "
+                f"{_unit(grid.crs)}")
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ def prepare(chain: Chain, geometry: dict | BaseGeometry, *, fmt: str = "cog",
     # densify so straight lon/lat edges stay straight after reprojection
     w, s, e, n = geom.bounds
     dense = shapely.segmentize(geom, max(e - w, n - s) / 256 or 1e-6)
-    native = rasterio.warp.transform_geom(WGS84, p.area.crs, mapping(dense))
+    native = rasterio.warp.transform_geom(WGS84, p.grid.crs, mapping(dense))
     return ExtractJob(plan=p, geometry=geom, native=native, fmt=fmt, what=what, note=note)
 
 
@@ -214,7 +215,7 @@ def _temp_name(path: Path, suffix: str) -> Path:
 
 def _outside(job: ExtractJob, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """True for the block's pixels whose centre is outside the polygon."""
-    transform = job.plan.area.transform * Affine.translation(c0, r0)
+    transform = job.plan.grid.transform * Affine.translation(c0, r0)
     return rasterio.features.geometry_mask([job.native], out_shape=(r1 - r0, c1 - c0),
                                            transform=transform, all_touched=False)
 
@@ -246,17 +247,17 @@ def run(job: ExtractJob, path: str | os.PathLike[str], *, progress: Progress | N
         raise InvalidInput(f"{path} exists: pass overwrite=True to replace it")
     p, out = job.plan, job.plan.output
     assert out is not None
-    area = p.area
+    grid = p.grid
     total, done = job.blocks, 0
     raw, final = _temp_name(path, "raw"), _temp_name(path, "part")
-    png = np.zeros((len(out.band_names), area.height, area.width), np.uint8) \
+    png = np.zeros((len(out.band_names), grid.height, grid.width), np.uint8) \
         if job.fmt == "png" else None
     try:
         if job.fmt == "cog":
             profile: dict[str, Any] = {
-                "driver": "GTiff", "width": area.width, "height": area.height,
-                "count": len(out.band_names), "dtype": out.dtype, "crs": area.crs,
-                "transform": area.transform, "tiled": True, "blockxsize": BLOCK,
+                "driver": "GTiff", "width": grid.width, "height": grid.height,
+                "count": len(out.band_names), "dtype": out.dtype, "crs": grid.crs,
+                "transform": grid.transform, "tiled": True, "blockxsize": BLOCK,
                 "blockysize": BLOCK, "compress": "ZSTD", "zstd_level": 1,
                 "bigtiff": "IF_SAFER"}
             if out.display:
@@ -298,14 +299,14 @@ def run(job: ExtractJob, path: str | os.PathLike[str], *, progress: Progress | N
             _write_png(png, final)
         os.replace(final, path)
         if job.fmt == "png":  # a PNG holds no georeference: a world file and .prj beside it
-            write_world_file(path, area.transform, area.crs)
+            write_world_file(path, grid.transform, grid.crs)
     finally:
         raw.unlink(missing_ok=True)
         final.unlink(missing_ok=True)
     log.info("extracted %s (%s)", path, job.describe())
     return ExtractResult(
-        path=path, fmt=job.fmt, what=job.what, width=area.width, height=area.height,
-        crs=area.crs.to_string(), transform=tuple(area.transform)[:6],
+        path=path, fmt=job.fmt, what=job.what, width=grid.width, height=grid.height,
+        crs=grid.crs.to_string(), transform=tuple(grid.transform)[:6],
         band_names=tuple(out.band_names), dtype=out.dtype,
         nodata=None if out.display else out.nodata, note=job.note)
 

@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,11 +21,13 @@ from service.cache import TileCache
 from service.diskcache import DiskTileCache
 from service.errors import add_exception_handlers
 from service.middleware import GuardMiddleware, HostGuardMiddleware, SecurityHeadersMiddleware
+from service.protocols import Renderer
 from service.routes import CatalogRoutes, ChainRoutes, ExtractRoutes, HealthRoutes
 from service.routes.basemap import BasemapRoutes
 from service.routes.health import package_version
 from service.routes.profile import TimeRoutes
 from service.security import AccessPolicy, RateLimiter, SecurityMiddleware
+from service.tiles import TileProducer
 
 _trimmer: threading.Thread | None = None
 _trimmer_lock = threading.Lock()
@@ -75,7 +76,7 @@ def create_service(
     catalog: Catalog,
     *,
     chain_store: ChainStore,
-    renderer: Any = None,
+    renderer: Renderer | None = None,
     cache_bytes: int = 256 * 2**20,
     cors_origins: Sequence[str] = ("*",),
     max_body_bytes: int = 1_000_000,
@@ -111,7 +112,8 @@ def create_service(
 
     Returns:
         The FastAPI application; ``app.state`` holds ``catalog``, ``chain_store``,
-        ``renderer``, ``tile_cache`` and ``health_sections`` (extra /healthz keys).
+        ``renderer``, ``tile_producer``, ``tile_cache`` and ``health_sections`` (extra
+        /healthz keys).
     """
     if renderer is None:
         from engine.render import TileRenderer
@@ -149,12 +151,11 @@ def create_service(
     health = HealthRoutes(catalog=catalog, cache=cache)
     app.include_router(health.router)
     app.include_router(CatalogRoutes(catalog=catalog).router)
-    chains = ChainRoutes(catalog=catalog, chain_store=chain_store, renderer=renderer, cache=cache,
+    tiles = TileProducer(chain_store=chain_store, renderer=renderer, cache=cache,
                          disk=disk_cache, render_concurrency=render_concurrency)
-    health.sections["render"] = chains.render_stats
-    handles = getattr(renderer, "handles", None)
-    if callable(getattr(handles, "stats", None)):  # open datasets: bounded, watched in soaks
-        health.sections["handles"] = handles.stats
+    chains = ChainRoutes(catalog=catalog, chain_store=chain_store, tiles=tiles, reader=renderer)
+    health.sections["render"] = tiles.render_stats
+    health.sections["handles"] = renderer.handles.stats  # open datasets: watched in soaks
     if disk_cache is not None:
         health.sections["disk_cache"] = disk_cache.stats
     app.include_router(chains.router)
@@ -165,13 +166,12 @@ def create_service(
     app.state.catalog = catalog
     app.state.chain_store = chain_store
     app.state.renderer = renderer
-    app.state.chain_routes = chains  # ChainRoutes.warm: the dashboard prefetches tiles
+    app.state.tile_producer = tiles  # TileProducer.warm: the dashboard prefetches tiles
     app.state.tile_cache = cache
     app.state.health_sections = health.sections
     app.state.access = access
     app.state.rate_limiter = limiter
     health.sections["access"] = lambda: {**access.describe(), **limiter.stats()}
-    if callable(getattr(chain_store, "cache_stats", None)):
-        health.sections["chain_cache"] = chain_store.cache_stats
+    health.sections["chain_cache"] = chain_store.cache_stats
     tune_malloc(trim_s=trim_memory_s, arenas=malloc_arenas)
     return app

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidInput
+from engine.render.results import ChainInfo
 
 #: Deepest zoom level the service accepts (Web Mercator XYZ).
 MAX_ZOOM = 30
@@ -48,6 +49,31 @@ class ChainCreated(BaseModel):
     id: str
     tiles: str = Field(description="XYZ URL template, {z}/{x}/{y} left for the client")
     tilejson: str
+
+
+class TileJSON(BaseModel):
+    """A TileJSON 3.0 document of a chain's tiles."""
+
+    tilejson: Literal["3.0.0"] = "3.0.0"
+    name: str
+    description: str = ""
+    tiles: list[str]
+    minzoom: int
+    maxzoom: int
+    bounds: list[float] = Field(description="west, south, east, north (WGS84)")
+    center: tuple[float, float, int] = Field(description="lon, lat, zoom")
+    scheme: Literal["xyz"] = "xyz"
+    tilesize: int
+    bands: list[str] = Field(description="Output band names (empty: unknown)")
+
+    @classmethod
+    def of(cls, name: str, info: ChainInfo, url: str, *, tilesize: int) -> TileJSON:
+        """The document of a chain from its info and tile URL template."""
+        west, south, east, north = info.bounds
+        return cls(name=name, description=info.description, tiles=[url],
+                   minzoom=info.minzoom, maxzoom=info.maxzoom, bounds=list(info.bounds),
+                   center=((west + east) / 2, (south + north) / 2, info.minzoom),
+                   tilesize=tilesize, bands=list(info.band_names or []))
 
 
 #: Most vertices a statistics geometry may have (simplify bigger ones first): bounds the

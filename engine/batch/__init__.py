@@ -12,8 +12,11 @@ that each Dask worker process starts on first use.
 from engine.batch.cluster import connect
 from engine.batch.compute import compute, plan
 from engine.batch.largeraster import open_for_screen
-from engine.batch.plan import MAX_PIXELS, Area, Output, Plan
+from engine.batch.plan import MAX_PIXELS, BatchPlan, Output
 from engine.batch.write import iter_blocks, run, to_cog, to_zarr, write_cog, write_zarr
 
-__all__ = ["MAX_PIXELS", "Area", "Output", "Plan", "compute", "connect", "iter_blocks",
+#: Former name of :class:`BatchPlan` (the dashboard's batch tab imports it).
+Plan = BatchPlan
+
+__all__ = ["MAX_PIXELS", "BatchPlan", "Output", "Plan", "compute", "connect", "iter_blocks",
            "open_for_screen", "plan", "run", "to_cog", "to_zarr", "write_cog", "write_zarr"]

@@ -1,7 +1,7 @@
 """The block function run on Dask workers: read, mosaic and run the chain over one block.
 
-Reading and mosaicking go through the tile renderer's own code path (``_window_reader``,
-``_assemble``, ``_image``), so a block equals the tiles of the same grid. Each worker
+Reading and mosaicking go through the public render pipeline (``TileRenderer.read``,
+``engine.render.to_image``), so a block equals the tiles of the same grid. Each worker
 process keeps one renderer (open file handles) and, when a chain has ``execute`` steps
 and no executor is installed, starts one sandbox pool lazily.
 """
@@ -13,17 +13,18 @@ import threading
 from typing import Any
 
 import numpy as np
-import rasterio.warp
 from rio_tiler.models import ImageData
 
-from engine.batch.plan import WGS84, Output, Plan
+from engine.batch.plan import BatchPlan, Output
 from engine.chain.executor import get_executor, set_executor
 from engine.chain.raster import Raster, TimeStack
 from engine.chain.steps import RGBA_NAMES, Execute
 from engine.errors import ChainError, EOXError
 from engine.render.encode import to_rgba_planes
-from engine.render.fastwarp import Grid
-from engine.render.renderer import SceneSet, TileRenderer
+from engine.render.grid import Grid
+from engine.render.pipeline import to_image
+from engine.render.renderer import TileRenderer
+from engine.render.scenes import SceneSet
 
 _lock = threading.Lock()
 _renderers: dict[int, TileRenderer] = {}
@@ -51,7 +52,7 @@ def in_dask_worker() -> bool:
     return True
 
 
-def ensure_executor(plan: Plan) -> None:
+def ensure_executor(plan: BatchPlan) -> None:
     """In a Dask worker process, start a sandbox pool (once, lazily) for execute steps.
 
     Outside a worker the process's own configuration is respected: with no executor,
@@ -78,28 +79,26 @@ def sandbox_pool() -> Any:
     return _sandbox_pool
 
 
-def apply(plan: Plan, bounds: tuple[float, float, float, float], width: int,
-          height: int) -> Raster | None:
-    """The chain's output over a grid (display chains: checked 8-bit ImageData), or None."""
+def apply(plan: BatchPlan, grid: Grid) -> Raster | None:
+    """The chain's output on ``grid`` (display chains: checked 8-bit ImageData), or None."""
     ensure_executor(plan)
     r = renderer(plan.max_items)
-    chain, area = plan.chain, plan.area
+    chain = plan.chain
     if chain.source.times:  # every date of the area, so blocks share one time axis
-        scenes = r._limit(chain, list(plan.scenes))
+        scenes = r.limit(chain, list(plan.scenes))
     else:
-        wgs = rasterio.warp.transform_bounds(area.crs, WGS84, *bounds, densify_pts=21)
-        scenes = r._limit(chain, SceneSet(list(plan.scenes), plan.read_names).intersecting(wgs))
+        sset = SceneSet(list(plan.scenes), plan.read_names)
+        scenes = r.limit(chain, sset.intersecting(grid.wgs84()))
     if not scenes:
         return None
-    read = r._window_reader(Grid(area.crs, bounds, width, height))
-    raster = r._assemble(chain, scenes, read, names=plan.read_names)
+    raster = r.read(chain, scenes, grid, names=plan.read_names)
     if plan.analytic or chain_is_analytic(plan):
         return None if raster is None else chain.apply(raster, analytic_only=plan.analytic,
                                                        skip_cloud=True)
-    return r._image(chain, raster, bounds, area.crs)
+    return to_image(chain, raster, grid)
 
 
-def chain_is_analytic(plan: Plan) -> bool:
+def chain_is_analytic(plan: BatchPlan) -> bool:
     """True when the chain has no visual step (its output are values, not colours)."""
     return not any(s.kind == "visual" for s in plan.chain.steps)
 
@@ -139,18 +138,18 @@ def to_block(out: Raster | None, output: Output, shape: tuple[int, int]) -> np.n
     return data
 
 
-def render_block(plan: Plan, i: int, j: int) -> np.ndarray:
+def render_block(plan: BatchPlan, i: int, j: int) -> np.ndarray:
     """Block (i, j) of the run: read with ``plan.overlap`` pixels of halo, then cropped."""
     (r0, r1), (c0, c1) = plan.block_rows[i], plan.block_cols[j]
     h = plan.overlap
-    bounds = plan.area.window_bounds(r0 - h, r1 + h, c0 - h, c1 + h)
+    grid = plan.grid.window(r0 - h, r1 + h, c0 - h, c1 + h)
     where = (f"block ({i}, {j}) = rows {r0}:{r1}, cols {c0}:{c1}, bbox "
-             f"{[round(v, 6) for v in plan.area.window_bounds(r0, r1, c0, c1)]} in "
-             f"{plan.area.crs.to_string()}")
+             f"{[round(v, 6) for v in plan.grid.window_bounds(r0, r1, c0, c1)]} in "
+             f"{plan.grid.crs.to_string()}")
     assert plan.output is not None
     try:
-        out = apply(plan, bounds, (c1 - c0) + 2 * h, (r1 - r0) + 2 * h)
-        block = to_block(out, plan.output, ((r1 - r0) + 2 * h, (c1 - c0) + 2 * h))
+        out = apply(plan, grid)
+        block = to_block(out, plan.output, grid.shape)
     except EOXError as exc:
         raise located(exc, where) from exc
     except Exception as exc:  # not ours (a bug, or memory): keep its type, say where

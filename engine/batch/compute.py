@@ -35,14 +35,11 @@ from rio_tiler.models import ImageData
 from engine.batch import blocks
 from engine.batch.plan import (
     MAX_PIXELS,
-    WGS84,
-    Area,
+    BatchPlan,
     Output,
-    Plan,
     check_size,
     date_groups,
     default_grid,
-    make_area,
     parse_bbox,
     parse_crs,
 )
@@ -53,6 +50,8 @@ from engine.chain.model import Chain
 from engine.chain.raster import TimeStack
 from engine.chain.steps import Execute
 from engine.errors import DataUnavailable, InvalidInput, SandboxError
+from engine.render.grid import WGS84, Grid
+from engine.render.pipeline import to_image
 from engine.render.renderer import TileRenderer
 from engine.security.gdal_paths import open_raster
 from engine.storage import read_error
@@ -67,7 +66,7 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
          crs: Any = None, resolution: float | None = None, chunks: int | Sequence[int] = 1024,
          overlap: int = 0, analytic: bool = False, catalog: Catalog | None = None,
          max_pixels: int = MAX_PIXELS, max_items: int = 200,
-         sandbox: dict[str, Any] | None = None, client: Any = None) -> Plan:
+         sandbox: dict[str, Any] | None = None, client: Any = None) -> BatchPlan:
     """Resolve the scenes and the output grid, check limits, probe the output's bands.
 
     Raises InvalidInput (bad bbox/crs/resolution, area over ``max_pixels``), ChainError,
@@ -103,20 +102,20 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
         dcrs, dres = default_grid(scenes[0])
         crs = dcrs if crs is None else crs
         resolution = dres if resolution is None else resolution
-    area = make_area(box, bbox_crs=bcrs, crs=parse_crs(crs), resolution=resolution)
+    grid = Grid.snapped(box, bbox_crs=bcrs, crs=parse_crs(crs), resolution=resolution)
     # scenes of the output area (it may be larger than the bbox after snapping)
-    scenes = sset.intersecting(area.wgs84())
+    scenes = sset.intersecting(grid.wgs84())
     dates = date_groups(scenes) if chain.source.times else []
-    check_size(area, dates=len(dates), max_pixels=max_pixels)
+    check_size(grid, dates=len(dates), max_pixels=max_pixels)
     if chain.source.times and len(scenes) > max_items:
-        r._limit(chain, scenes)  # ChainError naming the limit
+        r.limit(chain, scenes)  # ChainError naming the limit
     # the cost budget of one block (what one task reads), before any work is sent
-    rows, cols = (min(n, c + 2 * overlap) for n, c in zip((area.height, area.width), chunks,
+    rows, cols = (min(n, c + 2 * overlap) for n, c in zip((grid.height, grid.width), chunks,
                                                           strict=True))
     check_read_cost(chain, dates=max(1, len(dates)), pixels=rows * cols)
-    p = Plan(chain=chain, scenes=tuple(scenes), read_names=tuple(sset.band_names), area=area,
-             chunks=chunks, overlap=overlap, analytic=analytic, max_items=max_items,
-             sandbox=dict(sandbox or {}))
+    p = BatchPlan(chain=chain, scenes=tuple(scenes), read_names=tuple(sset.band_names),
+                  grid=grid, chunks=chunks, overlap=overlap, analytic=analytic,
+                  max_items=max_items, sandbox=dict(sandbox or {}))
     if client is not None:
         output = client.submit(probe, p, pure=False).result()
     else:
@@ -133,17 +132,17 @@ def _check_executor(chain: Chain, client: Any) -> None:
                            "starts a sandbox) or call engine.sandbox.install_executor() first")
 
 
-def probe(p: Plan) -> Output:
+def probe(p: BatchPlan) -> Output:
     """Run the chain on a small window (where the first scene has data) to learn the
     output's bands and dtype; on a synthetic input when that window has no valid pixel."""
-    area, res = p.area, p.area.resolution
+    grid, res = p.grid, p.grid.resolution
     w, s, e, n = p.scenes[0].bbox
-    aw, as_, ae, an = area.wgs84()
+    aw, as_, ae, an = grid.wgs84()
     lon, lat = (max(w, aw) + min(e, ae)) / 2, (max(s, as_) + min(n, an)) / 2
-    xs, ys = rasterio.warp.transform(WGS84, area.crs, [lon], [lat])
+    xs, ys = rasterio.warp.transform(WGS84, grid.crs, [lon], [lat])
     half = PROBE / 2 * res
     bounds = (xs[0] - half, ys[0] - half, xs[0] + half, ys[0] + half)
-    out = blocks.apply(p, bounds, PROBE, PROBE)
+    out = blocks.apply(p, Grid(grid.crs, bounds, PROBE, PROBE))
     if out is None:
         out = _synthetic(p)
     display = not (p.analytic or blocks.chain_is_analytic(p))
@@ -157,7 +156,7 @@ def probe(p: Plan) -> Output:
     return Output(names, dtype.name, _nodata(p, dtype, names), False, dates)
 
 
-def _synthetic(p: Plan):
+def _synthetic(p: BatchPlan):
     """The chain applied to ones of the source dtype (the probe window had no data)."""
     started = time.monotonic()
     try:
@@ -171,18 +170,18 @@ def _synthetic(p: Plan):
         dates = tuple(date_groups(p.scenes))
         arr = np.ma.MaskedArray(np.ones((len(dates), len(names), 8, 8), dtype),
                                 mask=np.zeros((len(dates), len(names), 8, 8), bool))
-        raster = TimeStack(arr, dates, tuple(names), crs=p.area.crs)
+        raster = TimeStack(arr, dates, tuple(names), crs=p.grid.crs)
     else:
         arr = np.ma.MaskedArray(np.ones((len(names), 8, 8), dtype),
                                 mask=np.zeros((len(names), 8, 8), bool))
-        raster = ImageData(arr, band_names=names, crs=p.area.crs)
+        raster = ImageData(arr, band_names=names, crs=p.grid.crs)
     analytic = p.analytic or blocks.chain_is_analytic(p)
     if analytic:
         return p.chain.apply(raster, analytic_only=p.analytic, skip_cloud=True)
-    return blocks.renderer(p.max_items)._image(p.chain, raster, (0, 0, 8, 8), p.area.crs)
+    return to_image(p.chain, raster, Grid(p.grid.crs, (0, 0, 8, 8), 8, 8))
 
 
-def _nodata(p: Plan, dtype: np.dtype, names: tuple[str, ...]) -> float:
+def _nodata(p: BatchPlan, dtype: np.dtype, names: tuple[str, ...]) -> float:
     if dtype.kind == "f":
         return math.nan
     info = np.iinfo(dtype)
@@ -193,10 +192,10 @@ def _nodata(p: Plan, dtype: np.dtype, names: tuple[str, ...]) -> float:
     return float(info.max)
 
 
-def as_dask(p: Plan) -> da.Array:
+def as_dask(p: BatchPlan) -> da.Array:
     """The run as a Dask array: the plan is one graph key, each block one task."""
     assert p.output is not None
-    token = tokenize(p.chain.to_json(), p.area, p.chunks, p.overlap, p.analytic,
+    token = tokenize(p.chain.to_json(), p.grid, p.chunks, p.overlap, p.analytic,
                      [s.id for s in p.scenes], p.max_items, p.output)
     name, plan_key = f"eox-chain-{token}", f"eox-plan-{token}"
     prefix = p.output.shape_prefix
@@ -212,11 +211,11 @@ def as_dask(p: Plan) -> da.Array:
     return da.Array(graph, name, chunks=chunks, dtype=np.dtype(p.output.dtype))
 
 
-def to_dataarray(p: Plan, data: Any) -> xr.DataArray:
+def to_dataarray(p: BatchPlan, data: Any) -> xr.DataArray:
     """Wrap the run's array with coordinates (time, band, y, x) and georeferencing attrs."""
-    out, area = p.output, p.area
+    out, grid = p.output, p.grid
     assert out is not None
-    y, x = area.coords()
+    y, x = grid.coords()
     coords: dict[str, Any] = {"band": np.array(out.band_names, dtype=object), "y": y, "x": x}
     dims = ["band", "y", "x"]
     if out.dates is not None:
@@ -224,8 +223,8 @@ def to_dataarray(p: Plan, data: Any) -> xr.DataArray:
         coords["time"] = pd.DatetimeIndex(
             [pd.Timestamp(d).tz_convert("UTC").tz_localize(None) if d and d.tzinfo
              else pd.Timestamp(d) if d else pd.NaT for d in out.dates])
-    attrs = {"crs": area.crs.to_string(), "transform": tuple(area.transform)[:6],
-             "resolution": area.resolution, "nodata": out.nodata,
+    attrs = {"crs": grid.crs.to_string(), "transform": tuple(grid.transform)[:6],
+             "resolution": grid.resolution, "nodata": out.nodata,
              "chain_id": p.chain.id, "chain": p.chain.to_json(),
              "kind": "display" if out.display else "analytic"}
     return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name="result")
@@ -269,4 +268,4 @@ def compute(chain: Chain, *, bbox: str | Sequence[float], crs: Any = None,
     return to_dataarray(p, arr)
 
 
-__all__ = ["Area", "as_dask", "compute", "plan", "probe", "to_dataarray"]
+__all__ = ["as_dask", "compute", "plan", "probe", "to_dataarray"]

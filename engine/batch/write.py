@@ -26,7 +26,7 @@ from rasterio.windows import Window
 
 from engine.batch import blocks
 from engine.batch.compute import as_dask, plan, to_dataarray
-from engine.batch.plan import Plan
+from engine.batch.plan import BatchPlan
 from engine.chain.model import Chain
 from engine.errors import InvalidInput
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 Progress = bool | Callable[[int, int], None]
 
 
-def iter_blocks(p: Plan, *, client: Any = None, threads: int | None = None,
+def iter_blocks(p: BatchPlan, *, client: Any = None, threads: int | None = None,
                 progress: Progress = False) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(i, j, block)`` as blocks complete, keeping a bounded number in flight.
 
@@ -83,7 +83,7 @@ def _bar(total: int, progress: Progress) -> Any:
     return tqdm(total=total, unit="block", desc="blocks", dynamic_ncols=True)
 
 
-def _iter_threads(p: Plan, todo: list[tuple[int, int]], threads: int,
+def _iter_threads(p: BatchPlan, todo: list[tuple[int, int]], threads: int,
                   bar: Any) -> Iterator[tuple[int, int, np.ndarray]]:
     limit = 2 * threads
     pending: dict[Any, tuple[int, int]] = {}
@@ -109,7 +109,7 @@ def _iter_threads(p: Plan, todo: list[tuple[int, int]], threads: int,
                 fut.cancel()
 
 
-def _iter_distributed(p: Plan, todo: list[tuple[int, int]], client: Any,
+def _iter_distributed(p: BatchPlan, todo: list[tuple[int, int]], client: Any,
                       bar: Any) -> Iterator[tuple[int, int, np.ndarray]]:
     from distributed import as_completed
 
@@ -161,7 +161,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_cog(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
+def write_cog(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None,
               threads: int | None = None, progress: Progress = False, compress: str = "DEFLATE",
               blocksize: int = 512, overwrite: bool = False) -> Path:
     """Compute ``p`` and write it as a Cloud-Optimized GeoTIFF with overviews at ``path``."""
@@ -172,12 +172,12 @@ def write_cog(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
                            "(reduce(...)) or write a Zarr store (to_zarr) to keep the dates")
     path = Path(path)
     _check_target(path, overwrite)
-    area = p.area
+    grid = p.grid
     raw, final = _temp_name(path, "raw.tif"), _temp_name(path, "tif")
     profile = {
-        "driver": "GTiff", "width": area.width, "height": area.height,
-        "count": len(out.band_names), "dtype": out.dtype, "crs": area.crs,
-        "transform": area.transform, "tiled": True, "blockxsize": blocksize,
+        "driver": "GTiff", "width": grid.width, "height": grid.height,
+        "count": len(out.band_names), "dtype": out.dtype, "crs": grid.crs,
+        "transform": grid.transform, "tiled": True, "blockxsize": blocksize,
         "blockysize": blocksize, "compress": "ZSTD", "zstd_level": 1, "bigtiff": "IF_SAFER",
         "num_threads": "ALL_CPUS",
     }
@@ -209,12 +209,12 @@ def write_cog(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
     finally:
         _remove(raw)
         _remove(final)
-    log.info("wrote %s (%d x %d, %d bands)", path, area.width, area.height,
+    log.info("wrote %s (%d x %d, %d bands)", path, grid.width, grid.height,
              len(out.band_names))
     return path
 
 
-def write_zarr(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
+def write_zarr(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None,
                threads: int | None = None, progress: Progress = False,
                overwrite: bool = False) -> Path:
     """Compute ``p`` and write it as a Zarr store at ``path`` (variable ``result``, a
@@ -231,9 +231,9 @@ def write_zarr(p: Plan, path: str | os.PathLike[str], *, client: Any = None,
     ds["result"].attrs = {k: v for k, v in arr.attrs.items() if k not in ("nodata",)}
     ds["result"].attrs["grid_mapping"] = "spatial_ref"
     ds["result"].attrs["transform"] = list(arr.attrs["transform"])
-    t = p.area.transform
+    t = p.grid.transform
     ds = ds.assign_coords(spatial_ref=xr.DataArray(0, attrs={
-        "crs_wkt": p.area.crs.to_wkt(), "spatial_ref": p.area.crs.to_wkt(),
+        "crs_wkt": p.grid.crs.to_wkt(), "spatial_ref": p.grid.crs.to_wkt(),
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))}))
     encoding: dict[str, Any] = {"result": {}}
     if out.nodata is not None:

@@ -19,7 +19,8 @@ from engine.catalog.base import (
     Query,
     sort_key_names,
 )
-from engine.catalog.sqlite import PROMOTED, SQLiteCatalog
+from engine.catalog.sqlite import SQLiteCatalog
+from engine.catalog.sqlsearch import PROMOTED
 
 __all__ = [
     "CORE_PROPERTIES",

@@ -18,42 +18,19 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pystac
-import shapely
-import shapely.geometry
 
-from engine.catalog.base import OPERATORS, Catalog, Filter, Query
-from engine.errors import (
-    CatalogError,
-    IngestError,
-    InvalidQuery,
-    NotFound,
-    UnknownCollection,
-)
-from engine.timeutil import bbox_geometry, date_bound, is_datetime_property, parse_datetime
+from engine.catalog.base import Catalog, Query
+from engine.catalog.sqlitems import STRUCTURAL_RELS, batches, item_rows, to_item
+from engine.catalog.sqlsearch import SearchPlan
+from engine.errors import CatalogError, NotFound, UnknownCollection
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-#: STAC property -> promoted column of ``items`` (indexed where queries need it).
-PROMOTED: dict[str, str] = {
-    "eo:cloud_cover": "cloud",
-    "platform": "platform",
-    "constellation": "constellation",
-    "processing:level": "level",
-    "grid:code": "grid",
-    "sat:relative_orbit": "orbit",
-}
-
-#: Links that tie an item or collection to the catalog it came from; not stored.
-_STRUCTURAL_RELS = frozenset({"self", "root", "parent", "collection", "child", "item"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -192,7 +169,7 @@ class SQLiteCatalog(Catalog):
             raise CatalogError(f"expected a pystac.Collection, got {type(collection).__name__}")
         data = collection.to_dict(include_self_link=False, transform_hrefs=False)
         data["links"] = [
-            lk for lk in data.get("links", []) if lk.get("rel") not in _STRUCTURAL_RELS
+            lk for lk in data.get("links", []) if lk.get("rel") not in STRUCTURAL_RELS
         ]
         conn = self._conn()
         with _transaction(conn):
@@ -249,8 +226,8 @@ class SQLiteCatalog(Catalog):
             max_span = float(row[0])
             props: set[str] = set()
             ids: dict[str, None] = {}
-            for batch in _batches(items, 512):
-                for values in _item_rows(batch, collection, props):
+            for batch in batches(items, 512):
+                for values in item_rows(batch, collection, props):
                     (rowid,) = conn.execute(_UPSERT, values).fetchone()
                     minx, miny, maxx, maxy = values[11:15]
                     if minx is None:
@@ -278,7 +255,7 @@ class SQLiteCatalog(Catalog):
         if row is None:
             self._check_collection(collection)
             raise NotFound(f"no item {item_id!r} in the collection {collection!r}")
-        return _to_item(row[0])
+        return to_item(row[0])
 
     def has_item(self, collection: str, item_id: str) -> bool:
         row = self._conn().execute(
@@ -295,11 +272,11 @@ class SQLiteCatalog(Catalog):
 
     # -- search -----------------------------------------------------------------------
     def search(self, query: Query) -> list[pystac.Item]:
-        plan = _Plan(query, max_span=self._check_collection(query.collection))
+        plan = SearchPlan(query, max_span=self._check_collection(query.collection))
         conn = self._conn()
         if not plan.spatial:
             sql, params = plan.sql("i.json", limit=query.limit)
-            return [_to_item(r[0]) for r in conn.execute(sql, params)]
+            return [to_item(r[0]) for r in conn.execute(sql, params)]
         rowids = list(plan.matching_rowids(conn, limit=query.limit))
         if not rowids:
             return []
@@ -309,10 +286,10 @@ class SQLiteCatalog(Catalog):
                 (json.dumps(rowids),),
             ).fetchall()
         )
-        return [_to_item(found[r]) for r in rowids]
+        return [to_item(found[r]) for r in rowids]
 
     def count(self, query: Query) -> int:
-        plan = _Plan(
+        plan = SearchPlan(
             query.with_(limit=None, sortby=()), max_span=self._check_collection(query.collection)
         )
         conn = self._conn()
@@ -323,7 +300,7 @@ class SQLiteCatalog(Catalog):
 
     def explain(self, query: Query) -> list[str]:
         """SQLite's plan for the query's main statement (for tuning and the benchmark)."""
-        plan = _Plan(query, max_span=self._check_collection(query.collection))
+        plan = SearchPlan(query, max_span=self._check_collection(query.collection))
         sql, params = plan.sql("i.rowid", limit=query.limit)
         return [r[3] for r in self._conn().execute("EXPLAIN QUERY PLAN " + sql, params)]
 
@@ -369,311 +346,3 @@ class _transaction:
             self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise CatalogError(f"cannot write the catalog: {exc}") from exc
-
-
-_ITEM_FIELDS = frozenset(
-    {"id", "geometry", "bbox", "stac_extensions", "collection", "links", "assets",
-     "properties", "type", "stac_version"}
-)
-
-
-def _to_item(text: str) -> pystac.Item:
-    """A pystac Item from stored JSON. Twice as fast as ``Item.from_dict``: the JSON was
-    normalized at write time, so migration and extension deprecation checks are skipped."""
-    d = json.loads(text)
-    props = d.get("properties") or {}
-    when = props.get("datetime")
-    item = pystac.Item(
-        id=d["id"],
-        geometry=d.get("geometry"),
-        bbox=d.get("bbox"),
-        datetime=parse_datetime(when) if when else None,
-        properties=props,
-        stac_extensions=d.get("stac_extensions"),
-        collection=d.get("collection"),
-        extra_fields={k: v for k, v in d.items() if k not in _ITEM_FIELDS},
-        assets={k: pystac.Asset.from_dict(v) for k, v in (d.get("assets") or {}).items()},
-    )
-    for link in d.get("links") or []:
-        item.add_link(pystac.Link.from_dict(link))
-    return item
-
-
-def _epoch(value: str | datetime | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    return value.timestamp()
-
-
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _item_rows(batch: list[Any], collection: str, props_seen: set[str]) -> list[tuple[Any, ...]]:
-    """The ``items`` rows of a batch of items; footprints are parsed in one vectorized call.
-    Raises IngestError naming the first bad item."""
-    prepared = [_prepare(item, collection) for item in batch]
-    geojson = [json.dumps(p[0]["geometry"]) for p in prepared if p[0].get("geometry") is not None]
-    try:
-        geoms = iter(shapely.from_geojson(geojson)) if geojson else iter(())
-    except shapely.errors.ShapelyError as exc:  # find and name the bad one
-        for data, *_ in prepared:
-            if data.get("geometry") is not None:
-                _geometry(data["id"], data["geometry"])
-        raise IngestError(f"an item has an invalid geometry: {exc}") from None
-    rows = []
-    for data, dt, lo, hi in prepared:
-        geom_wkb, is_box, bounds = None, 0, (None, None, None, None)
-        if data.get("geometry") is not None:
-            geom = next(geoms)
-            if geom is None or geom.is_empty:
-                raise IngestError(f"item {data['id']!r} has an empty or invalid geometry")
-            bounds = tuple(float(v) for v in geom.bounds)
-            if not (-180 <= bounds[0] <= bounds[2] <= 180 and -90 <= bounds[1] <= bounds[3] <= 90):
-                raise IngestError(f"item {data['id']!r} geometry is not in WGS84 lon/lat: {bounds}")
-            is_box = int(_is_box(geom, bounds))
-            geom_wkb = shapely.to_wkb(geom)
-            data["bbox"] = list(bounds)
-        props = data["properties"]
-        props_seen.update(props)
-        cloud = props.get("eo:cloud_cover")
-        orbit = props.get("sat:relative_orbit")
-        rows.append((
-            collection, data["id"], dt, lo, hi,
-            float(cloud) if isinstance(cloud, (int, float)) else None,
-            props.get("platform"), props.get("constellation"), props.get("processing:level"),
-            props.get("grid:code"), int(orbit) if isinstance(orbit, (int, float)) else None,
-            *bounds, is_box, geom_wkb, json.dumps(data, separators=(",", ":")),
-        ))
-    return rows
-
-
-def _is_box(geom: shapely.Geometry, bounds: tuple[float, ...]) -> bool:
-    """True if the footprint is exactly its bbox (then SQL bound checks are exact)."""
-    if geom.geom_type != "Polygon" or len(geom.interiors) or len(geom.exterior.coords) != 5:
-        return False
-    w, s, e, n = bounds
-    corners = {(w, s), (w, n), (e, s), (e, n)}
-    coords = {(float(x), float(y)) for x, y, *_ in geom.exterior.coords}
-    return coords == corners and w < e and s < n
-
-
-def _geometry(item_id: str, geometry: Any) -> shapely.Geometry:
-    try:
-        return shapely.geometry.shape(geometry)
-    except Exception as exc:  # shapely raises several types for malformed GeoJSON
-        raise IngestError(f"item {item_id!r} has an invalid geometry: {exc}") from None
-
-
-def _prepare(item: pystac.Item | dict, collection: str) -> tuple[dict, float | None, float, float]:
-    """The item as a dict ready to store, with its datetime and time range (epoch s)."""
-    if isinstance(item, pystac.Item):
-        data = item.to_dict(include_self_link=False, transform_hrefs=False)
-    elif isinstance(item, dict):
-        data = dict(item)
-    else:
-        raise IngestError(f"expected a pystac.Item or a STAC item dict, got {type(item).__name__}")
-    item_id = data.get("id")
-    if not isinstance(item_id, str) or not item_id:
-        raise IngestError(f"an item has no id (in collection {collection!r})")
-    props = data.get("properties")
-    if not isinstance(props, dict):
-        raise IngestError(f"item {item_id!r} has no properties")
-    try:
-        dt = _epoch(props.get("datetime"))
-        lo = _epoch(props.get("start_datetime")) if dt is None else dt
-        hi = _epoch(props.get("end_datetime")) if dt is None else dt
-    except Exception as exc:  # InvalidQuery from the parser, or a non-string value
-        raise IngestError(f"item {item_id!r} has an unreadable datetime: {exc}") from None
-    if lo is None or hi is None:
-        raise IngestError(f"item {item_id!r} has neither datetime nor start/end_datetime")
-    if data.get("geometry") is not None and not isinstance(data["geometry"], dict):
-        raise IngestError(f"item {item_id!r} has an invalid geometry: not a GeoJSON object")
-    data["collection"] = collection
-    data["links"] = [lk for lk in data.get("links", []) if lk.get("rel") not in _STRUCTURAL_RELS]
-    return data, dt, lo, hi
-
-
-#: Query areas (square degrees) up to which the R*Tree drives a query that also has a
-#: date range; larger areas start from the (collection, date) index instead.
-RTREE_MAX_AREA = 400.0
-
-_EPOCH_SQL = "round((julianday({}) - 2440587.5) * 86400.0, 3)"
-
-
-class _Plan:
-    """The SQL for one Query: WHERE clause, ORDER BY, and the exact spatial test."""
-
-    def __init__(self, query: Query, *, max_span: float) -> None:
-        self.query = query
-        self.where: list[str] = ["i.collection = ?"]
-        self.params: list[Any] = [query.collection]
-        self.spatial = query.bbox is not None or query.intersects is not None
-        self._time(query, max_span)
-        for f in query.filters:
-            self._filter(f)
-        if query.ids is not None:
-            self.where.append("i.id IN (SELECT value FROM json_each(?))")
-            self.params.append(json.dumps(list(query.ids)))
-        self.order = self._order(query.sortby)
-        self.shapes: list[shapely.Geometry] = []
-        self.rect_query = True
-        self.area = 0.0
-        if self.spatial:
-            self._space(query)
-
-    # time range: items whose [dt_lo, dt_hi] overlaps [start, end]
-    def _time(self, query: Query, max_span: float) -> None:
-        if query.end is not None:
-            self.where.append("i.dt_lo <= ?")
-            self.params.append(query.end.timestamp())
-        if query.start is not None:
-            start = query.start.timestamp()
-            # The first bound lets the (collection, dt_lo) index range-scan from both sides.
-            self.where.append("i.dt_lo >= ? AND i.dt_hi >= ?")
-            self.params += [start - max_span, start]
-
-    def _filter(self, f: Filter) -> None:
-        if f.op not in OPERATORS:
-            raise InvalidQuery(f"unknown operator {f.op!r}", choices=OPERATORS)
-        expr, params, conv = _column(f.prop)
-        if f.op == "in":
-            if not isinstance(f.value, (list, tuple, set, frozenset)):
-                raise InvalidQuery(f"'in' takes a list of values, got {f.value!r}")
-            self.where.append(f"{expr} IN (SELECT value FROM json_each(?))")
-            self.params += [*params, json.dumps([conv(v) for v in f.value])]
-        else:
-            self.where.append(f"{expr} {f.op} ?")
-            self.params += [*params, conv(f.value)]
-
-    def _order(self, sortby: Sequence[tuple[str, bool]]) -> str:
-        terms: list[str] = []
-        params: list[Any] = []
-        for prop, ascending in sortby or (("datetime", False),):
-            expr, p, _ = _column(prop, sort=True)
-            # Missing values sort last in both directions (as in DuckDB and most STAC APIs).
-            terms.append(f"({expr}) IS NULL, {expr} {'ASC' if ascending else 'DESC'}")
-            params += p + p
-        self.order_params = params
-        return ", ".join([*terms, "i.id"])
-
-    def _space(self, query: Query) -> None:
-        # Bounds every candidate's bbox must satisfy: the AND of each shape's overlap test.
-        lo_x, lo_y, hi_x, hi_y = -1e9, -1e9, 1e9, 1e9
-        if query.bbox is not None:
-            self.shapes.append(bbox_geometry(query.bbox))
-        if query.intersects is not None:
-            try:
-                shape = shapely.geometry.shape(query.intersects)
-            except Exception as exc:  # shapely raises several types for malformed GeoJSON
-                raise InvalidQuery(f"not a valid GeoJSON geometry: {exc}") from None
-            self.shapes.append(shape)
-            self.rect_query = bool(
-                shape.geom_type == "Point" or shape.equals(bbox_geometry(shape.bounds))
-            )
-        for shape in self.shapes:
-            w, s, e, n = shape.bounds
-            lo_x, lo_y, hi_x, hi_y = max(lo_x, w), max(lo_y, s), min(hi_x, e), min(hi_y, n)
-            shapely.prepare(shape)
-        self.area = max(0.0, hi_x - lo_x) * max(0.0, hi_y - lo_y)
-        # The R*Tree stores float32 boxes rounded outward: it preselects, the exact float64
-        # columns decide.
-        self.where.append(
-            "r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? "
-            "AND i.minx <= ? AND i.maxx >= ? AND i.miny <= ? AND i.maxy >= ?"
-        )
-        self.params += [hi_x, lo_x, hi_y, lo_y] * 2
-
-    def sql(self, columns: str, *, limit: int | None, order: bool = True) -> tuple[str, list[Any]]:
-        # CROSS JOIN fixes the loop order (SQLite honours it): a small area is answered
-        # from the R*Tree; a large area with a date range from the date index.
-        if not self.spatial:
-            source = "items i"
-        elif self.area <= RTREE_MAX_AREA or (self.query.start is None and self.query.end is None):
-            source = "items_rtree r CROSS JOIN items i ON i.rowid = r.id"
-        else:
-            source = "items i INDEXED BY items_coll_dt CROSS JOIN items_rtree r ON r.id = i.rowid"
-        sql = f"SELECT {columns} FROM {source} WHERE {' AND '.join(self.where)}"
-        params = list(self.params)
-        if order:
-            sql += f" ORDER BY {self.order}"
-            params += self.order_params
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(min(int(limit), 2**62))  # beyond SQLite's integers: no limit
-        return sql, params
-
-    def matching_rowids(
-        self, conn: sqlite3.Connection, *, limit: int | None, order: bool = True
-    ) -> Iterator[int]:
-        """Rowids passing the exact footprint test, in order, at most ``limit``."""
-        sql, params = self.sql("i.rowid, i.is_box, i.geom", limit=None, order=order)
-        cursor = conn.execute(sql, params)
-        left = limit if limit is not None else -1
-        while left != 0:
-            rows = cursor.fetchmany(1024)
-            if not rows:
-                return
-            keep = self._exact(rows)
-            for (rowid, _, _), ok in zip(rows, keep, strict=True):
-                if ok:
-                    yield rowid
-                    left -= 1
-                    if left == 0:
-                        return
-
-    def _exact(self, rows: list[tuple[int, int, bytes]]) -> np.ndarray:
-        keep = np.ones(len(rows), dtype=bool)
-        need = np.array(
-            [not (self.rect_query and is_box) for _, is_box, _ in rows], dtype=bool
-        )
-        if need.any():
-            geoms = shapely.from_wkb([rows[k][2] for k in np.flatnonzero(need)])
-            ok = np.ones(len(geoms), dtype=bool)
-            for shape in self.shapes:
-                ok &= shapely.intersects(geoms, shape)
-            keep[need] = ok
-        return keep
-
-
-def _column(prop: str, *, sort: bool = False) -> tuple[str, list[Any], Any]:
-    """SQL expression, its parameters, and the value converter for a property."""
-    if prop == "id":
-        return "i.id", [], _same
-    if prop == "collection":
-        return "i.collection", [], _same
-    if prop == "datetime":
-        return ("i.dt_lo" if sort else "i.datetime"), [], _to_epoch_value
-    if prop in PROMOTED:
-        return f"i.{PROMOTED[prop]}", [], _same
-    if '"' in prop or not prop or not prop.isprintable():
-        raise InvalidQuery(f"invalid property name {prop!r}")
-    path = f'$.properties."{prop}"'
-    if is_datetime_property(prop):
-        return _EPOCH_SQL.format("json_extract(i.json, ?)"), [path], _to_epoch_ms
-    return "json_extract(i.json, ?)", [path], _same
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _to_epoch_value(value: Any) -> float:
-    if isinstance(value, (datetime, date, str)):
-        bound = date_bound(value, end=False)
-        assert bound is not None
-        return bound.timestamp()
-    raise InvalidQuery(f"a datetime is compared with a date or a string, not {value!r}")
-
-
-def _to_epoch_ms(value: Any) -> float:
-    return round(_to_epoch_value(value), 3)

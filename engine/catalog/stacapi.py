@@ -19,16 +19,12 @@ values last) so that ties and missing values come out as from the embedded backe
 from __future__ import annotations
 
 import logging
-import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import pystac
-import shapely
-import shapely.geometry
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.errors import ClientTypeError
@@ -36,9 +32,25 @@ from pystac_client.exceptions import APIError
 from pystac_client.item_search import ItemSearch
 from pystac_client.warnings import PystacClientWarning
 
-from engine.catalog.base import CORE_PROPERTIES, OPERATORS, Catalog, Filter, Query
-from engine.errors import CatalogError, InvalidQuery, NotFound, UnknownCollection
-from engine.timeutil import bbox_geometry, format_datetime, is_datetime_property, parse_datetime
+from engine.catalog.base import CORE_PROPERTIES, Catalog, Query
+from engine.catalog.stacquery import (
+    api_status,
+    canonical_sortby,
+    canonical_sorted,
+    cql2,
+    cql2_and,
+    datetime_interval,
+    is_null,
+    item_geometry,
+    item_predicate,
+    matches_ogc_leftovers,
+    plain_collection,
+    query_ext,
+    strip_properties,
+    validate_query,
+)
+from engine.errors import CatalogError, NotFound, UnknownCollection
+from engine.timeutil import bbox_geometry
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +60,7 @@ T = TypeVar("T")
 PAGE_SIZE = 500
 #: Items read to guess the queryables of an API that does not publish them.
 QUERYABLES_SAMPLE = 500
-#: Order used when a query has no sortby (the embedded backend's: newest first).
-DEFAULT_SORT: tuple[tuple[str, bool], ...] = (("datetime", False),)
 
-_CQL2_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "in": "in"}
-_QUERY_OPS = {"=": "eq", "!=": "neq", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte", "in": "in"}
 
 # conformance URIs (pystac-client only knows the STAC ones, not the OGC/CQL2 ones)
 _OGC_FILTER = "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter"
@@ -62,7 +70,7 @@ _STAC_ITEM_SEARCH = "https://api.stacspec.org/v1.0.0/item-search"
 
 
 @dataclass
-class _SearchPlan:
+class ApiSearch:
     """How one query is answered: what the server is asked, what is done here."""
 
     params: dict[str, Any]  # pystac-client ItemSearch keyword arguments
@@ -121,7 +129,7 @@ class StacApiCatalog(Catalog):
             try:
                 conforms = client._stac_io.read_json(href).get("conformsTo", [])
             except APIError as exc:
-                if _status(exc) != 404:
+                if api_status(exc) != 404:
                     raise
                 conforms = []
             if not conforms and client.get_links("search"):
@@ -142,7 +150,7 @@ class StacApiCatalog(Catalog):
         try:
             return fn()
         except APIError as exc:
-            status = _status(exc)
+            status = api_status(exc)
             detail = str(exc).strip().replace("\n", " ")[:300]
             if status is None:
                 raise CatalogError(
@@ -172,7 +180,7 @@ class StacApiCatalog(Catalog):
         """All collections, sorted by id."""
 
         def read() -> list[pystac.Collection]:
-            return [_plain_collection(c) for c in self._client.get_collections()]
+            return [plain_collection(c) for c in self._client.get_collections()]
 
         found = sorted(self._call("list the collections", read), key=lambda c: c.id)
         self._collection_ids = [c.id for c in found]
@@ -184,7 +192,7 @@ class StacApiCatalog(Catalog):
 
         def read() -> pystac.Collection | None:
             found = self._client.get_collection(name)
-            return _plain_collection(found) if found is not None else None
+            return plain_collection(found) if found is not None else None
 
         found = self._call(f"read the collection {name!r}", read)
         if found is None:
@@ -213,15 +221,15 @@ class StacApiCatalog(Catalog):
             # Top-N by a property some items lack: the server sorts the items that have
             # it; those without it (last in our order) are read only if N is not reached.
             prop = plan.split
-            has = _and(plan.params.get("filter"), {"op": "not", "args": [_is_null(prop)]})
+            has = cql2_and(plan.params.get("filter"), {"op": "not", "args": [is_null(prop)]})
             items = self._items({**plan.params, "filter": has}, query.limit)
             if query.limit is None or len(items) < query.limit:
-                lacks = _and(plan.params.get("filter"), _is_null(prop))
+                lacks = cql2_and(plan.params.get("filter"), is_null(prop))
                 items += self._items({**plan.params, "filter": lacks}, None)
         else:
             items = self._items(plan.params, plan.max_items)
             items = [it for it in items if all(test(it) for test in plan.local)]
-        items = _sorted(items, plan.sortby)
+        items = canonical_sorted(items, plan.sortby)
         return items[: query.limit] if query.limit is not None else items
 
     def count(self, query: Query) -> int:
@@ -236,13 +244,13 @@ class StacApiCatalog(Catalog):
         params["fields"] = {"exclude": ["assets", "links"]}
         return len(self._fetch(params, None))
 
-    def _plan(self, query: Query) -> _SearchPlan | None:
+    def _plan(self, query: Query) -> ApiSearch | None:
         """What to ask the server and what to do here; None when nothing can match."""
-        _validate(query)
+        validate_query(query)
         self._check_collection(query.collection)
         if query.limit == 0 or query.ids == ():
             return None
-        sortby = _canonical_sortby(query.sortby)
+        sortby = canonical_sortby(query.sortby)
         params: dict[str, Any] = {"collections": [query.collection]}
         local: list[Callable[[pystac.Item], bool]] = []
 
@@ -252,19 +260,19 @@ class StacApiCatalog(Catalog):
             params["intersects"] = query.intersects
             if query.bbox is not None:
                 box = bbox_geometry(query.bbox)
-                local.append(lambda it: _geometry(it).intersects(box))
+                local.append(lambda it: item_geometry(it).intersects(box))
         elif query.bbox is not None:
             params["bbox"] = list(query.bbox)
         if query.start is not None or query.end is not None:
-            params["datetime"] = _interval(query.start, query.end)
+            params["datetime"] = datetime_interval(query.start, query.end)
         if query.ids is not None:
             params["ids"] = list(query.ids)
 
         if query.filters:
             if self.supports_filter and self.supports_search:
-                params["filter"] = _cql2(query.filters)
+                params["filter"] = cql2(query.filters)
             elif self.supports_query and self.supports_search:
-                params["query"] = _query_ext(query.filters)
+                params["query"] = query_ext(query.filters)
             else:
                 self._log_once(
                     "filters",
@@ -273,7 +281,7 @@ class StacApiCatalog(Catalog):
                     "result",
                     self.location,
                 )
-                local.extend(_predicate(f) for f in query.filters)
+                local.extend(item_predicate(f) for f in query.filters)
 
         # Sorting and the limit go to the server only when it can do them exactly: it
         # sorts and does all the filtering, and no sort key can be missing (missing
@@ -304,7 +312,7 @@ class StacApiCatalog(Catalog):
             split = optional[0]
         if "filter" in params or split is not None:
             params["filter_lang"] = "cql2-json"
-        return _SearchPlan(params, local, sortby, max_items, split)
+        return ApiSearch(params, local, sortby, max_items, split)
 
     def _items(self, params: dict[str, Any], max_items: int | None) -> list[pystac.Item]:
         return [
@@ -337,7 +345,7 @@ class StacApiCatalog(Catalog):
 
         found = self._call(f"search {params['collections'][0]!r}", read)
         if not self.supports_search:
-            found = [d for d in found if _matches_ogc_leftovers(d, params)]
+            found = [d for d in found if matches_ogc_leftovers(d, params)]
         return found
 
     def _posts(self) -> bool:
@@ -372,215 +380,17 @@ class StacApiCatalog(Catalog):
             try:
                 doc = self._client.get_queryables_from(href)
             except APIError as exc:
-                if _status(exc) in (404, 405, 501):
+                if api_status(exc) in (404, 405, 501):
                     continue
                 raise CatalogError(
                     f"cannot read the queryables: STAC API {self.location} answered "
-                    f"HTTP {_status(exc)} for {href}"
+                    f"HTTP {api_status(exc)} for {href}"
                 ) from exc
             props = doc.get("properties") or {}
-            names = {_strip_properties(k) for k in props} - {"geometry", "bbox"}
+            names = {strip_properties(k) for k in props} - {"geometry", "bbox"}
             if names:
                 return names
         return set()
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _status(exc: APIError) -> int | None:
-    return getattr(exc, "status_code", None)
-
-
-def _plain_collection(found: pystac.Collection) -> pystac.Collection:
-    """A plain pystac.Collection (not a pystac-client CollectionClient bound to the API)."""
-    d = found.to_dict(transform_hrefs=False)
-    d["links"] = [ln for ln in d.get("links", []) if ln.get("rel") not in ("root", "parent")]
-    return pystac.Collection.from_dict(d, preserve_dict=False)
-
-
-def _strip_properties(name: str) -> str:
-    return name.removeprefix("properties.")
-
-
-def _validate(query: Query) -> None:
-    for f in query.filters:
-        if f.op not in OPERATORS:
-            raise InvalidQuery(
-                f"unknown operator {f.op!r} in a filter on {f.prop!r}", choices=OPERATORS
-            )
-        if f.op == "in" and (isinstance(f.value, str) or not isinstance(f.value, Iterable)):
-            raise InvalidQuery(f"the 'in' filter on {f.prop!r} takes a list of values")
-    if query.limit is not None and query.limit < 0:
-        raise InvalidQuery(f"the limit must be >= 0, got {query.limit}")
-
-
-def _interval(start: datetime | None, end: datetime | None) -> str:
-    a = format_datetime(start) if start is not None else ".."
-    b = format_datetime(end) if end is not None else ".."
-    return f"{a}/{b}"
-
-
-def _canonical_sortby(sortby: Iterable[tuple[str, bool]]) -> tuple[tuple[str, bool], ...]:
-    """The query's sort keys (default: newest first) completed by ``id`` to break ties."""
-    keys = tuple(sortby) or DEFAULT_SORT
-    if "id" not in [p for p, _ in keys]:
-        keys = (*keys, ("id", True))
-    return keys
-
-
-# -- filters as CQL2-JSON, Query extension, or a local predicate -------------------------
-def _is_time(prop: str, value: Any) -> bool:
-    return isinstance(value, datetime) or is_datetime_property(prop)
-
-
-def _as_time(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else parse_datetime(str(value))
-
-
-def _cql2_literal(prop: str, value: Any) -> Any:
-    if _is_time(prop, value):
-        return {"timestamp": format_datetime(_as_time(value))}
-    return value
-
-
-def _is_null(prop: str) -> dict[str, Any]:
-    return {"op": "isNull", "args": [{"property": prop}]}
-
-
-def _and(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
-    return b if a is None else {"op": "and", "args": [a, b]}
-
-
-def _cql2(filters: Iterable[Filter]) -> dict[str, Any]:
-    """The filters as one CQL2-JSON expression (AND of the comparisons)."""
-    parts: list[dict[str, Any]] = []
-    for f in filters:
-        lhs = {"property": f.prop}
-        if f.op == "in":
-            values = [_cql2_literal(f.prop, v) for v in f.value]
-            parts.append({"op": "in", "args": [lhs, values]})
-        else:
-            parts.append({"op": _CQL2_OPS[f.op], "args": [lhs, _cql2_literal(f.prop, f.value)]})
-    return parts[0] if len(parts) == 1 else {"op": "and", "args": parts}
-
-
-def _query_ext(filters: Iterable[Filter]) -> dict[str, dict[str, Any]]:
-    """The filters in the Query extension's form ``{prop: {op: value}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for f in filters:
-        if f.op == "in":
-            value: Any = [_query_literal(f.prop, v) for v in f.value]
-        else:
-            value = _query_literal(f.prop, f.value)
-        out.setdefault(f.prop, {})[_QUERY_OPS[f.op]] = value
-    return out
-
-
-def _query_literal(prop: str, value: Any) -> Any:
-    return format_datetime(_as_time(value)) if _is_time(prop, value) else value
-
-
-def _value(item: pystac.Item, prop: str) -> Any:
-    """An item's value for a property name (id, collection and datetime included)."""
-    if prop == "id":
-        return item.id
-    if prop == "collection":
-        return item.collection_id
-    value = item.properties.get(_strip_properties(prop))
-    if value is not None and is_datetime_property(prop):
-        return _as_time(value)
-    return value
-
-
-def _comparable(prop: str, value: Any, ref: Any) -> Any:
-    """``ref`` converted to the type of the item's ``value`` (datetimes, numbers)."""
-    if isinstance(value, datetime):
-        return _as_time(ref)
-    if isinstance(value, (int, float)) and isinstance(ref, str):
-        try:
-            return float(ref)
-        except ValueError:
-            return ref
-    return ref
-
-
-def _predicate(f: Filter) -> Callable[[pystac.Item], bool]:
-    """A local test of one filter, with SQL/CQL2 semantics: a missing value never matches."""
-
-    def test(item: pystac.Item) -> bool:
-        value = _value(item, f.prop)
-        if value is None:
-            return False
-        try:
-            if f.op == "in":
-                return value in [_comparable(f.prop, value, v) for v in f.value]
-            ref = _comparable(f.prop, value, f.value)
-            if f.op == "=":
-                return bool(value == ref)
-            if f.op == "!=":
-                return bool(value != ref)
-            if f.op == "<":
-                return bool(value < ref)
-            if f.op == "<=":
-                return bool(value <= ref)
-            if f.op == ">":
-                return bool(value > ref)
-            return bool(value >= ref)
-        except TypeError:
-            return False  # incomparable types (e.g. a number against text): no match
-
-    return test
-
-
-def _geometry(item: pystac.Item) -> shapely.Geometry:
-    if item.geometry is not None:
-        return shapely.geometry.shape(item.geometry)
-    if item.bbox is not None:
-        w, s, *_, e, n = item.bbox  # 2D or 3D bbox
-        return bbox_geometry((w, s, e, n))
-    return shapely.GeometryCollection()
-
-
-def _matches_ogc_leftovers(item: dict[str, Any], params: dict[str, Any]) -> bool:
-    """What the OGC items endpoint cannot do: ids and intersects."""
-    if "ids" in params and item.get("id") not in params["ids"]:
-        return False
-    if "intersects" in params:
-        footprint = shapely.geometry.shape(item["geometry"]) if item.get("geometry") else None
-        if footprint is None:
-            return False
-        return bool(footprint.intersects(shapely.geometry.shape(params["intersects"])))
-    return True
-
-
-# -- canonical ordering -----------------------------------------------------------------
-class _Key:
-    """A sort key: missing values last in either direction, descending by negation."""
-
-    __slots__ = ("value", "asc")
-
-    def __init__(self, value: Any, asc: bool) -> None:
-        self.value = value
-        self.asc = asc
-
-    def __lt__(self, other: _Key) -> bool:
-        a, b = self.value, other.value
-        if a is None or b is None:
-            return a is not None and b is None  # present < missing
-        try:
-            return bool(a < b) if self.asc else bool(b < a)
-        except TypeError:
-            return (str(a) < str(b)) if self.asc else (str(b) < str(a))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Key) and self.value == other.value
-
-
-def _sort_value(item: pystac.Item, prop: str) -> Any:
-    value = _value(item, prop)
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _sorted(items: list[pystac.Item], sortby: tuple[tuple[str, bool], ...]) -> list[pystac.Item]:
-    return sorted(items, key=lambda it: [_Key(_sort_value(it, p), asc) for p, asc in sortby])

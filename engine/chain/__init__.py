@@ -6,7 +6,7 @@ True
 """
 
 from engine.chain.executor import get_executor, set_executor
-from engine.chain.expression import FUNCTIONS, Expression as ParsedExpression, parse_expression
+from engine.chain.expression import FUNCTIONS, ParsedExpression, parse_expression
 from engine.chain.model import MOSAIC_METHODS, Chain, FilterSpec, Source
 from engine.chain.raster import Raster, TimeStack
 from engine.chain.steps import (

@@ -110,7 +110,7 @@ def _token(node: ast.AST, text: str) -> str:
     return seg if seg is not None else type(node).__name__
 
 
-class Expression:
+class ParsedExpression:
     """A parsed, validated band-math expression; call :meth:`evaluate` with band arrays."""
 
     def __init__(self, text: str) -> None:
@@ -251,9 +251,9 @@ class Expression:
 
 
 @lru_cache(maxsize=512)
-def parse_expression(text: str) -> Expression:
+def parse_expression(text: str) -> ParsedExpression:
     """Parse and validate (cached): raises ChainError naming the offending token."""
-    return Expression(text)
+    return ParsedExpression(text)
 
 
 def split_expressions(text: str) -> list[str]:

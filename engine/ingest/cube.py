@@ -22,7 +22,7 @@ from engine.ingest.cloud import cloud_cover_array
 from engine.ingest.items import BandAsset, make_item
 from engine.ingest.naming import MASK_BANDS, band_key, eo_band, parse_scene, set_mgrs_tile
 from engine.ingest.rasters import constellation, item_properties, roles_for
-from engine.ingest.sources import BuildContext, Plan, Source, safe_name
+from engine.ingest.sources import BuildContext, IngestSource, ItemPlan, safe_name
 
 _X_NAMES = ("x", "lon", "longitude", "easting")
 _Y_NAMES = ("y", "lat", "latitude", "northing")
@@ -85,18 +85,18 @@ class _Part:
     scene: Any
 
 
-def plan_cube(path: Path) -> Source:
+def plan_cube(path: Path) -> IngestSource:
     """Plan one item per time step of every (time, y, x) variable of the cube."""
     return plan_cubes([path])
 
 
-def plan_cubes(paths: list[Path]) -> Source:
+def plan_cubes(paths: list[Path]) -> IngestSource:
     """Plan one item per time step over one or several cubes of the same product (split by
     resolution): each item gets the variables of every cube that has that time step."""
     parts: list[_Part] = []
     label = str(paths[0]) if len(paths) == 1 else (
         f"{paths[0].parent}/{{{','.join(p.name for p in paths)}}}")
-    source = Source(path=label)
+    source = IngestSource(path=label)
     closers: list[Any] = []
 
     def close() -> None:
@@ -121,7 +121,7 @@ def plan_cubes(paths: list[Path]) -> Source:
     return source
 
 
-def _part(path: Path, ds: xr.Dataset, source: Source, *, named: bool) -> _Part:
+def _part(path: Path, ds: xr.Dataset, source: IngestSource, *, named: bool) -> _Part:
     time_dim = _time_dim(ds)
     if time_dim is None:
         raise IngestError(
@@ -159,7 +159,7 @@ def _part(path: Path, ds: xr.Dataset, source: Source, *, named: bool) -> _Part:
     )
 
 
-def _plan(paths: list[Path], parts: list[_Part], source: Source) -> None:
+def _plan(paths: list[Path], parts: list[_Part], source: IngestSource) -> None:
     # a band two cubes both give is taken from the first (finest resolution first)
     parts.sort(key=lambda part: abs(part.transform.a))
     seen: dict[str, Path] = {}
@@ -220,7 +220,7 @@ def _plan(paths: list[Path], parts: list[_Part], source: Source) -> None:
             props = item_properties(scene, when, ctx, cloud)
             return make_item(item_id, when, assets, properties=props, collection=ctx.collection)
 
-        source.plans.append(Plan(item_id, build))
+        source.plans.append(ItemPlan(item_id, build))
 
 
 def cube_crs(ds: xr.Dataset, variables: list[str], x_dim: str, y_dim: str, path: Path) -> CRS:

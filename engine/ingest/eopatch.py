@@ -23,7 +23,7 @@ from rasterio.transform import from_bounds
 
 from engine.errors import IngestError
 from engine.ingest.items import BandAsset, make_item
-from engine.ingest.sources import BuildContext, Plan, Source, safe_name
+from engine.ingest.sources import BuildContext, IngestSource, ItemPlan, safe_name
 
 #: Per-date raster features of an EOPatch (folders of (time, rows, cols, depth) arrays).
 TEMPORAL = ("data", "mask")
@@ -78,13 +78,13 @@ def _timestamps(folder: Path) -> pd.DatetimeIndex:
     return times.tz_localize("UTC") if times.tz is None else times.tz_convert("UTC")
 
 
-def plan_eopatch(folder: Path) -> Source:
+def plan_eopatch(folder: Path) -> IngestSource:
     """Plan one item per timestamp of an EOPatch folder."""
     crs, (minx, miny, maxx, maxy) = _bbox(folder)
     times = _timestamps(folder)
     if len(times) == 0:
         raise IngestError(f"{folder}: the EOPatch has no timestamps")
-    source = Source(path=str(folder))
+    source = IngestSource(path=str(folder))
     arrays: dict[str, tuple[np.ndarray, int | None]] = {}  # key -> (array, channel)
     shape: tuple[int, int] | None = None
     for kind in TEMPORAL:
@@ -149,11 +149,11 @@ def plan_eopatch(folder: Path) -> Source:
                 props.setdefault("eo:cloud_cover", round(float(cover[index]) * 100.0, 2))
             return make_item(item_id, when, assets, properties=props, collection=ctx.collection)
 
-        source.plans.append(Plan(item_id, build))
+        source.plans.append(ItemPlan(item_id, build))
     return source
 
 
-def _cloud_coverage(folder: Path, n_times: int, source: Source) -> np.ndarray | None:
+def _cloud_coverage(folder: Path, n_times: int, source: IngestSource) -> np.ndarray | None:
     """``scalar/CLOUD_COVERAGE.npy`` as one 0-1 value per date, if it is there and fits."""
     paths = [p for p in _features(folder / "scalar") if _feature_name(p) == "CLOUD_COVERAGE"]
     if not paths:

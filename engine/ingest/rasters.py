@@ -27,7 +27,7 @@ from engine.ingest.naming import (
     parse_scene,
     split_band,
 )
-from engine.ingest.sources import BuildContext, Plan, Source, safe_name
+from engine.ingest.sources import BuildContext, IngestSource, ItemPlan, safe_name
 
 #: Sentinel-2 launched S2B on 2017-03-07: earlier Sentinel-2 scenes can only be S2A.
 S2B_LAUNCH = datetime(2017, 3, 7, tzinfo=UTC)
@@ -126,7 +126,7 @@ def mask_cloud(assets: list[BandAsset]) -> float | None:
 # -- a folder of per-band files -------------------------------------------------------
 
 
-def plan_band_files(scene_key: str, members: list[tuple[Path, str]]) -> Source:
+def plan_band_files(scene_key: str, members: list[tuple[Path, str]]) -> IngestSource:
     """One item from files that are the bands of one scene (``<scene>_<band>.<ext>``)."""
     folder = members[0][0].parent
     scene = scene_for(scene_key, members[0][0])
@@ -146,7 +146,7 @@ def plan_band_files(scene_key: str, members: list[tuple[Path, str]]) -> Source:
         elif "B10" in chosen:  # the cirrus band exists only in L1C products
             scene.properties["processing:level"] = "L1C"
     item_id = safe_name(scene_key)
-    source = Source(path=str(folder))
+    source = IngestSource(path=str(folder))
 
     def build(ctx: BuildContext) -> pystac.Item:
         assets = [
@@ -156,7 +156,7 @@ def plan_band_files(scene_key: str, members: list[tuple[Path, str]]) -> Source:
         props = item_properties(scene, when, ctx, mask_cloud(assets))
         return make_item(item_id, when, assets, properties=props, collection=ctx.collection)
 
-    source.plans.append(Plan(item_id, build))
+    source.plans.append(ItemPlan(item_id, build))
     return source
 
 
@@ -165,7 +165,7 @@ def plan_band_files(scene_key: str, members: list[tuple[Path, str]]) -> Source:
 
 def plan_raster(
     path: Path, *, dates: list[datetime] | None, band_names: Sequence[str] | None
-) -> Source:
+) -> IngestSource:
     """One raster file: one item, or one item per date when ``dates`` are given."""
     info = inspect(path)
     count, descriptions = info.count, info.descriptions
@@ -193,7 +193,7 @@ def plan_raster(
             "command line, band_dates=[...] in Python)"
         )
     item_id = safe_name(split[0] if count == 1 and split and split[0] else path.stem)
-    source = Source(path=str(path))
+    source = IngestSource(path=str(path))
 
     def build(ctx: BuildContext) -> pystac.Item:
         assets = [
@@ -202,13 +202,13 @@ def plan_raster(
         props = item_properties(scene, when, ctx, mask_cloud(assets))
         return make_item(item_id, when, assets, properties=props, collection=ctx.collection)
 
-    source.plans.append(Plan(item_id, build))
+    source.plans.append(ItemPlan(item_id, build))
     return source
 
 
 def _plan_stack(
     info: RasterInfo, *, dates: list[datetime], band_names: Sequence[str] | None
-) -> Source:
+) -> IngestSource:
     """Bands ordered date-major (date0: b0..bk, date1: ...) -> one item per date."""
     path, count = info.path, info.count
     if band_names:
@@ -232,7 +232,7 @@ def _plan_stack(
     with_time = any(d.hour or d.minute or d.second for d in dates) or len(
         {d.date() for d in dates}
     ) < len(dates)
-    source = Source(path=str(path))
+    source = IngestSource(path=str(path))
     for d_index, when in enumerate(dates):
         stamp = when.strftime("%Y%m%dT%H%M%S" if with_time else "%Y%m%d")
         item_id = safe_name(f"{path.stem}_{stamp}")
@@ -247,7 +247,7 @@ def _plan_stack(
             props = item_properties(scene, when, ctx, mask_cloud(assets))
             return make_item(item_id, when, assets, properties=props, collection=ctx.collection)
 
-        source.plans.append(Plan(item_id, build))
+        source.plans.append(ItemPlan(item_id, build))
     return source
 
 

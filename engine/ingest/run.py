@@ -28,7 +28,7 @@ from engine.chain.bands import collection_families, item_family
 from engine.errors import IngestError, InvalidInput, UnknownCollection
 from engine.ingest.cog import CogWriter
 from engine.ingest.items import build_collection
-from engine.ingest.sources import INPUT_ERRORS, BuildContext, Source, describe, discover
+from engine.ingest.sources import INPUT_ERRORS, BuildContext, IngestSource, describe, discover
 
 log = logging.getLogger(__name__)
 _COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -170,7 +170,7 @@ def _ingest(
         writer=writer,
         properties=properties,
     )
-    sources: list[Source] = []
+    sources: list[IngestSource] = []
     committed = False
     try:
         sources, failed, warnings = discover(paths, band_dates=band_dates, band_names=band_names)
@@ -231,8 +231,8 @@ def check_one_sensor(catalog: Catalog, name: str, items: list[pystac.Item]) -> N
 
 
 def _select(
-    catalog: Catalog, name: str, sources: list[Source], report: IngestReport
-) -> list[Source]:
+    catalog: Catalog, name: str, sources: list[IngestSource], report: IngestReport
+) -> list[IngestSource]:
     """Drop plans whose item is already in the catalog (skipped) or planned twice (failed)."""
     seen: dict[str, str] = {}
     todo = []
@@ -249,12 +249,12 @@ def _select(
                 seen[plan.item_id] = source.path
                 keep.append(plan)
         if keep:
-            todo.append(Source(path=source.path, plans=keep))
+            todo.append(IngestSource(path=source.path, plans=keep))
     return todo
 
 
 def _build_all(
-    todo: list[Source], ctx: BuildContext, report: IngestReport, *, progress: bool
+    todo: list[IngestSource], ctx: BuildContext, report: IngestReport, *, progress: bool
 ) -> list[pystac.Item]:
     """Build every planned item; an input that fails loses all its items and COGs."""
     items: list[pystac.Item] = []

@@ -40,7 +40,7 @@ class BuildContext:
 
 
 @dataclass
-class Plan:
+class ItemPlan:
     """One item to make: its id (known before any heavy work) and how to build it."""
 
     item_id: str
@@ -48,11 +48,11 @@ class Plan:
 
 
 @dataclass
-class Source:
+class IngestSource:
     """One input (file, folder of bands, cube, STAC JSON) and the items it gives."""
 
     path: str
-    plans: list[Plan] = field(default_factory=list)
+    plans: list[ItemPlan] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     close: Callable[[], None] | None = None  # releases an open dataset, if any
 
@@ -86,16 +86,16 @@ def discover(
     *,
     band_dates: Sequence[Any] | None,
     band_names: Sequence[str] | None,
-) -> tuple[list[Source], list[tuple[str, str]], list[tuple[str, str]]]:
+) -> tuple[list[IngestSource], list[tuple[str, str]], list[tuple[str, str]]]:
     """Plan every input. Returns (sources, failed (path, reason), warnings (path, text))."""
     from engine.ingest import cube, eopatch, rasters, stacjson  # noqa: PLC0415 (they import this)
 
     dates = parse_dates(band_dates) if band_dates is not None else None
-    sources: list[Source] = []
+    sources: list[IngestSource] = []
     failed: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
 
-    def plan(path: Path, planner: Callable[[], Source]) -> None:
+    def plan(path: Path, planner: Callable[[], IngestSource]) -> None:
         try:
             sources.append(planner())
         except INPUT_ERRORS as err:
@@ -123,7 +123,7 @@ def discover(
 
 def _plan_folder(
     folder: Path,
-    plan: Callable[[Path, Callable[[], Source]], None],
+    plan: Callable[[Path, Callable[[], IngestSource]], None],
     warnings: list[tuple[str, str]],
     *,
     dates: list[datetime] | None,
@@ -187,8 +187,8 @@ def _plan_folder(
         plan(folder, _raiser(IngestError(f"{folder}: no raster, cube or STAC item in the folder")))
 
 
-def _raiser(err: Exception) -> Callable[[], Source]:
-    def raise_() -> Source:
+def _raiser(err: Exception) -> Callable[[], IngestSource]:
+    def raise_() -> IngestSource:
         raise err
 
     return raise_

@@ -20,7 +20,7 @@ from engine.ingest.cloud import cloud_cover_file
 from engine.ingest.cog import is_cog
 from engine.ingest.items import COG_MEDIA_TYPE, asset_fields
 from engine.ingest.naming import parse_scene
-from engine.ingest.sources import BuildContext, Plan, Source, safe_name
+from engine.ingest.sources import BuildContext, IngestSource, ItemPlan, safe_name
 
 _RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".j2k")
 _MAX_JSON_BYTES = 20_000_000
@@ -52,7 +52,7 @@ def local_files(path: Path) -> set[Path]:
     return found
 
 
-def plan_stac_json(path: Path) -> Source:
+def plan_stac_json(path: Path) -> IngestSource:
     """Plan the item of one STAC JSON file, dropping assets whose file is absent."""
     try:
         data = _load(path)
@@ -66,7 +66,7 @@ def plan_stac_json(path: Path) -> Source:
         raise IngestError(f"{path}: not a valid STAC item ({type(err).__name__}: {err})") from err
     if item.datetime is None:
         raise IngestError(f"{path}: the item has no datetime")
-    source = Source(path=str(path))
+    source = IngestSource(path=str(path))
     kept: dict[str, tuple[pystac.Asset, Path]] = {}
     dropped: list[str] = []
     for key, asset in item.assets.items():
@@ -90,7 +90,7 @@ def plan_stac_json(path: Path) -> Source:
     def build(ctx: BuildContext) -> pystac.Item:
         return _build(ctx, item, item_id, kept)
 
-    source.plans.append(Plan(item_id, build))
+    source.plans.append(ItemPlan(item_id, build))
     return source
 
 

@@ -21,30 +21,18 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
+from engine.render.grid import Grid
+
 #: Control grid spacing (destination pixels) and the tolerated interpolation error
 #: (source pixels) before falling back to projecting every pixel.
 STEP = 16
 MAX_ERROR = 0.125
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A destination grid: CRS, bounds (left, bottom, right, top) and size."""
-
-    crs: CRS
-    bounds: tuple[float, float, float, float]
-    width: int
-    height: int
-
-    @property
-    def transform(self) -> Affine:
-        return rasterio.transform.from_bounds(*self.bounds, self.width, self.height)
-
-
 _KEYS: dict[int, tuple[CRS, str]] = {}
 
 
-def _crs_key(crs: CRS) -> str:
+def crs_key(crs: CRS) -> str:
     """``EPSG:n`` or the WKT; memoised per object for long-lived CRS objects (the
     preview cache shares one per CRS): hashing a CRS formats its WKT."""
     hit = _KEYS.get(id(crs))
@@ -69,7 +57,7 @@ def _epsg(crs: CRS) -> int | None:
 
 
 @lru_cache(maxsize=64)
-def _transformer(src: str, dst: str) -> Transformer:
+def transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
@@ -104,11 +92,11 @@ class SourceCoords:
     def __init__(self, grid: Grid) -> None:
         self.grid = grid
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._plans: dict[tuple, Plan] = {}
+        self._plans: dict[tuple, GatherPlan] = {}
 
-    def plan(self, ds: rasterio.io.DatasetReader) -> Plan:
+    def plan(self, ds: rasterio.io.DatasetReader) -> GatherPlan:
         """The gather plan for ``ds``'s grid (shared by bands on the same grid)."""
-        key = (_crs_key(ds.crs), tuple(ds.transform)[:6], ds.width, ds.height)
+        key = (crs_key(ds.crs), tuple(ds.transform)[:6], ds.width, ds.height)
         hit = self._plans.get(key)
         if hit is None:
             x, y = self.get(ds.crs)
@@ -122,7 +110,7 @@ class SourceCoords:
 
     def get(self, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
         """(X, Y) arrays of shape (height, width) in ``crs`` (inf where unprojectable)."""
-        key = _crs_key(crs)
+        key = crs_key(crs)
         hit = self._cache.get(key)
         if hit is None:
             hit = self._cache[key] = self._compute(crs)
@@ -131,13 +119,13 @@ class SourceCoords:
     def _compute(self, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
         g = self.grid
         t = g.transform
-        if _crs_key(crs) == _crs_key(g.crs):
+        if crs_key(crs) == crs_key(g.crs):
             cols = np.arange(g.width) + 0.5
             rows = np.arange(g.height) + 0.5
             x = np.broadcast_to(t.c + t.a * cols, (g.height, g.width))
             y = np.broadcast_to((t.f + t.e * rows)[:, None], (g.height, g.width))
             return x, y
-        tr = _transformer(_crs_key(g.crs), _crs_key(crs))
+        tr = transformer(crs_key(g.crs), crs_key(crs))
         ny, nx = _nodes(g.height), _nodes(g.width)
         cx, cy = np.meshgrid(nx + 0.5, ny + 0.5)
         gx, gy = tr.transform(t.c + t.a * cx, t.f + t.e * cy)
@@ -193,7 +181,7 @@ def pixel_ratio(x: np.ndarray, y: np.ndarray, transform: Affine) -> float:
 
 
 @dataclass(frozen=True)
-class Plan:
+class GatherPlan:
     """Where each destination pixel comes from in one source grid: a window and indices."""
 
     window: Window | None  # None: no destination pixel falls inside the source
@@ -202,7 +190,7 @@ class Plan:
     shape: tuple[int, int]
 
 
-def make_plan(ds: rasterio.io.DatasetReader, x: np.ndarray, y: np.ndarray) -> Plan:
+def make_plan(ds: rasterio.io.DatasetReader, x: np.ndarray, y: np.ndarray) -> GatherPlan:
     """Nearest source pixel (the one containing each destination centre, as GDAL does)."""
     inv = ~ds.transform
     with np.errstate(invalid="ignore"):
@@ -210,17 +198,17 @@ def make_plan(ds: rasterio.io.DatasetReader, x: np.ndarray, y: np.ndarray) -> Pl
         rows = np.floor(inv.d * x + inv.e * y + inv.f)
         inside = (cols >= 0) & (cols < ds.width) & (rows >= 0) & (rows < ds.height)
     if not inside.any():
-        return Plan(None, None, None, x.shape)
+        return GatherPlan(None, None, None, x.shape)
     full = bool(inside.all())
     ci = (cols if full else cols[inside]).astype(np.intp).ravel()
     ri = (rows if full else rows[inside]).astype(np.intp).ravel()
     c0, c1, r0, r1 = int(ci.min()), int(ci.max()), int(ri.min()), int(ri.max())
     width = c1 - c0 + 1
     flat = (ri - r0) * width + (ci - c0)
-    return Plan(Window(c0, r0, width, r1 - r0 + 1), flat, None if full else inside, x.shape)
+    return GatherPlan(Window(c0, r0, width, r1 - r0 + 1), flat, None if full else inside, x.shape)
 
 
-def read_nearest(ds: rasterio.io.DatasetReader, plan: Plan, *,
+def read_nearest(ds: rasterio.io.DatasetReader, plan: GatherPlan, *,
                  nodata: float | None = None) -> np.ma.MaskedArray:
     """Gather band 1 of ``ds`` following ``plan`` -> (1, h, w) masked array."""
     shape = plan.shape

@@ -1,5 +1,6 @@
-"""A bounded pool of open rasterio datasets: reopening a COG costs more than reading a
-256 px tile from it (TiTiler reopens per request). GDAL handles are not thread-safe, so a
+"""The one kind of bounded pool of open rasterio datasets (the renderer has one, point and
+polygon profiles share another): reopening a COG costs more than reading a 256 px tile
+from it (TiTiler reopens per request). GDAL handles are not thread-safe, so a
 dataset is lent to one thread at a time (``get`` ... ``release``) and kept open for the
 next borrower once returned. A cheap ``stat`` per use notices files that vanished or were
 replaced.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError
 
 from engine.errors import DataUnavailable
 from engine.security.gdal_paths import check_gdal_path, open_raster
@@ -78,12 +81,22 @@ class HandleCache:
         try:
             ds = (open_raster(path) if overview is None
                   else open_raster(path, overview_level=overview))
-        except RasterioIOError as exc:
+        except RasterioError as exc:
             raise read_error(path, exc, what="open", started=started) from None
         with self._lock:
             self._lent[id(ds)] = (key, sig, ds)
             self.opened += 1
         return ds
+
+    @contextmanager
+    def lend(self, path: str, *, overview: int | None = None
+             ) -> Iterator[rasterio.io.DatasetReader]:
+        """``get`` for the ``with`` block, ``release`` after it."""
+        ds = self.get(path, overview=overview)
+        try:
+            yield ds
+        finally:
+            self.release(ds)
 
     def href_of(self, ds: rasterio.io.DatasetReader) -> str:
         """The path or href a lent dataset was opened from (its ``name`` is GDAL's, e.g. a

@@ -20,7 +20,8 @@ from rasterio.crs import CRS
 from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.models import ImageData
 
-from engine.render.fastwarp import Grid, Plan, SourceCoords, _crs_key, _transformer, make_plan
+from engine.render.fastwarp import GatherPlan, SourceCoords, crs_key, make_plan, transformer
+from engine.render.grid import Grid
 
 #: (row_start, row_stop, col_start, col_stop) of a grid
 Window = tuple[int, int, int, int]
@@ -50,12 +51,12 @@ def footprint_windows(grid: Grid, bboxes: Sequence[Sequence[float]]) -> np.ndarr
                      np.repeat(e, DENSIFY, 1)])
     lat = np.hstack([np.repeat(s, DENSIFY, 1), np.repeat(n, DENSIFY, 1), s + (n - s) * t,
                      s + (n - s) * t])
-    key = _crs_key(grid.crs)
+    key = crs_key(grid.crs)
     pad = 0 if key in ("EPSG:3857", "EPSG:4326") else 1
     if key == "EPSG:4326":
         x, y = lon, lat
     else:
-        x, y = _transformer("EPSG:4326", _crs_key(grid.crs)).transform(lon, lat)
+        x, y = transformer("EPSG:4326", key).transform(lon, lat)
         x, y = np.asarray(x), np.asarray(y)
     gt = grid.transform
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -73,10 +74,7 @@ def footprint_windows(grid: Grid, bboxes: Sequence[Sequence[float]]) -> np.ndarr
 def sub_grid(grid: Grid, window: Window) -> Grid:
     """The part of ``grid`` inside ``window`` (same CRS and pixel size)."""
     r0, r1, c0, c1 = window
-    t = grid.transform
-    left, top = t.c + c0 * t.a, t.f + r0 * t.e
-    return Grid(grid.crs, (left, top + (r1 - r0) * t.e, left + (c1 - c0) * t.a, top),
-                c1 - c0, r1 - r0)
+    return grid.window(r0, r1, c0, c1)
 
 
 class WindowCoords:
@@ -87,7 +85,7 @@ class WindowCoords:
     def __init__(self, parent: SourceCoords, window: Window) -> None:
         self.parent = parent
         self.window = window
-        self._plans: dict[tuple, Plan] = {}
+        self._plans: dict[tuple, GatherPlan] = {}
 
     def get(self, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
         r0, r1, c0, c1 = self.window
@@ -97,8 +95,8 @@ class WindowCoords:
     def ratio(self, ds: Any) -> float:
         return self.parent.ratio(ds)
 
-    def plan(self, ds: Any) -> Plan:
-        key = (_crs_key(ds.crs), tuple(ds.transform)[:6], ds.width, ds.height)
+    def plan(self, ds: Any) -> GatherPlan:
+        key = (crs_key(ds.crs), tuple(ds.transform)[:6], ds.width, ds.height)
         hit = self._plans.get(key)
         if hit is None:
             hit = self._plans[key] = make_plan(ds, *self.get(ds.crs))

@@ -185,7 +185,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-class Filter:
+class SeccompFilter:
     """The child's seccomp allow-list as BPF, compiled once (in the zygote) by libseccomp.
 
     ``load()`` is then two prctl calls in a child: no libseccomp work per call.

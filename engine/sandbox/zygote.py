@@ -66,7 +66,7 @@ class Zygote:
             raise MemoryError(f"memory_mb={self.memory_mb} leaves no room: a call needs "
                               f"about {need} MB (the zygote's imports plus its input and "
                               "output segments); raise memory_mb or lower max_array_mb")
-        self.filter = limits.Filter()
+        self.filter = limits.SeccompFilter()
         self.children: dict[int, float] = {}
         caps: dict[str, Any] = {"isolated": False}
         if self.isolate:

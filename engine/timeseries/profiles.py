@@ -14,14 +14,10 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,11 +27,6 @@ import rasterio
 import rasterio.features
 import rasterio.warp
 import rasterio.windows
-from affine import Affine
-from pyproj import Transformer
-from rasterio.crs import CRS
-from rasterio.errors import RasterioError
-from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry import shape
 
@@ -47,12 +38,11 @@ from engine.chain.bands import (
     raster_band,
     resolve_asset,
 )
-from engine.chain.expression import Expression, parse_expression
+from engine.chain.expression import ParsedExpression, parse_expression
 from engine.chain.steps import FMASK_CLOUD_CLASSES, SCL_CLOUD_CLASSES
-from engine.errors import ChainError, DataUnavailable, InvalidInput, NotFound
-from engine.security.gdal_paths import check_gdal_path, open_raster
-from engine.storage import is_remote, read_error, signature
-from engine.timeseries import geotiff
+from engine.errors import ChainError, InvalidInput, NotFound
+from engine.render.handles import HandleCache
+from engine.timeseries.pixels import BandFile, FastPixels, read_like, read_pixel
 from engine.timeutil import format_datetime, normalize_geometry, normalize_point
 
 if TYPE_CHECKING:
@@ -73,72 +63,16 @@ MAX_SCENES = 2000
 #: storage latency (two ~20 ms requests per file), not on the CPU: 4 threads made a
 #: 100-date profile over HTTP take 4.3 s (bench/remote.py).
 THREADS = 16
+#: Idle open datasets the profile readers keep (any thread reuses a file another opened,
+#: so a second profile over the same scenes opens nothing).
+HANDLES = 1024
 
 _pool: ThreadPoolExecutor | None = None
-_handles: Handles | None = None
-_fast: _FastPixels | None = None
+_handles: HandleCache | None = None
+_fast: FastPixels | None = None
 _lock = threading.Lock()
 _thread_state = threading.local()
 log = logging.getLogger(__name__)
-
-
-class Handles:
-    """Open datasets shared by the reader threads, checked out one thread at a time.
-
-    Unlike the renderer's per-thread cache, any thread can reuse a file another one opened,
-    so a second profile over the same scenes opens nothing. A ``stat`` per use notices
-    files replaced or removed; at most ``size`` datasets stay open (LRU).
-    """
-
-    def __init__(self, *, size: int = 1024) -> None:
-        self.size = size
-        self._free: OrderedDict[str, list[tuple[tuple, DatasetReader]]] = OrderedDict()
-        self._count = 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def open(self, path: str) -> Iterator[DatasetReader]:
-        """A dataset for ``path`` used exclusively inside the ``with`` block."""
-        check_gdal_path(path, what="source file", error=DataUnavailable)
-        sig = signature(path)
-        entry = None
-        with self._lock:
-            free = self._free.get(path)
-            while free:
-                candidate = free.pop()
-                self._count -= 1
-                if candidate[0] == sig:
-                    entry = candidate
-                    break
-                candidate[1].close()
-        if entry is None:
-            started = time.monotonic()
-            try:
-                entry = (sig, open_raster(path))
-            except RasterioError as exc:
-                raise read_error(path, exc, what="open", started=started) from None
-        try:
-            yield entry[1]
-        finally:
-            with self._lock:
-                self._free.setdefault(path, []).append(entry)
-                self._free.move_to_end(path)
-                self._count += 1
-                while self._count > self.size:
-                    _, old = next(iter(self._free.items()))
-                    old.pop(0)[1].close()
-                    self._count -= 1
-                    if not old:
-                        self._free.popitem(last=False)
-
-    def clear(self) -> None:
-        """Close every idle dataset."""
-        with self._lock:
-            for entries in self._free.values():
-                for _, ds in entries:
-                    ds.close()
-            self._free.clear()
-            self._count = 0
 
 
 def _thread_env() -> None:
@@ -149,7 +83,12 @@ def _thread_env() -> None:
     _thread_state.env = env
 
 
-def _shared() -> tuple[ThreadPoolExecutor, Handles, _FastPixels]:
+def handle_pool() -> HandleCache:
+    """The open datasets the profile readers of this process share."""
+    return _shared()[1]
+
+
+def _shared() -> tuple[ThreadPoolExecutor, HandleCache, FastPixels]:
     """The process-wide reader pool, its shared open-file cache and GeoTIFF header cache
     (created once)."""
     global _pool, _handles, _fast
@@ -157,17 +96,10 @@ def _shared() -> tuple[ThreadPoolExecutor, Handles, _FastPixels]:
         if _pool is None:
             _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="eox-profile",
                                        initializer=_thread_env)
-            _handles = Handles()
-            _fast = _FastPixels()
+            _handles = HandleCache(size=HANDLES)
+            _fast = FastPixels()
         assert _handles is not None and _fast is not None
         return _pool, _handles, _fast
-
-
-@dataclass(frozen=True)
-class _File:
-    href: str
-    nodata: float | None
-    transform: tuple[float, float] | None = None  # raster:bands scale/offset (bands.py)
 
 
 @dataclass(frozen=True)
@@ -177,8 +109,8 @@ class _Scene:
     id: str
     datetime: datetime | None
     cloud_cover: float | None
-    bands: dict[str, _File]
-    cloud: _File | None
+    bands: dict[str, BandFile]
+    cloud: BandFile | None
     classes: tuple[int, ...]
 
 
@@ -273,7 +205,7 @@ def clear_count(df: pd.DataFrame) -> int:
     return int((df["value"].notna() & ~df["cloud"]).sum())
 
 
-def _expression(text: str) -> Expression:
+def _expression(text: str) -> ParsedExpression:
     if not isinstance(text, str):
         raise ChainError(f"expression must be a string, got {type(text).__name__}")
     if ";" in text:
@@ -306,9 +238,9 @@ def _nodata(asset: pystac.Asset) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _file(item: pystac.Item, key: str) -> _File:
+def _file(item: pystac.Item, key: str) -> BandFile:
     asset = item.assets[key]
-    return _File(asset.get_absolute_href() or asset.href, _nodata(asset),
+    return BandFile(asset.get_absolute_href() or asset.href, _nodata(asset),
                  band_transform(item, key))
 
 
@@ -323,7 +255,7 @@ def _scenes(items: list[pystac.Item], bands: Sequence[str], *,
         groups.setdefault(key, []).append(item)
     scenes = []
     for group in groups.values():
-        files: dict[str, _File] = {}
+        files: dict[str, BandFile] = {}
         owners: list[pystac.Item] = []
         for name in bands:
             for item in group:
@@ -363,148 +295,21 @@ def _classes(item: pystac.Item, key: str) -> tuple[int, ...]:
     return FMASK_CLOUD_CLASSES if landsat else SCL_CLOUD_CLASSES
 
 
-@lru_cache(maxsize=64)
-def _transformer(crs_wkt: str) -> Transformer:
-    return Transformer.from_crs("EPSG:4326", crs_wkt, always_xy=True)
-
-
-@lru_cache(maxsize=256)
-def _inverse(transform: tuple[float, ...]) -> tuple[float, ...]:
-    """The inverse of an affine transform, as 6 coefficients (``~Affine`` costs ~30 us)."""
-    return tuple((~Affine(*transform))[:6])
-
-
-def _to_crs(crs: CRS, lon: float, lat: float) -> tuple[float, float]:
-    """lon/lat in ``crs`` (transformers cached by the CRS's WKT)."""
-    return _transformer(crs.to_wkt()).transform(lon, lat)
-
-
-class _FastPixels:
-    """Pixels read by :mod:`engine.timeseries.geotiff` instead of GDAL, where that is known
-    to give GDAL's answer: the first file of each layout *kind* is also opened with
-    rasterio, and the kind is used only if its size, type, transform, nodata and pixel
-    agree (the CRS is then GDAL's, for every file of the kind). Parsed headers are cached
-    (LRU, checked against a ``stat`` signature)."""
-
-    def __init__(self, *, size: int = 4096) -> None:
-        self.size = size
-        self._layouts: OrderedDict[str, tuple[tuple, geotiff.Layout | None]] = OrderedDict()
-        self._kinds: dict[tuple, str | None] = {}  # kind -> CRS WKT, None: use GDAL
-        self._lock = threading.Lock()
-
-    def layout(self, path: str, sig: tuple) -> geotiff.Layout | None:
-        with self._lock:
-            hit = self._layouts.get(path)
-            if hit is not None and hit[0] == sig:
-                self._layouts.move_to_end(path)
-                return hit[1]
-        layout = geotiff.parse(path)
-        with self._lock:
-            self._layouts[path] = (sig, layout)
-            while len(self._layouts) > self.size:
-                self._layouts.popitem(last=False)
-        return layout
-
-    def crs_wkt(self, kind: tuple) -> str | None:
-        """The CRS of files of ``kind`` as GDAL reads it; None: not validated (yet) or
-        not readable here."""
-        with self._lock:
-            return self._kinds.get(kind)
-
-    def validated(self, kind: tuple) -> bool:
-        with self._lock:
-            return kind in self._kinds
-
-    def judge(self, layout: geotiff.Layout, path: str, ds: DatasetReader, col: int, row: int,
-              value: Any) -> None:
-        """Compare ``layout`` with the dataset GDAL opened and its ``value`` at col/row."""
-        try:
-            same = (ds.count >= 1 and (ds.width, ds.height) == (layout.width, layout.height)
-                    and np.dtype(ds.dtypes[0]) == layout.dtype.newbyteorder("=")
-                    and ds.transform.almost_equals(Affine(*layout.transform), precision=1e-9)
-                    and _same(ds.nodata, layout.nodata) and ds.crs is not None
-                    and _same(geotiff.read_pixel(path, layout, col, row), value))
-        except geotiff.Unsupported:
-            same = False
-        if not same:
-            log.info("profile: %s is read with GDAL (its layout is not handled here)", path)
-        with self._lock:
-            self._kinds[layout.kind] = ds.crs.to_wkt() if same else None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._layouts.clear()
-            self._kinds.clear()
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return bool(a == b or (math.isnan(a) and math.isnan(b)))
-
-
-def _pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
-           ) -> float | None:
-    """The value of the pixel containing lon/lat (scale/offset applied); None when
-    outside, nodata or NaN."""
-    value = _stored_pixel(handles, fast, f, lon, lat)
-    if value is None or f.transform is None:
-        return value
-    return value * f.transform[0] + f.transform[1]
-
-
-def _stored_pixel(handles: Handles, fast: _FastPixels, f: _File, lon: float, lat: float
-                  ) -> float | None:
-    """The stored number of the pixel containing lon/lat; None when outside, nodata or
-    NaN. Local GeoTIFFs are read by :mod:`engine.timeseries.geotiff`, others by GDAL."""
-    sig = signature(f.href)
-    layout = None if is_remote(f.href) else fast.layout(f.href, sig)
-    value: Any = None
-    if layout is not None and (wkt := fast.crs_wkt(layout.kind)) is not None:
-        x, y = _transformer(wkt).transform(lon, lat)
-        sa, sb, sc, sd, se, sf = _inverse(layout.transform)
-        col, row = math.floor(x * sa + y * sb + sc), math.floor(x * sd + y * se + sf)
-        if not (0 <= row < layout.height and 0 <= col < layout.width):
-            return None
-        try:
-            value = geotiff.read_pixel(f.href, layout, col, row)
-            nodata = layout.nodata if layout.nodata is not None else f.nodata
-        except (geotiff.Unsupported, OSError):
-            value = None  # a sparse or damaged block: GDAL says what it holds
-    if value is None:
-        try:
-            with handles.open(f.href) as ds:
-                x, y = _to_crs(ds.crs, lon, lat)
-                col, row = ~ds.transform @ (x, y)
-                col, row = math.floor(col), math.floor(row)
-                if not (0 <= row < ds.height and 0 <= col < ds.width):
-                    return None
-                value = ds.read(1, window=Window(col, row, 1, 1))[0, 0].item()
-                nodata = ds.nodata if ds.nodata is not None else f.nodata
-                if layout is not None and not fast.validated(layout.kind):
-                    fast.judge(layout, f.href, ds, col, row, value)
-        except RasterioError as exc:
-            raise read_error(f.href, exc) from None
-    if nodata is not None and (value == nodata or (math.isnan(nodata) and math.isnan(value))):
-        return None
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _point_pixels(scene: _Scene, lon: float, lat: float, handles: Handles,
-                  fast: _FastPixels) -> tuple[dict[str, Any], bool, bool]:
+def _point_pixels(scene: _Scene, lon: float, lat: float, handles: HandleCache,
+                  fast: FastPixels) -> tuple[dict[str, Any], bool, bool]:
     """The scene's band values at the point, whether it is fill and whether it is cloudy."""
-    values = {name: _pixel(handles, fast, f, lon, lat) for name, f in scene.bands.items()}
+    values = {name: read_pixel(handles, fast, f, lon, lat) for name, f in scene.bands.items()}
     cloud = False
     fill = any(v is None for v in values.values())
     if scene.cloud is not None:
-        c = _pixel(handles, fast, scene.cloud, lon, lat)
+        c = read_pixel(handles, fast, scene.cloud, lon, lat)
         fill = fill or c is None
         cloud = c is not None and int(c) in scene.classes
     return values, fill, cloud
 
 
 def _point_rows(scenes: list[_Scene], pixels: list[tuple[dict[str, Any], bool, bool]],
-                expr: Expression, mask_clouds: bool) -> list[tuple]:
+                expr: ParsedExpression, mask_clouds: bool) -> list[tuple]:
     """Profile rows: the expression is evaluated once over the scenes with a value (it is
     element-wise, so this equals one evaluation per scene, ~50 times faster)."""
     values = [math.nan] * len(scenes)
@@ -526,36 +331,10 @@ def _point_rows(scenes: list[_Scene], pixels: list[tuple[dict[str, Any], bool, b
             for i, s in enumerate(scenes)]
 
 
-def _read_like(handles: Handles, f: _File, ref_transform, window: Window, crs: CRS
-               ) -> np.ma.MaskedArray:
-    """Band ``f`` on the grid of ``window`` of the reference band (nearest, boundless)."""
-    try:
-        with handles.open(f.href) as ds:
-            if ds.crs != crs:
-                raise DataUnavailable(f"{f.href} is not in the CRS of the scene's other bands")
-            nodata = ds.nodata if ds.nodata is not None else f.nodata
-            h, w = int(window.height), int(window.width)
-            if ds.transform == ref_transform:
-                own = window
-            else:
-                bounds = rasterio.windows.bounds(window, ref_transform)
-                own = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
-            data = ds.read(1, window=own, out_shape=(h, w), boundless=True,
-                           fill_value=nodata if nodata is not None else 0)
-    except RasterioError as exc:
-        raise read_error(f.href, exc) from None
-    mask = np.zeros(data.shape, bool) if nodata is None else (data == nodata)
-    if np.issubdtype(data.dtype, np.floating):
-        mask |= ~np.isfinite(data)
-    if f.transform is not None:
-        data = data.astype(np.float64) * f.transform[0] + f.transform[1]
-    return np.ma.MaskedArray(data, mask=mask)
-
-
-def _polygon_row(scene: _Scene, expr: Expression, geometry: dict, mask_clouds: bool,
-                 handles: Handles) -> tuple:
+def _polygon_row(scene: _Scene, expr: ParsedExpression, geometry: dict, mask_clouds: bool,
+                 handles: HandleCache) -> tuple:
     ref = scene.bands[expr.band_names[0]]
-    with handles.open(ref.href) as ds:
+    with handles.lend(ref.href) as ds:
         crs, transform, size = ds.crs, ds.transform, (ds.height, ds.width)
     geom = rasterio.warp.transform_geom("EPSG:4326", crs, geometry)
     full = Window(0, 0, size[1], size[0])
@@ -575,13 +354,13 @@ def _polygon_row(scene: _Scene, expr: Expression, geometry: dict, mask_clouds: b
     n_inside = int(inside.sum())
     if n_inside == 0:
         return (scene.datetime, math.nan, False, scene.cloud_cover, scene.id, None, math.nan)
-    arrays = {n: _read_like(handles, f, transform, win, crs) for n, f in scene.bands.items()}
+    arrays = {n: read_like(handles, f, transform, win, crs) for n, f in scene.bands.items()}
     valid = inside.copy()
     for a in arrays.values():
         valid &= ~np.ma.getmaskarray(a)
     cloudy = np.zeros_like(valid)
     if scene.cloud is not None:
-        c = _read_like(handles, scene.cloud, transform, win, crs)
+        c = read_like(handles, scene.cloud, transform, win, crs)
         valid &= ~np.ma.getmaskarray(c)
         cloudy = valid & np.isin(np.asarray(c.data), scene.classes)
     use = valid & ~cloudy if mask_clouds else valid

@@ -1,71 +1,47 @@
 """Chain endpoints: register a chain, then its XYZ tiles, TileJSON, point values, statistics.
 
-A chain id is the hash of the chain's canonical JSON, so its tiles never change meaning
-(as long as its scenes do not: cache keys also carry the renderer's fingerprint of them):
-they are served with a strong ETag and ``Cache-Control: immutable``, and kept in an
-in-memory LRU cache bounded in bytes, in front of an optional disk cache shared by the
-processes of the host. A hit in either is answered on the event loop without a thread hop.
-Rendering is synchronous (GDAL, numpy): misses run in threads, at most
-``render_concurrency`` at once (more only queue for the CPU and stretch every request's
-latency), and concurrent requests for the same tile share one render.
+Routes only translate HTTP: tile caching, single flight, the render limiter and warming
+live in :class:`service.tiles.TileProducer`. Tiles of a chain id never change meaning (the
+cache keys carry the scenes' fingerprint): they are served with a strong ETag and
+``Cache-Control: immutable``; a cached tile is answered on the event loop without a
+thread hop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
-import time
-from collections import OrderedDict
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from engine.catalog.base import Catalog
 from engine.chain import Chain
 from engine.chain.bands import check_bands, collection_band_names
-from engine.chain.budget import work_per_pixel
 from engine.chain.executor import get_executor
 from engine.chain.steps import Execute
 from engine.chain.store import ChainStore
 from engine.errors import ChainError, InvalidInput, SandboxError, UnknownCollection
-from engine.render.cap import Cap
-from engine.render.renderer import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
-from service.cache import CachedTile, TileCache
-from service.diskcache import DiskKey, DiskTileCache, etag_of
-from service.lanes import EMPTY_PNG, HEAVY_WORK, heavy_lane
+from engine.render import ChainInfo, PointValues, Statistics
+from engine.render.results import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
+from service.cache import CachedTile
+from service.lanes import EMPTY_PNG
 from service.models import (
     ChainCreated,
     ImageFormat,
     StatisticsBody,
+    TileJSON,
     TileSize,
     check_tile,
     geometry_of,
-    jsonable,
 )
+from service.protocols import ChainReader, CollectionLookup
+from service.tiles import TileProducer
 
 #: Tiles of a chain never change: browsers and proxies may keep them for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
 #: Response header saying what a tile leaves out (scenes beyond the per-tile cap).
 NOTICE_HEADER = "X-EOX-Notice"
-
-#: (chain id, scenes fingerprint, z, x, y, tilesize, format): a tile in both caches.
-TileKey = tuple[str, str, int, int, int, int, str]
-#: Fingerprint of renderers that have no ``fingerprint(chain)`` (test doubles).
-NO_FINGERPRINT = "any"
-#: Chains whose fingerprint is remembered per process.
-FINGERPRINTS_KEPT = 4096
-
-
-class _RenderAbandoned(Exception):
-    """The request rendering a tile went away before rendering it: a waiter renders it."""
-
 
 ChainId = Path(description="Chain id returned by POST /api/chains", min_length=1, max_length=64)
 
@@ -90,48 +66,36 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
 
 
+def tile_response(entry: CachedTile, fmt: ImageFormat, request: Request, *,
+                  transparent: bool = False) -> Response:
+    """200 with the image, 204 when the tile has no data (or, with ``transparent``, a
+    1 px transparent PNG), 304 when the client has it."""
+    headers = {"ETag": entry.etag, "Cache-Control": IMMUTABLE}
+    if entry.notice:
+        headers[NOTICE_HEADER] = entry.notice
+    if _etag_matches(request.headers.get("if-none-match"), entry.etag):
+        return Response(status_code=304, headers=headers)
+    if not entry.content and transparent and fmt == ImageFormat.png:
+        return Response(EMPTY_PNG, media_type=fmt.media_type, headers=headers)
+    if not entry.content:
+        return Response(status_code=204, headers=headers)
+    return Response(entry.content, media_type=fmt.media_type, headers=headers)
+
+
 @dataclass
 class ChainRoutes:
-    """Routes under ``/api/chains`` over a catalog, a chain store, a renderer and caches.
+    """Routes under ``/api/chains``: chains are checked against ``catalog`` and kept in
+    ``chain_store``; tiles come from ``tiles``, point values, statistics and TileJSON
+    info from ``reader``."""
 
-    ``disk``: the second-level tile cache (None: memory only); ``render_concurrency``:
-    most tiles rendered at once in this process (None: CPU count + 1); a scenes
-    fingerprint is trusted for ``fingerprint_ttl`` seconds before it is recomputed.
-    """
-
-    catalog: Catalog
+    catalog: CollectionLookup
     chain_store: ChainStore
-    renderer: Any  # engine.render.TileRenderer or anything with the same methods
-    cache: TileCache
-    disk: DiskTileCache | None = None
-    render_concurrency: int | None = None
-    fingerprint_ttl: float = 60.0
-    heavy_renders: int | None = None
+    tiles: TileProducer
+    reader: ChainReader
     router: APIRouter = field(init=False)
 
     def __post_init__(self) -> None:
         self.router = APIRouter(prefix="/api/chains", tags=["chains"])
-        if self.render_concurrency is None:
-            self.render_concurrency = (os.cpu_count() or 1) + 1
-        if self.render_concurrency < 1:
-            raise ValueError(f"render_concurrency must be >= 1, got {self.render_concurrency}")
-        # Threads of HTTP requests wait for a token BEFORE starting (the limiter), so
-        # queued misses hold no thread; the semaphore also bounds the prefetch thread.
-        self._limiter = anyio.CapacityLimiter(self.render_concurrency)
-        # heavy tiles render in their own few, lower-priority threads (queued ones hold
-        # none): the other slots stay free for light tiles whatever the heavy ones cost
-        if self.heavy_renders is None:
-            self.heavy_renders = max(1, self.render_concurrency // 2)
-        self._heavy_lane = heavy_lane(self.heavy_renders)
-        self.heavy_waits = 0
-        self._slots = threading.BoundedSemaphore(self.render_concurrency)
-        self._lock = threading.Lock()
-        self._inflight: dict[TileKey, Future] = {}
-        self._fingerprints: OrderedDict[str, tuple[str, float, int]] = OrderedDict()
-        self.renders = 0
-        self.rendering = 0
-        self.max_rendering = 0
-        self.shared_renders = 0
         self._register()
 
     def check_chain(self, chain: Chain) -> None:
@@ -153,194 +117,6 @@ class ChainRoutes:
             raise SandboxError("server-side functions are disabled on this server "
                                "(EOX_FUNCTIONS_ENABLED=false): a chain with an execute step "
                                "cannot be registered")
-
-    # -- caches ---------------------------------------------------------------------------
-    def cached_fingerprint(self, chain_id: str) -> str | None:
-        """The chain's scenes fingerprint if known and fresh (no I/O: for the event loop)."""
-        with self._lock:
-            hit = self._fingerprints.get(chain_id)
-        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
-
-    def is_heavy(self, chain_id: str, tilesize: int) -> bool:
-        """True when a tile of the chain is estimated to cost more than ``HEAVY_WORK``
-        (known once its fingerprint is: no I/O, for the event loop)."""
-        with self._lock:
-            hit = self._fingerprints.get(chain_id)
-        return hit is not None and hit[2] * tilesize * tilesize > HEAVY_WORK
-
-    def fingerprint(self, chain_id: str) -> str:
-        """The fingerprint of the scenes the chain reads (NotFound for an unknown chain);
-        it may query the catalog, so call it in a thread."""
-        known = self.cached_fingerprint(chain_id)
-        if known is not None:
-            return known
-        chain = self.chain_store.get(chain_id)
-        of = getattr(self.renderer, "fingerprint", None)
-        value = of(chain) if of is not None else NO_FINGERPRINT
-        work = work_per_pixel(chain, dates=self._dates(chain))
-        with self._lock:
-            self._fingerprints[chain_id] = (value, time.monotonic() + self.fingerprint_ttl,
-                                            work)
-            self._fingerprints.move_to_end(chain_id)
-            while len(self._fingerprints) > FINGERPRINTS_KEPT:
-                self._fingerprints.popitem(last=False)
-        return value
-
-    def _dates(self, chain: Chain) -> int:
-        """Dates a tile of a time-stack chain may stack (all its scenes'), else 1."""
-        scenes = getattr(self.renderer, "scenes", None)
-        if not chain.source.times or scenes is None:
-            return 1
-        return len({s.datetime.date() if s.datetime else None for s in scenes(chain).scenes})
-
-    def invalidate(self) -> None:
-        """Forget the scenes fingerprints and the renderer's scene cache: after an ingest in
-        this process, its tiles show the new scenes at once rather than within the TTLs."""
-        with self._lock:
-            self._fingerprints.clear()
-        forget = getattr(self.renderer, "invalidate", None)
-        if forget is not None:
-            forget()
-
-    def lookup(self, key: TileKey) -> CachedTile | None:
-        """The tile from memory, else from disk (then kept in memory too), else None."""
-        entry = self.cache.get(key)
-        if entry is None and self.disk is not None:
-            entry = self.disk.get(DiskKey(*key))
-            if entry is not None:
-                self.cache.put(key, entry)
-        return entry
-
-    # -- rendering ------------------------------------------------------------------------
-    def _render_key(self, key: TileKey) -> CachedTile:
-        """Render and encode one tile (empty content: no data) in a render slot, then store
-        it in both caches. Runs in a thread."""
-        chain_id, _, z, x, y, tilesize, fmt = key
-        chain = self.chain_store.get(chain_id)
-        with self._slots:
-            with self._lock:
-                self.rendering += 1
-                self.max_rendering = max(self.max_rendering, self.rendering)
-            try:
-                img = self.renderer.tile(chain, z, x, y, tilesize=tilesize)
-                content = b"" if img is None else self.renderer.encode(img, fmt)
-            finally:
-                with self._lock:
-                    self.rendering -= 1
-                    self.renders += 1
-        entry = CachedTile(content=content, etag=etag_of(content), notice=tile_notice(img))
-        self.cache.put(key, entry)
-        if self.disk is not None:
-            self.disk.put(DiskKey(*key), entry)
-        return entry
-
-    def _claim(self, key: TileKey) -> tuple[Future, bool]:
-        """The future of the render of ``key`` and whether the caller must produce it."""
-        with self._lock:
-            fut = self._inflight.get(key)
-            if fut is not None:
-                self.shared_renders += 1
-                return fut, False
-            fut = self._inflight[key] = Future()
-            return fut, True
-
-    def _produce(self, key: TileKey, fut: Future) -> CachedTile:
-        """Render ``key`` and resolve its future (for the requests waiting on it)."""
-        try:
-            entry = self._render_key(key)
-        except Exception as exc:
-            fut.set_exception(exc)
-            raise
-        fut.set_result(entry)
-        return entry
-
-    def _release(self, key: TileKey, fut: Future) -> None:
-        if not fut.done():
-            fut.set_exception(_RenderAbandoned())
-        with self._lock:
-            if self._inflight.get(key) is fut:
-                del self._inflight[key]
-
-    async def fetch(self, key: TileKey) -> CachedTile:
-        """The tile of a cache miss: rendered in a thread once a render slot is free (a
-        heavy tile first waits for the heavy lane), or the result of the render of the same
-        tile already under way. A heavy tile renders in the heavy lane's threads, also
-        holding one of the render slots (``_slots``) while it runs."""
-        heavy = self.is_heavy(key[0], key[5])
-        while True:
-            fut, mine = self._claim(key)
-            if not mine:
-                try:  # shield: a waiter going away must not cancel the shared render
-                    return await asyncio.shield(asyncio.wrap_future(fut))
-                except _RenderAbandoned:
-                    continue
-            try:
-                if not heavy:
-                    return await anyio.to_thread.run_sync(self._produce, key, fut,
-                                                          limiter=self._limiter)
-                self.heavy_waits += 1
-                return await asyncio.wrap_future(self._heavy_lane.submit(self._produce, key,
-                                                                         fut))
-            finally:
-                self._release(key, fut)
-
-    def render(
-        self, chain_id: str, z: int, x: int, y: int, fmt: ImageFormat, tilesize: int
-    ) -> CachedTile:
-        """One tile through both caches, rendered if neither has it (blocking: threads)."""
-        key = (chain_id, self.fingerprint(chain_id), z, x, y, tilesize, fmt.value)
-        while True:
-            entry = self.lookup(key)
-            if entry is not None:
-                return entry
-            fut, mine = self._claim(key)
-            if not mine:
-                try:
-                    return fut.result()
-                except _RenderAbandoned:
-                    continue
-            try:
-                return self._produce(key, fut)
-            finally:
-                self._release(key, fut)
-
-    def warm(self, chain_id: str, z: int, x: int, y: int) -> bool:
-        """Render a 256 px PNG tile into the caches unless they have it or it is being
-        rendered (prefetching ahead of the browser); True if it was rendered."""
-        key = (chain_id, self.fingerprint(chain_id), z, x, y, 256, ImageFormat.png.value)
-        if self.lookup(key) is not None:
-            return False
-        fut, mine = self._claim(key)
-        if not mine:
-            return False
-        try:
-            self._produce(key, fut)
-        finally:
-            self._release(key, fut)
-        return True
-
-    def render_stats(self) -> dict[str, int | None]:
-        """Render counters for /healthz."""
-        with self._lock:
-            return {"concurrency": self.render_concurrency, "rendering": self.rendering,
-                    "max_rendering": self.max_rendering, "renders": self.renders,
-                    "shared": self.shared_renders, "heavy_lane": self.heavy_renders,
-                    "heavy_renders": self.heavy_waits}
-
-    def tile_response(self, entry: CachedTile, fmt: ImageFormat, request: Request, *,
-                      transparent: bool = False) -> Response:
-        """200 with the image, 204 when the tile has no data (or, with ``transparent``, a
-        1 px transparent PNG), 304 when the client has it."""
-        headers = {"ETag": entry.etag, "Cache-Control": IMMUTABLE}
-        if entry.notice:
-            headers[NOTICE_HEADER] = entry.notice
-        if _etag_matches(request.headers.get("if-none-match"), entry.etag):
-            return Response(status_code=304, headers=headers)
-        if not entry.content and transparent and fmt == ImageFormat.png:
-            return Response(EMPTY_PNG, media_type=fmt.media_type, headers=headers)
-        if not entry.content:
-            return Response(status_code=204, headers=headers)
-        return Response(entry.content, media_type=fmt.media_type, headers=headers)
 
     # -- routes -------------------------------------------------------------------------
     def _register(self) -> None:
@@ -402,16 +178,18 @@ class ChainRoutes:
                                "for a failed image and retry it"),
         ) -> Response:
             check_tile(z, x, y)
-            fingerprint = self.cached_fingerprint(chain_id)
+            tiles = self.tiles
+            fingerprint = tiles.cached_fingerprint(chain_id)
             if fingerprint is None:
-                fingerprint = await run_in_threadpool(self.fingerprint, chain_id)
-            key = (chain_id, fingerprint, z, x, y, int(tilesize), fmt.value)
-            entry = self.lookup(key)  # disk reads of small files are fast enough here
+                fingerprint = await run_in_threadpool(tiles.fingerprint, chain_id)
+            key = tiles.key(chain_id, fingerprint, z, x, y, int(tilesize), fmt)
+            entry = tiles.lookup(key)  # disk reads of small files are fast enough here
             if entry is None:
-                entry = await self.fetch(key)
-            return self.tile_response(entry, fmt, request, transparent=empty == "transparent")
+                entry = await tiles.fetch(key)
+            return tile_response(entry, fmt, request, transparent=empty == "transparent")
 
-        @router.get("/{chain_id}/tilejson.json", summary="TileJSON 3.0 document of the chain")
+        @router.get("/{chain_id}/tilejson.json", response_model=TileJSON,
+                    summary="TileJSON 3.0 document of the chain")
         def tilejson(
             request: Request,
             chain_id: str = ChainId,
@@ -419,41 +197,31 @@ class ChainRoutes:
                 ImageFormat.png, description="Format of the tile URLs"
             ),
             tilesize: TileSize = Query(TileSize.s256, description="Tile edge in pixels"),
-        ) -> dict[str, Any]:
-            chain = self.chain_store.get(chain_id)
-            info = self.renderer.info(chain)
+        ) -> TileJSON:
+            info = self.reader.info(self.chain_store.get(chain_id))
             url = (f"{_base_url(request)}/api/chains/{chain_id}/tiles/{{z}}/{{x}}/{{y}}"
                    f".{tile_format.value}")
             if tilesize != TileSize.s256:
                 url += f"?tilesize={int(tilesize)}"
-            west, south, east, north = info["bounds"]
-            minzoom, maxzoom = int(info["minzoom"]), int(info["maxzoom"])
-            return jsonable(
-                {
-                    "tilejson": "3.0.0",
-                    "name": chain_id,
-                    "description": info.get("description", ""),
-                    "tiles": [url],
-                    "minzoom": minzoom,
-                    "maxzoom": maxzoom,
-                    "bounds": [west, south, east, north],
-                    "center": [(west + east) / 2, (south + north) / 2, minzoom],
-                    "scheme": "xyz",
-                    "tilesize": int(tilesize),
-                    "bands": list(info.get("band_names") or []),
-                }
-            )
+            return TileJSON.of(chain_id, info, url, tilesize=int(tilesize))
 
-        @router.get("/{chain_id}/point", summary="Values of every output band at a point")
+        @router.get("/{chain_id}/info", response_model=ChainInfo,
+                    summary="Bounds, zoom range, output bands and description of the chain")
+        def info(chain_id: str = ChainId) -> ChainInfo:
+            return self.reader.info(self.chain_store.get(chain_id))
+
+        @router.get("/{chain_id}/point", response_model=PointValues,
+                    response_model_exclude_unset=True,
+                    summary="Values of every output band at a point")
         def point(
             chain_id: str = ChainId,
             lon: float = Query(ge=-180, le=180, description="Longitude (WGS84)"),
             lat: float = Query(ge=-90, le=90, description="Latitude (WGS84)"),
-        ) -> dict[str, Any]:
-            chain = self.chain_store.get(chain_id)
-            return jsonable(self.renderer.point(chain, lon, lat))
+        ) -> PointValues:
+            return self.reader.point(self.chain_store.get(chain_id), lon, lat)
 
-        @router.post("/{chain_id}/statistics", summary="Per-band statistics inside a polygon")
+        @router.post("/{chain_id}/statistics", response_model=Statistics,
+                     summary="Per-band statistics inside a polygon")
         def statistics(
             chain_id: str = ChainId,
             body: StatisticsBody = Body(..., description="GeoJSON Polygon/MultiPolygon or Feature"),
@@ -462,17 +230,11 @@ class ChainRoutes:
             p: str | None = Query(None, max_length=200, examples=["2,98"],
                                   description="Comma-separated percentiles in 0..100 "
                                   f"(default {','.join(map(str, PERCENTILES))})"),
-        ) -> dict[str, Any]:
+        ) -> Statistics:
             percentiles = _percentiles(p)
             chain = self.chain_store.get(chain_id)
-            return jsonable(self.renderer.statistics(chain, geometry_of(body), bins=bins,
-                                                     percentiles=percentiles))
-
-
-def tile_notice(img: Any) -> str:
-    """The ``X-EOX-Notice`` text of a rendered tile: which scenes the cap left out."""
-    scenes = (getattr(img, "metadata", None) or {}).get("scenes")
-    return Cap(scenes["total"], scenes["shown"]).notice() if scenes else ""
+            return self.reader.statistics(chain, geometry_of(body), bins=bins,
+                                          percentiles=percentiles)
 
 
 def _percentiles(text: str | None) -> tuple[float, ...]:

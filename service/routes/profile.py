@@ -40,6 +40,7 @@ from engine.timeseries import (
 )
 from engine.timeseries.limits import MAX_PROFILE_PIXELS, MAX_PROFILE_READS, check_polygon_size
 from service.models import ProfileGeometry, geometry_of, jsonable
+from service.protocols import FrameRenderer
 
 #: Columns of the CSV answer, in order (a polygon adds POLYGON_COLUMNS).
 CSV_COLUMNS = ("date", "value", "cloud", "scene_cloud", "id")
@@ -99,7 +100,7 @@ class TimeRoutes:
     """``/api/profile`` and ``/api/timelapse`` over a catalog and a renderer."""
 
     catalog: Catalog
-    renderer: Any  # engine.render.TileRenderer
+    renderer: FrameRenderer | None  # None: a TileRenderer over the collection's catalog
     max_frames: int = 200
     max_side: int = 2048
     max_pixels: int = 60_000_000

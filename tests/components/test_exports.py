@@ -144,7 +144,7 @@ def test_notebook_map_layers_legends_split_and_zoom(backend, shown):
     assert "True colour" in legends[0] and "linear-gradient" in legends[1]
     assert legend_html("x", None) == ""
     # the first layer zoomed to its data
-    w, s, e, n = backend.renderer.info(chain)["bounds"]
+    w, s, e, n = backend.renderer.info(chain).bounds
     assert m.state.view_request == (w, s, e, n)
     m.zoom_to_extent((13.0, 52.0, 14.0, 53.0))
     assert m.state.view_request == (13.0, 52.0, 14.0, 53.0)

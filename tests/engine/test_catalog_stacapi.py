@@ -22,7 +22,8 @@ from stacapi_server import make_stacapi_catalog, serve_stac_api
 
 from engine import Collection
 from engine.catalog.base import Filter, Query
-from engine.catalog.stacapi import StacApiCatalog, _cql2, _query_ext
+from engine.catalog.stacapi import StacApiCatalog
+from engine.catalog.stacquery import cql2, query_ext
 from engine.errors import CatalogError, NotFound, UnknownCollection
 
 S2 = "sentinel-2-l2a"
@@ -281,12 +282,12 @@ def test_query_extension_and_cql2_bodies():
         Filter("platform", "in", ("sentinel-2a", "sentinel-2b")),
         Filter("datetime", ">=", "2018-01-01T00:00:00+01:00"),
     )
-    assert _query_ext(filters) == {
+    assert query_ext(filters) == {
         "eo:cloud_cover": {"lte": 20, "gt": 1},
         "platform": {"in": ["sentinel-2a", "sentinel-2b"]},
         "datetime": {"gte": "2017-12-31T23:00:00Z"},
     }
-    assert _cql2(filters[2:]) == {
+    assert cql2(filters[2:]) == {
         "op": "and",
         "args": [
             {"op": "in", "args": [{"property": "platform"}, ["sentinel-2a", "sentinel-2b"]]},
@@ -294,7 +295,7 @@ def test_query_extension_and_cql2_bodies():
         ],
     }
     not_x = {"op": "<>", "args": [{"property": "platform"}, "x"]}
-    assert _cql2([Filter("platform", "!=", "x")]) == not_x
+    assert cql2([Filter("platform", "!=", "x")]) == not_x
 
 
 # -- errors -------------------------------------------------------------------------------

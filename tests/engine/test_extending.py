@@ -74,8 +74,8 @@ def test_threshold_in_a_chain_and_the_renderer(catalog):
     item = catalog.get_item(COLL, ITEM)
     w, s, e, n = item.bbox
     for lon, lat in [(w + (e - w) * f, s + (n - s) * g) for f, g in ((.3, .3), (.6, .7))]:
-        value = renderer.point(ratio, lon, lat)["values"][0]
-        hit = renderer.point(veg, lon, lat)["values"][0]
+        value = renderer.point(ratio, lon, lat).values[0]
+        hit = renderer.point(veg, lon, lat).values[0]
         assert hit == (1 if value >= 0.0 else 0), (value, hit)
 
 

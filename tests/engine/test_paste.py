@@ -16,7 +16,7 @@ from render_fixtures import make_catalog, make_item, pattern
 
 from engine.collection import Collection
 from engine.render import TileRenderer
-from engine.render.fastwarp import Grid
+from engine.render.grid import Grid
 from engine.render.paste import footprint_windows, sub_grid
 
 TMS = morecantile.tms.get("WebMercatorQuad")

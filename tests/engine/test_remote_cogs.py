@@ -132,7 +132,7 @@ def test_remote_tiles_points_and_stats_equal_local_reads(storage, kind):
             np.testing.assert_array_equal(np.ma.getmaskarray(got.array),
                                           np.ma.getmaskarray(want.array))
     a, b = _chains(storage["local"])["ndvi"], _chains(storage[kind])["ndvi"]
-    assert remote.point(b, lon, lat)["values"] == local.point(a, lon, lat)["values"]
+    assert remote.point(b, lon, lat).values == local.point(a, lon, lat).values
     box = {"type": "Polygon", "coordinates": [[[lon - .005, lat - .005], [lon + .005, lat - .005],
                                                [lon + .005, lat + .005], [lon - .005, lat + .005],
                                                [lon - .005, lat - .005]]]}
@@ -292,8 +292,8 @@ def test_stac_api_with_earth_search_layout_over_http(storage, tmp_path):
         lon, lat = _centre(storage)
         coll = Collection("sentinel-2-l2a", catalog=cat).ids("D1")
         r = TileRenderer(cat)
-        got = r.point(coll.process().bands("B04", "B08"), lon, lat)["values"]
-        nd = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat)["values"][0]
+        got = r.point(coll.process().bands("B04", "B08"), lon, lat).values
+        nd = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat).values[0]
         dn = []
         for band in ("B04", "B08"):
             with rasterio.open(storage["items"][1].assets[band].href) as ds:

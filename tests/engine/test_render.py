@@ -325,16 +325,16 @@ def test_point_values(world):
             row, col = ds.index(x, y)
             vals[band] = float(ds.read(1)[row, col])
     out = r.point(coll.process().bands("B04", "B08").scale(0, 3000), lon, lat)
-    assert out["bands"] == ["B04", "B08"] and out["values"] == [vals["B04"], vals["B08"]]
+    assert out.bands == ["B04", "B08"] and out.values == [vals["B04"], vals["B08"]]
     nd = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat)
-    assert nd["values"][0] == pytest.approx(
+    assert nd.values[0] == pytest.approx(
         (vals["B08"] - vals["B04"]) / (vals["B08"] + vals["B04"]), rel=1e-6)
     tb = world["items"]["T0"].bbox
     ts = r.point(Collection("stack", catalog=world["cat"]).process_multi(["B04"], times=True),
                  (tb[0] + tb[2]) / 2, (tb[1] + tb[3]) / 2)
-    assert len(ts["dates"]) == 3 and len(ts["values"]) == 3 and ts["bands"] == ["B04"]
+    assert len(ts.dates) == 3 and len(ts.values) == 3 and ts.bands == ["B04"]
     far = r.point(coll.process().bands("B04"), 0.0, 0.0)
-    assert far["values"] == [None]
+    assert far.values == [None]
 
 
 def test_statistics_match_numpy(world):
@@ -349,16 +349,16 @@ def test_statistics_match_numpy(world):
                                                 (x0, y0)]]}
     geom = transform_geom(crs, "EPSG:4326", rect, precision=-1)
     stats = r.statistics(Collection("s2", catalog=world["cat"]).ids("A").process().bands("B04"),
-                         geom)["B04"]
+                         geom).root["B04"]
     back = transform_geom("EPSG:4326", crs, geom, precision=-1)
     inside = ~geometry_mask([back], out_shape=data.shape, transform=transform)
     vals = data[inside].astype(float)
-    assert abs(stats["count"] - vals.size) <= 0.01 * vals.size
-    assert stats["min"] == vals.min() and stats["max"] == vals.max()
-    assert stats["mean"] == pytest.approx(vals.mean(), rel=2e-3)
-    assert stats["std"] == pytest.approx(vals.std(), rel=1e-2)
-    assert stats["percentiles"]["50"] == pytest.approx(np.percentile(vals, 50), rel=1e-2)
-    assert sum(stats["histogram"]["counts"]) == stats["count"]
+    assert abs(stats.count - vals.size) <= 0.01 * vals.size
+    assert stats.min == vals.min() and stats.max == vals.max()
+    assert stats.mean == pytest.approx(vals.mean(), rel=2e-3)
+    assert stats.std == pytest.approx(vals.std(), rel=1e-2)
+    assert stats.percentiles["50"] == pytest.approx(np.percentile(vals, 50), rel=1e-2)
+    assert sum(stats.histogram.counts) == stats.count
     with pytest.raises(InvalidInput):
         r.statistics(Collection("s2", catalog=world["cat"]).process().bands("B04"),
                      {"type": "Point", "coordinates": [0, 0]})
@@ -370,8 +370,8 @@ def test_info(world):
         "(B08-B04)/(B08+B04)").scale(-1, 1).colormap("viridis")
     info = r.info(chain)
     a, b = world["items"]["A"].bbox, world["items"]["B"].bbox
-    assert info["bounds"] == pytest.approx([min(a[0], b[0]), min(a[1], b[1]),
+    assert info.bounds == pytest.approx([min(a[0], b[0]), min(a[1], b[1]),
                                             max(a[2], b[2]), max(a[3], b[3])])
-    assert info["band_names"] == ["red", "green", "blue", "alpha"]
-    assert 0 <= info["minzoom"] <= info["maxzoom"] and info["maxzoom"] in (13, 14, 15)
-    assert "colormap" in info["description"]
+    assert info.band_names == ["red", "green", "blue", "alpha"]
+    assert 0 <= info.minzoom <= info.maxzoom and info.maxzoom in (13, 14, 15)
+    assert "colormap" in info.description

@@ -198,11 +198,11 @@ def test_ndvi_point_and_bands_honour_the_offset(offset_world):
     coll = Collection("es", catalog=cat).ids("P")
     for row, col in ((10, 20), (128, 77), (200, 240)):
         lon, lat = _lonlat(p, row, col)
-        got = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat)["values"][0]
+        got = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat).values[0]
         assert got == pytest.approx(ndvi[row, col], abs=1e-5)
         raw = (raw_nir[row, col] - raw_red[row, col]) / (raw_nir[row, col] + raw_red[row, col])
         assert abs(raw - ndvi[row, col]) > 0.01  # the offset matters here
-        bands = r.point(coll.process().bands("B04", "nir"), lon, lat)["values"]
+        bands = r.point(coll.process().bands("B04", "nir"), lon, lat).values
         assert bands == pytest.approx([raw_red[row, col] - 1000, raw_nir[row, col] - 1000])
 
 
@@ -263,7 +263,7 @@ def test_tile_reflectance_stretch_uses_offset_values(offset_world):
     chain = Collection("es", catalog=cat).ids("P").process().bands("B04").scale(0, 3000)
     out = r.point(chain, lon, lat)  # analytic values skip the stretch: DN - 1000
     with rasterio.open(p.assets["red"].href) as ds:
-        assert out["values"][0] == pytest.approx(ds.read(1)[128, 128] - 1000.0)
+        assert out.values[0] == pytest.approx(ds.read(1)[128, 128] - 1000.0)
 
 
 # -- mixed collections ------------------------------------------------------------------
@@ -308,8 +308,8 @@ def test_real_earth_search_item_takes_band_ids_and_its_scale(tmp_path):
         assert Path(item.assets[resolve_asset(item, "B04")].href).name == "B04.tif"
         lon, lat = -11.4, 24.8
         r = TileRenderer(cat)
-        got = r.point(chain, lon, lat)["values"]
-        nd = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat)["values"][0]
+        got = r.point(chain, lon, lat).values
+        nd = r.point(coll.process().expression("(B08-B04)/(B08+B04)"), lon, lat).values[0]
         vals = {}
         for band in ("B04", "B03", "B02", "B08"):
             with rasterio.open(RKH / f"{band}.tif") as ds:

@@ -10,8 +10,9 @@ from rasterio.crs import CRS
 from app.auth import dashboard_batch_pixels
 from app.settings import Settings
 from app.state import resources
-from engine.batch.plan import Area, check_size
+from engine.batch.plan import check_size
 from engine.errors import InvalidInput
+from engine.render import Grid
 
 
 def _settings(tmp_path, address):
@@ -30,7 +31,7 @@ def test_limit_follows_the_address(tmp_path):
 def test_deployed_dashboard_refuses_a_2e9_pixel_run(tmp_path):
     backend = resources(_settings(tmp_path, "0.0.0.0")).backend
     assert backend.batch_max_pixels == 36_000_000
-    huge = Area(crs=CRS.from_epsg(3857), bounds=(0.0, 0.0, 44_721.0, 44_721.0),
-                resolution=1.0, width=44_721, height=44_721)  # 2e9 px
+    huge = Grid(crs=CRS.from_epsg(3857), bounds=(0.0, 0.0, 44_721.0, 44_721.0),
+                width=44_721, height=44_721)  # 2e9 px
     with pytest.raises(InvalidInput, match="limit of 36,000,000"):
         check_size(huge, dates=1, max_pixels=backend.batch_max_pixels)

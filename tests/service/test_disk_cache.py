@@ -247,7 +247,7 @@ def test_new_scenes_after_an_ingest_are_rendered_not_served_stale(tmp_path):
             catalog.add_items([july], collection=COLLECTION)
         # Once the scene and fingerprint caches expire (here: invalidated), the running
         # service renders the newer scene instead of serving its memory or disk copy.
-        one.state.chain_routes.invalidate()
+        one.state.tile_producer.invalidate()
         assert a.get(url).content != before and r1.tiles == 2
     two, r2 = service(scene.db, tmp_path / "tile-cache")  # e.g. another worker
     with TestClient(two) as b:

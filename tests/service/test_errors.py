@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from engine import errors as eox
 from engine.catalog import SQLiteCatalog
 from engine.chain.store import ChainStore
+from engine.render import HandleCache, PointValues, SceneSet
 from service import create_service
 from service.errors import STATUS_CODES, status_for
 
@@ -46,6 +47,7 @@ class ExplodingRenderer:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.handles = HandleCache(size=0)
 
     def tile(self, chain, z, x, y, *, tilesize=256):
         self.calls += 1
@@ -58,7 +60,20 @@ class ExplodingRenderer:
         return None
 
     def point(self, chain, lon, lat):
-        return {"values": [float("nan"), float("inf"), 1.5]}
+        return PointValues(coordinates=(lon, lat), bands=["a", "b", "c"],
+                           values=[float("nan"), float("inf"), 1.5], items=[])
+
+    def encode(self, img, fmt):
+        raise AssertionError("no tile has an image here")
+
+    def fingerprint(self, chain):
+        return "any"
+
+    def scenes(self, chain):
+        return SceneSet([], ())
+
+    def invalidate(self):
+        pass
 
 
 @pytest.fixture()
@@ -99,7 +114,9 @@ def test_engine_errors_map_through_the_table(exploding):
 def test_non_finite_values_become_null(exploding):
     c, cid, _ = exploding
     r = c.get(f"/api/chains/{cid}/point", params={"lon": 1, "lat": 2})
-    assert r.status_code == 200 and r.json() == {"values": [None, None, 1.5]}
+    assert r.status_code == 200 and r.json() == {
+        "coordinates": [1.0, 2.0], "bands": ["a", "b", "c"], "values": [None, None, 1.5],
+        "items": []}
 
 
 def test_unknown_route_and_method_are_json(client):
