@@ -203,7 +203,8 @@ class DisplayState(StateBase):
         service would still refuse is not shown, and its error is."""
         if not self.selected:
             self._drawn = None
-            self.param.update(chain=None, chain_id="", tile_url="")
+            if self.chain is not None or self.chain_id or self.tile_url:
+                self.param.update(chain=None, chain_id="", tile_url="")
             return False
         why = self._fit_selected()  # a change re-enters here through the watcher
         if self.stretch_pending:
