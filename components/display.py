@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import html
 import json
-
 from typing import Any
 
 import matplotlib
 import panel as pn
 import param
 
-from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, RGB_VMAX, preset
+from components.presets import (
+    COMMON_COLORMAPS,
+    CUSTOM_EXPRESSION,
+    CUSTOM_RGB,
+    RGB_VMAX,
+    preset,
+)
 from components.state import AppState
-
-#: Colormaps listed first in the picker (all matplotlib colormaps are accepted).
-COMMON_COLORMAPS = ["viridis", "RdYlGn", "RdBu", "Spectral", "magma", "inferno", "plasma",
-                    "cividis", "YlGn", "Greens", "Blues", "BrBG", "PuOr", "coolwarm", "terrain",
-                    "gray"]
 
 
 def colorbar_html(name: str, vmin: float, vmax: float, *, title: str = "") -> str:

@@ -17,7 +17,8 @@ from rasterio.crs import CRS
 from rasterio.transform import from_bounds, from_origin
 
 from components.map import MapView
-from components.rasterlayer import RasterLayers, RasterSource, check_raster_path, render
+from components.rasterlayer import RasterLayers
+from components.rasterrender import RasterSource, check_raster_path, render
 from components.state import AppState
 from components.tilemath import to_lonlat
 from engine.errors import InvalidInput, NotFound
