@@ -275,7 +275,7 @@ class ProfilePanel(pn.viewable.Viewer):
     def _on_map_tap(self, event: Any) -> None:
         if not self.picking or event.x is None or event.y is None:
             return
-        from components.map import to_lonlat
+        from components.tilemath import to_lonlat
 
         lon, lat = to_lonlat(event.x, event.y)
         self.run(round(float(lon), 6), round(float(lat), 6))
@@ -389,7 +389,7 @@ class ProfilePanel(pn.viewable.Viewer):
 
     @_MODELS
     def _mark(self, lon: float | None, lat: float | None) -> None:
-        from components.map import to_mercator
+        from components.tilemath import to_mercator
 
         if lon is None or lat is None:
             self._marker.data = {"x": [], "y": []}
