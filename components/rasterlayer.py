@@ -76,7 +76,6 @@ class RasterLayers(pn.viewable.Viewer):
         super().__init__(**params)
         self.layers: dict[str, RasterLayer] = {}
         self._pending = False
-        self._styling = False
         self._path = pn.widgets.TextInput(
             name="Raster path (GeoTIFF/COG or Zarr)", sizing_mode="stretch_width",
             placeholder="dem.tif, or a path inside the raster folders")
@@ -94,8 +93,9 @@ class RasterLayers(pn.viewable.Viewer):
             options=COMMON_COLORMAPS + sorted(set(matplotlib.colormaps) - set(COMMON_COLORMAPS)))
         self._vmin = pn.widgets.FloatInput(name="Min", width=95)
         self._vmax = pn.widgets.FloatInput(name="Max", width=95)
-        for w in (self._band, self._colormap, self._vmin, self._vmax):
-            w.param.watch(lambda e: self._restyle(), "value")
+        for key, w in (("band", self._band), ("colormap", self._colormap),
+                       ("vmin", self._vmin), ("vmax", self._vmax)):
+            w.param.watch(lambda e, key=key: self._restyle(key, e.new), "value")
         self._zoom = pn.widgets.Button(name="Zoom to layer", width=120)
         self._zoom.on_click(lambda e: self._locked(lambda: self.zoom_to(self._which.value)))
         self._remove = pn.widgets.Button(name="Remove layer", width=120, button_type="light")
@@ -268,32 +268,28 @@ class RasterLayers(pn.viewable.Viewer):
             setattr(layer, key, value)
         self.refresh(name)
 
-    def _restyle(self) -> None:
+    def _restyle(self, key: str, value: Any) -> None:
+        """One style widget changed: change that of the layer shown in the widgets. The
+        widgets being set from a layer (``_show_style``) show its own values: no change."""
         layer = self.layers.get(self._which.value)
-        if layer is None or self._styling or self._vmin.value is None \
-                or self._vmax.value is None:
+        if layer is None or value is None:
             return
-        band = self._band.value
-        self._locked(lambda: self.restyle(layer.name, band=None if band == 0 else band,
-                                          colormap=self._colormap.value,
-                                          vmin=float(self._vmin.value),
-                                          vmax=float(self._vmax.value)))
+        value = (None if value == 0 else value) if key == "band" else \
+            float(value) if key in ("vmin", "vmax") else value
+        if getattr(layer, key) != value:
+            self._locked(lambda: self.restyle(layer.name, **{key: value}))
 
     def _show_style(self) -> None:
         layer = self.layers.get(self._which.value)
         if layer is None:
             return
-        self._styling = True  # never restyle the layer from half-updated widgets
-        try:
-            opts = {f"{i + 1}: {n}": i + 1 for i, n in enumerate(layer.source.band_names)}
-            if layer.source.count >= 3 or layer.source.display:
-                opts = {"RGB composite": 0, **opts}
-            self._band.options = opts
-            self._band.value = 0 if layer.band is None else layer.band
-            self._colormap.value = layer.colormap
-            self._vmin.value, self._vmax.value = layer.vmin, layer.vmax
-        finally:
-            self._styling = False
+        opts = {f"{i + 1}: {n}": i + 1 for i, n in enumerate(layer.source.band_names)}
+        if layer.source.count >= 3 or layer.source.display:
+            opts = {"RGB composite": 0, **opts}
+        self._band.options = opts
+        self._band.value = 0 if layer.band is None else layer.band
+        self._colormap.value = layer.colormap
+        self._vmin.value, self._vmax.value = layer.vmin, layer.vmax
 
     # -- other actions --------------------------------------------------------------------------
     def zoom_to(self, name: str | None) -> None:
