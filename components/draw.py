@@ -27,8 +27,8 @@ from bokeh.models import (
     PolyEditTool,
 )
 
-from components.session import locked
 from components.map import MapView, to_lonlat, to_mercator
+from components.session import locked
 from components.state import AppState
 from engine.errors import EOXError
 from engine.vector import parse_geojson

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.layers import FUNCTION_LAYER
+from components.layerspec import FUNCTION_LAYER
 from engine import algorithms
 from engine.errors import InvalidInput
 

@@ -28,7 +28,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from components.layers import FUNCTION_LAYER, LAYER_NAMES, LayerSpec
+from components.layerspec import FUNCTION_LAYER, LAYER_NAMES, LayerSpec
 from components.mapfigure import (
     FOOTPRINT_COLOUR,
     VECTOR_MAX,

@@ -18,9 +18,9 @@ from components.map import MapView, to_mercator
 from components.session import locked
 from components.state import AppState
 from engine.errors import EOXError
+from engine.paths import user_path
 from engine.vector import FORMATS, VectorLayer, read_vector
 from engine.vectorfiles import check_vector_name
-from engine.paths import user_path
 
 #: Edits of the map's models run with the session's document lock.
 _MAP = locked(lambda self: self.map.figure if self.map is not None else None)

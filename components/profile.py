@@ -26,6 +26,7 @@ from bokeh.events import Tap
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from components.map import MapView
 from components.presets import default_band, presets_for
 from components.profiledata import (
     chart_sources,
@@ -77,7 +78,8 @@ class ProfilePanel(pn.viewable.Viewer):
     and a message."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView clicked on (optional).")
+    map = param.ClassSelector(class_=MapView, default=None, allow_None=True,
+                             doc="The MapView clicked on (optional).")
     active = param.Boolean(False, doc="True while the tab is shown.")
     picking = param.Boolean(False, doc="A click on the map makes a profile.")
     expression = param.String(DEFAULT_EXPRESSION, doc="Band math giving one value per date.")

@@ -20,8 +20,9 @@ import panel as pn
 import param
 from bokeh.models import ColumnDataSource, CustomJS
 
-from components.state import AppState
+from components.map import MapView
 from components.session import locked
+from components.state import AppState
 from engine.chain import Chain
 from engine.collection import Collection
 from engine.errors import EOXError
@@ -134,7 +135,8 @@ class TimeSlider(pn.viewable.Viewer):
     """Dates in view, a player with speed, a cloud limit; shows each date on the map."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView (for prefetching; optional).")
+    map = param.ClassSelector(class_=MapView, default=None, allow_None=True,
+                             doc="The MapView (for prefetching; optional).")
     active = param.Boolean(False, doc="True while the tab is shown (dates follow the view).")
     follow = param.Boolean(True, doc="Recompute the dates when the view or query changes.")
     max_cloud = param.Number(100.0, bounds=(0, 100), doc="Dates play only with scenes at most "
