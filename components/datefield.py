@@ -40,7 +40,8 @@ class DateField(pn.viewable.Viewer):
         span: first and last day the calendar offers (the collection's), or None.
     """
 
-    owner = param.Parameter(doc="Object holding the date parameter.")
+    owner = param.ClassSelector(class_=param.Parameterized,
+                                doc="Object holding the date parameter.")
     field = param.String(doc="Name of the owner's date parameter.")
     end = param.Boolean(False, doc="The field is the end of a range.")
     label = param.String("From", doc="Label shown above the text box.")
