@@ -36,6 +36,18 @@ class Settings(EngineSettings):
         1024, ge=0, description="Bound of the tile cache on disk (data_dir/tile-cache), "
         "shared by every worker and replica on the host; 0 = off."
     )
+    tile_max_scenes: int = Field(
+        50, ge=1, le=10_000, description="Most scenes mosaicked in one tile read from band "
+        "files; a tile over more shows the first ones and says so (X-EOX-Notice header, a "
+        "dashboard notification)."
+    )
+    tile_max_preview_scenes: int = Field(
+        500, ge=1, le=100_000, description="Most scenes mosaicked in one tile when all have "
+        "local previews (zoomed out); a tile over more says so as above."
+    )
+    preview_cache_mb: int = Field(
+        256, ge=0, description="Local scene previews kept decoded in memory per process, MiB."
+    )
     render_concurrency: int | None = Field(
         None, ge=1, le=256, description="Tiles rendered at once per process; None = CPU "
         "count + 1. More requests wait without holding a thread; cache hits never wait."

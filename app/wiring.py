@@ -44,8 +44,14 @@ def build_service(settings: Settings):
     sandbox = configure_sandbox(settings)
     disk = (DiskTileCache(settings.data_dir / "tile-cache", settings.tile_disk_cache_mb * 2**20)
             if settings.tile_disk_cache_mb else None)
+    from engine.render import TileRenderer
+
+    catalog = catalog_from(settings)
     service = create_service(
-        catalog_from(settings),
+        catalog,
+        renderer=TileRenderer(catalog, max_items=settings.tile_max_scenes,
+                              max_preview_items=settings.tile_max_preview_scenes,
+                              preview_cache_mb=settings.preview_cache_mb),
         chain_store=ChainStore(settings.chain_db, cache_bytes=settings.chain_cache_mb * 2**20),
         cache_bytes=settings.tile_cache_mb * 2**20,
         cors_origins=tuple(settings.cors_origins),

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def _write(path: Path, data: np.ndarray, transform) -> None:
 
     with rasterio.open(path, "w", driver="COG", width=data.shape[-1], height=data.shape[-2],
                        count=data.shape[0], dtype="uint16", crs=f"EPSG:{EPSG}",
-                       transform=transform, nodata=0, compress="DEFLATE", blocksize=256,
+                       transform=transform, nodata=0, compress="DEFLATE", level=1, blocksize=256,
                        overview_resampling=Resampling.average) as dst:
         dst.write(data)
 
@@ -63,8 +63,9 @@ def _scene(root: Path, sid: str, transform, size: int, date: datetime, seed: int
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
-    data = np.stack([(300 + (xx * (k + 1) + yy * 3 + seed * 37) % 3000
-                      + rng.integers(0, 200, (size, size))).astype("uint16") for k in range(3)])
+    noise = rng.integers(0, 200, (3, size, size), dtype=np.uint16)
+    data = np.stack([(300 + (xx * (k + 1) + yy * 3 + seed * 37) % 3000).astype("uint16")
+                     for k in range(3)]) + noise
     folder = root / sid
     folder.mkdir(parents=True, exist_ok=True)
     _write(folder / "rgb.tif", data, transform)
@@ -83,25 +84,48 @@ def _scene(root: Path, sid: str, transform, size: int, date: datetime, seed: int
     return item
 
 
-def build(root: Path, n: int, seed: int = 0) -> dict:
-    """The scenes of the mosaic (grid over the region) and of the 100-date stack."""
+def _mosaic_scene(args: tuple) -> dict:
+    """Scene ``k`` of the mosaic grid (a pool task: returns the item as a dict)."""
     from rasterio.transform import from_origin
 
-    rng = np.random.default_rng(seed)
-    side = int(np.ceil(np.sqrt(n)))
-    mosaic, stack = [], []
-    t0 = time.perf_counter()
-    for k in range(n):
-        r, c = divmod(k, side)
-        size = int(rng.integers(512, 1025))
-        transform = from_origin(ORIGIN[0] + c * SPACING, ORIGIN[1] - r * SPACING, 10, 10)
-        mosaic.append(_scene(root / "mosaic", f"M{k:05d}", transform, size,
-                             datetime(2023, 1, 1, tzinfo=UTC) + timedelta(hours=k), k))
+    root, k, side, size = args
+    r, c = divmod(k, side)
+    transform = from_origin(ORIGIN[0] + c * SPACING, ORIGIN[1] - r * SPACING, 10, 10)
+    return _scene(root / "mosaic", f"M{k:05d}", transform, size,
+                  datetime(2023, 1, 1, tzinfo=UTC) + timedelta(hours=k), k).to_dict()
+
+
+def _stack_scene(args: tuple) -> dict:
+    from rasterio.transform import from_origin
+
+    root, d = args
     transform = from_origin(ORIGIN[0] + 1_000, ORIGIN[1] - 1_000, 10, 10)
-    for d in range(100):
-        stack.append(_scene(root / "stack", f"T{d:03d}", transform, 512,
-                            datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=5 * d), 10_000 + d))
-    return {"mosaic": mosaic, "stack": stack, "build_s": time.perf_counter() - t0}
+    return _scene(root / "stack", f"T{d:03d}", transform, 512,
+                  datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=5 * d), 10_000 + d).to_dict()
+
+
+def build(root: Path, n: int, seed: int = 0, *, procs: int = 2) -> dict:
+    """The scenes of the mosaic (grid over the region) and of the 100-date stack, written
+    by ``procs`` processes; kept under ``root`` (``items.json`` marks a complete set), so a
+    second run with the same ``n`` and ``seed`` reuses them."""
+    import pystac
+
+    done = root / "items.json"
+    t0 = time.perf_counter()
+    reused = done.exists()
+    if not reused:
+        rng = np.random.default_rng(seed)
+        side = int(np.ceil(np.sqrt(n)))
+        sizes = [int(rng.integers(512, 1025)) for _ in range(n)]
+        with ProcessPoolExecutor(max(1, procs)) as pool:
+            mosaic = list(pool.map(_mosaic_scene, [(root, k, side, sizes[k]) for k in range(n)],
+                                   chunksize=16))
+            stack = list(pool.map(_stack_scene, [(root, d) for d in range(100)], chunksize=8))
+        done.write_text(json.dumps({"mosaic": mosaic, "stack": stack,
+                                    "build_s": time.perf_counter() - t0}))
+    cached = json.loads(done.read_text())
+    return {k: [pystac.Item.from_dict(d) for d in cached[k]] for k in ("mosaic", "stack")} | {
+        "build_s": cached["build_s"], "reused": reused}
 
 
 def _viewport_tiles(bbox, z: int) -> list[tuple[int, int, int]]:
@@ -154,7 +178,7 @@ def prepare(workdir: Path, n: int, proxy_url: str, root: Path) -> dict:
             "single": {"id": one.id, "url": f"{proxy_url}/mosaic/{one.id}/rgb.tif",
                        "tiles": single},
             "point": [(sb[0] + sb[2]) / 2, (sb[1] + sb[3]) / 2],
-            "n": n, "build_s": round(scenes["build_s"], 1), "ingest_previews_s":
+            "n": n, "build_s": round(scenes["build_s"], 1), "build_reused": scenes["reused"], "ingest_previews_s":
                 round(ingest_s, 1), "preview_warnings": len(warnings)}
 
 
@@ -270,8 +294,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="scenes in the mosaic")
     ap.add_argument("--workers", type=int, default=4, help="threads per engine")
     ap.add_argument("--delay-ms", type=float, default=20.0)
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eox-remote-bench"),
+                    help="where the generated COGs are kept between runs (per --n)")
     ap.add_argument("--timeout-s", type=float, default=300.0,
                     help="longest one engine may take for one zoom (then recorded as '>')")
+    ap.add_argument("--engines", default="ours,titiler", help="which engines to run")
     ap.add_argument("--engine", choices=("ours", "titiler"), help=argparse.SUPPRESS)
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
@@ -289,18 +316,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="eox-mosaic-") as tmp:
         work = Path(tmp)
-        root = work / "root"
-        root.mkdir()
+        root = Path(args.cache) / f"n{args.n}"
+        root.mkdir(parents=True, exist_ok=True)
         server = StaticServer(root, work / "nginx").start()
         proxy = DelayProxy(server.port, args.delay_ms)
         try:
             plan = prepare(work, args.n, proxy.url, root)
             (work / "plan.json").write_text(json.dumps(plan))
-            result = {k: plan[k] for k in ("n", "build_s", "ingest_previews_s",
+            result = {k: plan[k] for k in ("n", "build_s", "build_reused", "ingest_previews_s",
                                            "preview_warnings")}
             result.update(workers=args.workers, delay_ms=args.delay_ms,
                           load_before=os.getloadavg()[0])
-            for engine in ("ours", "titiler"):
+            for engine in args.engines.split(","):
                 result[engine] = {"requests": 0}
                 for part in (*map(str, ZOOMS), "rest"):  # each in a fresh process: cold
                     before = len(server.requests())

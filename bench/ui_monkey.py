@@ -8,6 +8,7 @@ Usage: python bench/ui_monkey.py [--seeds 20] [--steps 200] [--catalog .cache/de
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -17,9 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ui"))
-from monkey import final_view, walk  # noqa: E402
-from test_monkey import crashes  # noqa: E402
-from tiles import serve_app  # noqa: E402
+from monkey import final_view, walk
+from test_monkey import crashes
+from tiles import serve_app
 
 
 def map_ok(view) -> bool:
@@ -57,14 +58,14 @@ def main() -> int:
             t0 = time.monotonic()
             try:
                 done = walk(page, base, seed, steps=args.steps)
-                view = final_view(page, base)
+                view = final_view(page, base, done)
                 ok = map_ok(view)
                 if not ok:  # say why: URL vs layer vs chain, and the tiles fetched for it
                     print(f"  seed {seed} map: url chain {view.url_chain!r} of "
                           f"{view.url_collection!r}, layer {view.layer_url!r} visible "
                           f"{view.layer_visible}, chain of {view.chain_collection!r}, "
                           f"{len([t for t in view.tiles if t.chain == view.url_chain])} "
-                          "tile(s) of it", flush=True)
+                          f"tile(s) of it; chain {json.dumps(view.chain_json)}", flush=True)
             except Exception as exc:  # noqa: BLE001 - a walk that dies is counted, not fatal
                 print(f"seed {seed}: walk aborted: {exc!s:.200}")
                 done, ok = None, False

@@ -18,6 +18,7 @@ from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
 
 from components.batch import BatchPanel
+from components.capnotice import CapNotice
 from components.display import DisplayPanel, colorbar_html
 from components.draw import DrawPanel
 from components.exports import ExportsPanel
@@ -99,6 +100,7 @@ class Shell(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.map = MapView(state=self.state)
+        self._cap_notice = CapNotice(state=self.state)  # the scene cap, as a notification
         # Tabs are built when first shown (a page opens fast whatever the number of tabs).
         # A tab clicked before the page's document_ready gets its content only because
         # app.server.deliver_changes_after_pull stops Panel dropping those patches (issue 5).

@@ -82,15 +82,15 @@ class AppState(ViewState, SearchState, DisplayState, StatisticsState, FunctionSt
         self.show_box(found.bbox)
 
     def zoom_to_selected(self) -> None:
-        """Show the selected scenes."""
-        self._zoom_to_ids(self.selected, "no scene is selected")
+        """Show the selected scenes, also those the last search did not list (a shared
+        link, a search since): their bounds come from the catalog then."""
+        self._zoom_to_boxes(self.selected_boxes(), "no scene is selected")
 
     def zoom_to_results(self) -> None:
         """Show every result."""
-        self._zoom_to_ids(list(self.bounds), "the search has no results")
+        self._zoom_to_boxes(list(self.bounds.values()), "the search has no results")
 
-    def _zoom_to_ids(self, ids: list[str], empty: str) -> None:
-        boxes = [self.bounds[i] for i in ids if i in self.bounds]
+    def _zoom_to_boxes(self, boxes: list[tuple], empty: str) -> None:
         if not boxes:
             self.notify(f"Zoom: {empty}", "warning")
             return

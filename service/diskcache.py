@@ -6,9 +6,11 @@ encoded tiles as files ``<root>/<chain id>/<fingerprint>/<z>/<x>/<y>[@<size>].<f
 
 - a write goes to a temporary file in the same folder, then ``os.replace``: a reader sees
   the old file, the new one, or none, never a half-written one;
-- each file starts with a magic, the tile's blake2b digest (its ETag) and its length, so
-  a file cut short by a crash (or a foreign file) is detected, dropped and rendered again
-  (the digest is not re-verified on reads: it cost more than the read itself);
+- each file starts with a magic, the tile's blake2b digest (its ETag), its length and its
+  notice (the ``X-EOX-Notice`` text of a tile the scene cap cut, often empty), so a file
+  cut short by a crash (or a foreign file) is detected, dropped and rendered again (the
+  digest is not re-verified on reads: it cost more than the read itself); files of the
+  first format (``EOX1``, no notice) are still read;
 - the fingerprint is the renderer's hash of the scenes the chain reads, so after an ingest
   changes them the new tiles get new paths (the old ones age out);
 - the size bound is kept by a sweeper (one per host at a time, ``flock``) that deletes the
@@ -42,9 +44,11 @@ from service.cache import CachedTile
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"EOX1"
+MAGIC = b"EOX2"
+MAGIC_V1 = b"EOX1"  # no notice
 DIGEST_SIZE = 16
 HEADER = len(MAGIC) + DIGEST_SIZE + 8  # magic, digest, content length (little endian)
+NOTICE_LEN = 2  # then (EOX2) the notice's length in bytes and the notice, UTF-8
 #: Bytes charged per file on top of its blocks (inode, directory entry).
 FILE_OVERHEAD = 256
 #: Temporary files older than this are leftovers of a killed writer.
@@ -84,6 +88,25 @@ def _digest(entry: CachedTile) -> bytes:
         with contextlib.suppress(ValueError):
             return bytes.fromhex(tag)
     return hashlib.blake2b(entry.content, digest_size=DIGEST_SIZE).digest()
+
+
+def _body(data: bytes) -> tuple[bytes | None, str]:
+    """The content and notice of a cache file's bytes; (None, "") if it is damaged."""
+    magic = data[:len(MAGIC)]
+    if len(data) < HEADER or magic not in (MAGIC, MAGIC_V1):
+        return None, ""
+    start, notice = HEADER, ""
+    if magic == MAGIC:
+        n = int.from_bytes(data[HEADER:HEADER + NOTICE_LEN], "little")
+        start = HEADER + NOTICE_LEN + n
+        try:
+            notice = data[HEADER + NOTICE_LEN:start].decode()
+        except UnicodeDecodeError:
+            return None, ""
+    content = data[start:]
+    if len(data) < start or int.from_bytes(data[HEADER - 8:HEADER], "little") != len(content):
+        return None, ""
+    return content, notice
 
 
 def _charge(size: int) -> int:
@@ -149,10 +172,9 @@ class DiskTileCache:
             self.errors += 1
             self.misses += 1
             return None
-        content = data[HEADER:]
         digest = data[len(MAGIC):len(MAGIC) + DIGEST_SIZE]
-        if (len(data) < HEADER or data[:len(MAGIC)] != MAGIC
-                or int.from_bytes(data[HEADER - 8:HEADER], "little") != len(content)):
+        content, notice = _body(data)
+        if content is None:
             log.warning("tile disk cache: %s is damaged; dropped", path)
             self.errors += 1
             self.misses += 1
@@ -163,16 +185,19 @@ class DiskTileCache:
             with contextlib.suppress(OSError):  # swept meanwhile: nothing to refresh
                 os.utime(path)
         self.hits += 1
-        return CachedTile(content=content, etag='"' + digest.hex() + '"')
+        return CachedTile(content=content, etag='"' + digest.hex() + '"', notice=notice)
 
     # -- writing ------------------------------------------------------------------------
     def put(self, key: DiskKey, entry: CachedTile) -> None:
         """Store ``entry`` atomically (temporary file + rename); may start a sweep."""
-        if not key.valid() or _charge(len(entry.content) + HEADER) > self.max_bytes:
+        notice = entry.notice.encode()[:2**16 - 1].decode(errors="ignore").encode()
+        size = len(entry.content) + HEADER + NOTICE_LEN + len(notice)
+        if not key.valid() or _charge(size) > self.max_bytes:
             return
         path = self.path_for(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        header = MAGIC + _digest(entry) + len(entry.content).to_bytes(8, "little")
+        header = (MAGIC + _digest(entry) + len(entry.content).to_bytes(8, "little")
+                  + len(notice).to_bytes(NOTICE_LEN, "little") + notice)
         for attempt in (1, 2, 3):  # no folder yet; or a sweep removed it after mkdir
             try:
                 with open(tmp, "wb") as f:
@@ -192,7 +217,7 @@ class DiskTileCache:
         with self._lock:
             self.writes += 1
             if self._estimate is not None:
-                self._estimate += _charge(len(entry.content) + HEADER)
+                self._estimate += _charge(size)
             due = (self._estimate is None or self._estimate > self.max_bytes
                    or time.monotonic() - self._last_sweep > self.sweep_interval)
             start = due and not self._sweeping

@@ -41,9 +41,20 @@ class Grid:
         return rasterio.transform.from_bounds(*self.bounds, self.width, self.height)
 
 
+_KEYS: dict[int, tuple[CRS, str]] = {}
+
+
 def _crs_key(crs: CRS) -> str:
+    """``EPSG:n`` or the WKT; memoised per object for long-lived CRS objects (the
+    preview cache shares one per CRS): hashing a CRS formats its WKT."""
+    hit = _KEYS.get(id(crs))
+    if hit is not None and hit[0] is crs:
+        return hit[1]
     epsg = _epsg(crs)
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    key = f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    if len(_KEYS) < 1024:
+        _KEYS[id(crs)] = (crs, key)
+    return key
 
 
 _EPSG: dict[int, int | None] = {}

@@ -3,7 +3,8 @@
 At ingest, every remote band file of an item gets a small local GeoTIFF (longest side at
 most ``size`` px, pixel averages; class bands such as SCL/Fmask by nearest neighbour),
 written once from the file's overviews (a few ranged GETs). Its path is stored in the
-asset as ``eox:preview``. The renderer reads the preview instead of the band file
+asset as ``eox:preview``; a raw copy beside it (``.raw``, see
+:mod:`engine.render.previewcache`) loads without GDAL. The renderer reads the preview instead of the band file
 whenever a tile's pixel is at least as large as the preview's pixel (zoomed out), so a
 mosaic of thousands of scenes at z6-z10 reads only local files.
 """
@@ -25,6 +26,7 @@ from rasterio.errors import RasterioError
 
 from engine.chain.bands import raster_band
 from engine.errors import DataUnavailable, InvalidInput
+from engine.render.previewcache import sidecar_path, write_raw
 from engine.storage import configure_gdal, gdal_path, host_of, is_remote, read_error
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ def write_preview(href: str, dest: Path, *, size: int = PREVIEW_SIZE, nodata: fl
     partial = dest.with_suffix(".partial")
     with rasterio.open(partial, "w", **profile) as dst:
         dst.write(np.asarray(data), 1)
+    write_raw(sidecar_path(dest), np.asarray(data), crs=profile["crs"],
+              transform=profile["transform"], nodata=nd)
     partial.replace(dest)
     return True
 

@@ -44,9 +44,13 @@ from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
 from engine.chain.steps import RGBA_NAMES, Mask
 from engine.errors import ChainError, DataUnavailable, InvalidInput
+from engine.render.bandpool import map_bands
+from engine.render.cap import tile_cap
 from engine.render.encode import encode as _encode
 from engine.render.fastwarp import Grid, SourceCoords, pick_overview, read_nearest
 from engine.render.handles import HandleCache
+from engine.render.paste import WindowCoords, footprint_windows, paste_first, sub_grid
+from engine.render.previewcache import ArrayDataset, PreviewCache
 from engine.render.previews import PREVIEW_FIELD
 from engine.storage import configure_gdal, read_error
 
@@ -157,12 +161,13 @@ class TileRenderer:
                 how many scenes were left out (``scenes``).
         handle_cache: idle open datasets kept for reuse, shared by the threads (a dataset is
                 lent to one thread at a time; 0 reopens files every time).
+        preview_cache_mb: local previews kept decoded in memory (MiB).
         scene_cache: source query results kept (LRU), each for ``scene_ttl`` seconds.
         resampling: resampling within a CRS (overviews); reproject: across CRSs.
     """
 
     def __init__(self, catalog: Catalog, *, max_items: int = 50, max_preview_items: int = 500,
-                 handle_cache: int = 256,
+                 handle_cache: int = 256, preview_cache_mb: int = 256,
                  scene_cache: int = 256, scene_ttl: float = 300.0,
                  resampling: str = "nearest", reproject: str = "nearest",
                  png_level: int = 1, max_stat_size: int = 1024) -> None:
@@ -170,6 +175,7 @@ class TileRenderer:
         self.max_items = max_items
         self.max_preview_items = max_preview_items
         self.handles = HandleCache(size=handle_cache)
+        self.previews = PreviewCache(preview_cache_mb * 2**20)
         self.scene_cache_size = scene_cache
         self.scene_ttl = scene_ttl
         self.resampling = resampling
@@ -269,30 +275,35 @@ class TileRenderer:
     def _read_scene(self, scene: Scene, chain: Chain, read: Callable, *, cloud: bool,
                     names: Sequence[str]) -> ImageData:
         """All bands of one scene for one window (``read(dataset, nodata, categorical)``)."""
-        arrays = []
         href = ""
         choose = getattr(read, "choose", None)
         previews = scene.previews or (None,) * len(scene.hrefs)
+        hrefs = [choose(h, p) if choose is not None else h
+                 for h, p in zip(scene.hrefs, previews, strict=True)]
+
+        def band(job: tuple[str, float | None, str | None]) -> np.ma.MaskedArray:
+            href, nodata, preview = job
+            ds = self._borrow(href, preview)
+            try:
+                nd = nodata if ds.nodata is None and nodata is not None else None
+                return read(ds, nd, False)
+            except RasterioError as exc:
+                raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
+            finally:
+                self._give_back(ds)
+
+        arrays = map_bands(band, list(zip(hrefs, scene.nodata, previews, strict=True)), hrefs)
         try:
-            for href, nodata, preview in zip(scene.hrefs, scene.nodata, previews, strict=True):
-                if choose is not None:
-                    href = choose(href, preview)
-                ds = self.handles.get(href)
-                try:
-                    nd = nodata if ds.nodata is None and nodata is not None else None
-                    arrays.append(read(ds, nd, False))
-                finally:
-                    self.handles.release(ds)
             bands = list(names)
             if cloud and scene.cloud_href:
                 href = scene.cloud_href
                 if choose is not None:
                     href = choose(href, scene.cloud_preview)
-                ds = self.handles.get(href)
+                ds = self._borrow(href, scene.cloud_preview)
                 try:
                     arrays.append(read(ds, None, True).astype(arrays[0].dtype))
                 finally:
-                    self.handles.release(ds)
+                    self._give_back(ds)
                 bands.append(scene.cloud_name)
         except RasterioError as exc:
             raise read_error(href, exc, what=f"read scene {scene.id!r} from") from None
@@ -311,13 +322,25 @@ class TileRenderer:
             raise _EmptyRead(f"scene {scene.id} has no data here")
         return img
 
-    def _window_reader(self, grid: Grid) -> Callable:
+    def _borrow(self, href: str, preview: str | None) -> Any:
+        """The dataset to read ``href`` from: a preview from the in-memory preview cache
+        (nearest-neighbour reads), else an open file from the handle pool."""
+        if href == preview and self.resampling == self.reproject == "nearest":
+            return self.previews.get(href)
+        return self.handles.get(href)
+
+    def _give_back(self, ds: Any) -> None:
+        if not isinstance(ds, ArrayDataset):
+            self.handles.release(ds)
+
+    def _window_reader(self, grid: Grid, coords: SourceCoords | WindowCoords | None = None
+                       ) -> Callable:
         """``read(ds, nodata, categorical) -> (1, h, w) masked array`` for ``grid``.
 
         Nearest-neighbour reads use :mod:`engine.render.fastwarp` (one window read and a
         numpy gather, overviews when zoomed out); other resamplings go through rio-tiler.
         """
-        coords = SourceCoords(grid)
+        coords = SourceCoords(grid) if coords is None else coords
 
         def read(ds, nodata, categorical):
             opts = self._resampling(categorical)
@@ -341,17 +364,14 @@ class TileRenderer:
             if preview is None:
                 return href
             try:
-                pds = self.handles.get(preview)
+                pds = self.previews.get(preview)
             except DataUnavailable as exc:  # previews are a cache: the band file is truth
                 log.warning("preview of %s unusable (%s): reading the band file", href, exc)
                 return href
-            try:
-                coarse = coords.ratio(pds) >= 1.0 - 1e-6
-            finally:
-                self.handles.release(pds)
-            return preview if coarse else href
+            return preview if coords.ratio(pds) >= 1.0 - 1e-6 else href
 
         read.choose = choose  # type: ignore[attr-defined]
+        read.grid, read.coords = grid, coords  # type: ignore[attr-defined]
         return read
 
     def _resampling(self, categorical: bool) -> dict[str, str]:
@@ -379,6 +399,16 @@ class TileRenderer:
             return self._read_scene(scene, chain, read, cloud=cloud, names=names)
 
         def mosaic(group: list[Scene], method: MosaicMethodBase) -> ImageData | None:
+            grid = getattr(read, "grid", None)
+            if grid is not None and isinstance(method, FirstMethod) and (
+                    self.resampling == self.reproject == "nearest"):
+                # each scene read in the window it covers only (engine.render.paste)
+                return paste_first(group, footprint_windows(grid, [s.bbox for s in group]),
+                                   lambda s, win: self._read_scene(
+                                       s, chain, self._window_reader(
+                                           sub_grid(grid, win), WindowCoords(read.coords, win)),
+                                       cloud=cloud, names=names),
+                                   (grid.height, grid.width))
             try:
                 img, _ = mosaic_reader(group, reader, pixel_selection=method, threads=1,
                                        allowed_exceptions=(TileOutsideBounds,))
@@ -438,8 +468,8 @@ class TileRenderer:
         wgs = self.tms.bounds(t)
         sset = self.scenes(chain)
         found = sset.intersecting(wgs)
-        cheap = bool(found) and all(s.has_previews for s in found)
-        scenes = self._limit(chain, found, limit=self.max_preview_items if cheap else None)
+        cap = tile_cap(found, max_items=self.max_items, max_preview_items=self.max_preview_items)
+        scenes = self._limit(chain, found, limit=cap.shown if cap.cut else len(found))
         if not scenes:
             return None
         check_read_cost(chain, dates=_dates(chain, scenes), pixels=tilesize * tilesize)

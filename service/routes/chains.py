@@ -35,6 +35,7 @@ from engine.chain.executor import get_executor
 from engine.chain.steps import Execute
 from engine.chain.store import ChainStore
 from engine.errors import ChainError, InvalidInput, SandboxError, UnknownCollection
+from engine.render.cap import Cap
 from engine.render.renderer import HISTOGRAM_BINS, MAX_HISTOGRAM_BINS, PERCENTILES
 from service.cache import CachedTile, TileCache
 from service.diskcache import DiskKey, DiskTileCache, etag_of
@@ -471,10 +472,7 @@ class ChainRoutes:
 def tile_notice(img: Any) -> str:
     """The ``X-EOX-Notice`` text of a rendered tile: which scenes the cap left out."""
     scenes = (getattr(img, "metadata", None) or {}).get("scenes")
-    if not scenes:
-        return ""
-    return (f"{scenes['total']} scenes overlap this tile; the first {scenes['shown']} in "
-            "mosaic order are shown: zoom in or narrow the search to see the others")
+    return Cap(scenes["total"], scenes["shown"]).notice() if scenes else ""
 
 
 def _percentiles(text: str | None) -> tuple[float, ...]:

@@ -131,3 +131,24 @@ def test_sessions_share_no_state(backend):
     a.open_latest()
     assert b.selected == [] and b.chain is None and a.selected == [NEW]
     assert LS_ITEM not in a.footprints
+
+
+def test_zoom_to_selected_scenes_not_among_the_results(state, backend):
+    """Issue 14, the monkey's seed 4: scenes selected by a shared link (or before a search
+    whose results lack them) are displayed; "Zoom to the selected scene(s)" shows them
+    instead of saying that nothing is selected."""
+    state.open_latest()
+    expected = state.view_request
+    state.param.update(place="Nowhere near", view_request=None)
+    state.param.update(results=state.results.iloc[0:0], bounds={}, footprints={})
+    assert state.selected == [NEW] and state.chain is not None  # still displayed
+    state.notice = None
+    state.zoom_to_selected()
+    assert state.notice is None
+    assert state.view_request == expected
+    linked = AppState(backend=backend)  # a shared link: items only, no search yet
+    linked.collection = S2
+    linked.selected = [OLD]
+    linked.zoom_to_selected()
+    w, s, e, n = linked.view_request
+    assert 13.1 < w < e < 13.5 and 52.0 < s < n < 52.6

@@ -30,6 +30,7 @@ from engine.ingest.items import build_collection
 from engine.render import TileRenderer
 from engine.render.previews import PREVIEW_FIELD, add_previews
 from service import create_service
+from service.diskcache import DiskKey, DiskTileCache
 from tests.http_storage import StaticServer, rehost
 
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -106,6 +107,19 @@ def test_low_zoom_reads_no_remote_byte_and_high_zoom_does(remote):
     assert len(server.requests()) > before  # zoomed in: the band files themselves
 
 
+def test_zoomed_out_tiles_read_previews_from_memory(remote):
+    cat = remote["cat"]
+    renderer = TileRenderer(cat)
+    t = _centre_tile(remote, 9)
+    first = renderer.tile(_chain(cat), t.z, t.x, t.y)
+    loaded = renderer.previews.stats()["misses"]
+    assert loaded == COLS * ROWS * len(BANDS) and renderer.handles.stats()["opened"] == 0
+    again = renderer.tile(_chain(cat), t.z, t.x, t.y)  # no file opened or read again
+    assert renderer.previews.stats()["misses"] == loaded and renderer.handles.stats()[
+        "opened"] == 0
+    assert np.array_equal(first.array.filled(0), again.array.filled(0))
+
+
 def _expected(remote, tile, tilesize=256):
     """The tile's values computed here: every tile pixel centre projected exactly (pyproj)
     into the scenes' grid at the preview resolution (the files' own overviews: nearest,
@@ -179,6 +193,19 @@ def test_cap_on_scenes_per_tile_is_told(remote):
         z14 = _centre_tile(remote, 14)
         r = client.get(f"/api/chains/{cid}/tiles/{z14.z}/{z14.x}/{z14.y}.png")
         assert r.status_code == 200 and "X-EOX-Notice" not in r.headers
+
+    # another worker (its own memory cache) serving the tile from the shared disk cache
+    disk = remote["tmp"] / "tile-cache"
+    for _ in range(2):  # the first renders and writes it, the second reads it from disk
+        app = create_service(cat, chain_store=ChainStore(remote["tmp"] / "chains.sqlite"),
+                             renderer=renderer, cache_bytes=2**20,
+                             disk_cache=DiskTileCache(disk, 2**24))
+        with TestClient(app) as client:
+            r = client.get(f"/api/chains/{cid}/tiles/{t.z}/{t.x}/{t.y}.png")
+            assert r.status_code == 200 and r.headers["X-EOX-Notice"].startswith(
+                "6 scenes overlap this tile; the first 2")
+    assert app.state.tile_cache.hits == 0 and DiskTileCache(disk, 2**24).get(
+        DiskKey(cid, renderer.fingerprint(_chain(cat)), t.z, t.x, t.y, 256, "png")).notice
 
 
 def test_missing_preview_falls_back_to_the_band_file(remote, tmp_path):

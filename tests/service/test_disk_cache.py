@@ -75,6 +75,24 @@ def test_round_trip_with_etag_and_empty_tile(tmp_path):
     assert (cache.hits, cache.misses, cache.writes) == (2, 1, 2)
 
 
+def test_the_notice_of_a_cut_tile_is_kept_with_it(tmp_path):
+    cache = DiskTileCache(tmp_path, 10**6)
+    content = os.urandom(3000)
+    text = "1200 scenes overlap this tile; the first 500 in mosaic order are shown …"
+    cache.put(KEY, CachedTile(content=content, etag=etag_of(content), notice=text))
+    assert cache.get(KEY) == CachedTile(content=content, etag=etag_of(content), notice=text)
+    # a file of the first format (no notice) is still a hit
+    digest = hashlib.blake2b(content, digest_size=16).digest()
+    cache.path_for(KEY).write_bytes(b"EOX1" + digest + len(content).to_bytes(8, "little")
+                                    + content)
+    assert cache.get(KEY) == CachedTile(content=content, etag=etag_of(content))
+    # a notice cut short is a damaged file
+    cache.put(KEY, CachedTile(content=b"", etag=etag_of(b""), notice=text))
+    path = cache.path_for(KEY)
+    path.write_bytes(path.read_bytes()[:-3])
+    assert cache.get(KEY) is None and not path.exists()
+
+
 def test_damaged_file_is_a_miss_and_is_dropped(tmp_path):
     cache = DiskTileCache(tmp_path, 10**6)
     cache.sweep(wait=True)  # measured now: put() starts no background sweep, which would
