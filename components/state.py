@@ -19,10 +19,10 @@ from typing import Any
 
 import param
 
-from components.displaystate import DISPLAY_PARAMS, DisplayState, preset_values
+from components.displaystate import DISPLAY_PARAMS, DisplayState
 from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, default_rgb, preset
 from components.searchstate import SORTS, SearchState
-from components.statebase import BBox, Notice, StateBase, bbox_polygon, union_box
+from components.statebase import Notice, StateBase, bbox_polygon, union_box
 from components.statsstate import StatisticsState
 from components.tilemath import visible_tiles
 from components.viewstate import ViewState
@@ -30,8 +30,7 @@ from engine.errors import EOXError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SORTS", "AppState", "BBox", "FunctionState", "Notice", "bbox_polygon",
-           "preset_values"]
+__all__ = ["SORTS", "AppState", "FunctionState", "Notice", "bbox_polygon"]
 
 
 class FunctionState(StateBase):
