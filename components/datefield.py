@@ -40,7 +40,8 @@ class DateField(pn.viewable.Viewer):
         span: first and last day the calendar offers (the collection's), or None.
     """
 
-    owner = param.Parameter(doc="Object holding the date parameter.")
+    owner = param.ClassSelector(class_=param.Parameterized,
+                                doc="Object holding the date parameter.")
     field = param.String(doc="Name of the owner's date parameter.")
     end = param.Boolean(False, doc="The field is the end of a range.")
     label = param.String("From", doc="Label shown above the text box.")
@@ -56,15 +57,14 @@ class DateField(pn.viewable.Viewer):
                                           sizing_mode="stretch_width", min_width=110)
         self._pick = pn.widgets.DatePicker(name=self.label, value=value, width=125,
                                            description="Pick a day on a calendar")
-        self._syncing = False
         self._text.param.watch(self._typed, "value")
         self._pick.param.watch(self._picked, "value")
         self.owner.param.watch(self._owner_changed, self.field)
         self._span_changed()
 
+    # The widgets show the owner's date; their watchers set it, and the same date set again
+    # changes nothing, so the widgets' updates from the owner do not echo back.
     def _typed(self, event: param.parameterized.Event) -> None:
-        if self._syncing:
-            return
         try:
             day = parse_day(event.new, end=self.end)
         except InvalidQuery as exc:
@@ -74,37 +74,30 @@ class DateField(pn.viewable.Viewer):
         setattr(self.owner, self.field, day)
 
     def _picked(self, event: param.parameterized.Event) -> None:
-        if not self._syncing:
-            self.error = ""
-            setattr(self.owner, self.field, event.new)
+        if event.new is None and not self._within(event.old):
+            return  # the calendar let go of a day outside its new span: the date stays
+        self.error = ""
+        setattr(self.owner, self.field, event.new)
 
     def _owner_changed(self, event: param.parameterized.Event) -> None:
         day = event.new
-        self._syncing = True
+        typed = self._text.value.strip()
         try:
-            typed = self._text.value.strip()
-            try:
-                same = parse_day(typed, end=self.end) == day
-            except InvalidQuery:
-                same = False
-            if not same:  # keep "2010" as typed while it still means this day
-                self._text.value = day.isoformat() if day else ""
-            if self._within(day):
-                self._pick.value = day
-        finally:
-            self._syncing = False
+            same = parse_day(typed, end=self.end) == day
+        except InvalidQuery:
+            same = False
+        if not same:  # keep "2010" as typed while it still means this day
+            self._text.value = day.isoformat() if day else ""
+        if self._within(day):
+            self._pick.value = day
 
     @param.depends("span", watch=True)
     def _span_changed(self) -> None:
         lo, hi = self.span or (None, None)
         day = self._pick.value
-        self._syncing = True
-        try:
-            if day is not None and not self._within(day):
-                self._pick.value = None
-            self._pick.param.update(start=lo, end=hi)
-        finally:
-            self._syncing = False
+        if day is not None and not self._within(day):
+            self._pick.value = None
+        self._pick.param.update(start=lo, end=hi)
 
     def _within(self, day: date | None) -> bool:
         if day is None or self.span is None:

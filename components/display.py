@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import html
 import json
-
 from typing import Any
 
 import matplotlib
 import panel as pn
 import param
 
-from components.presets import CUSTOM_EXPRESSION, CUSTOM_RGB, RGB_VMAX, preset
+from components.presets import (
+    COMMON_COLORMAPS,
+    CUSTOM_EXPRESSION,
+    CUSTOM_RGB,
+    RGB_VMAX,
+    preset,
+)
 from components.state import AppState
-
-#: Colormaps listed first in the picker (all matplotlib colormaps are accepted).
-COMMON_COLORMAPS = ["viridis", "RdYlGn", "RdBu", "Spectral", "magma", "inferno", "plasma",
-                    "cividis", "YlGn", "Greens", "Blues", "BrBG", "PuOr", "coolwarm", "terrain",
-                    "gray"]
 
 
 def colorbar_html(name: str, vmin: float, vmax: float, *, title: str = "") -> str:
@@ -83,16 +83,17 @@ class DisplayPanel(pn.viewable.Viewer):
 
     # -- widgets -> state ---------------------------------------------------------------
     def _preset_picked(self, event: param.parameterized.Event) -> None:
-        # new options (another collection) reset the widget to None, and _sync sets it back
-        # to the state's preset: neither is the user picking a preset
-        if self._syncing or event.new is None or event.new == self.state.preset:
+        # new options (another collection) may reset the widget to None, and _sync sets it
+        # back to the state's preset: neither is the user picking a preset
+        if event.new is None or event.new == self.state.preset:
             return
         self.state.choose_preset(event.new)
 
     def _rgb_picked(self, event: param.parameterized.Event) -> None:
-        if self._syncing:
-            return
-        rgb = [w.value for w in self._rgb]
+        # one channel changed: the others are the state's (widgets being set from the state
+        # one by one show the same band as the state, so that echo changes nothing)
+        rgb = list(self.state.rgb) if len(self.state.rgb) == 3 else [w.value for w in self._rgb]
+        rgb[self._rgb.index(event.obj)] = event.new
         if rgb != list(self.state.rgb):
             changes: dict[str, Any] = {"rgb": rgb, "preset": CUSTOM_RGB}
             if self.state.single_band:
@@ -100,33 +101,27 @@ class DisplayPanel(pn.viewable.Viewer):
             self.state.param.update(**changes)
 
     def _expression_entered(self, event: param.parameterized.Event) -> None:
-        if self._syncing or not (event.new or "").strip():
+        text = (event.new or "").strip()
+        if not text or text == self.state.expression:  # nothing, or the state's own text
             return
-        changes: dict[str, Any] = {"expression": event.new.strip(), "preset": CUSTOM_EXPRESSION}
+        changes: dict[str, Any] = {"expression": text, "preset": CUSTOM_EXPRESSION}
         if not self.state.single_band:
             changes.update(vmin=[-1.0], vmax=[1.0])
         self.state.param.update(**changes)
 
     # -- state -> widgets ---------------------------------------------------------------
-    _syncing = False
-
     @param.depends("state.presets", "state.preset", "state.bands", "state.rgb",
                    "state.expression", "state.colormap", "state.vmin", "state.vmax",
                    "state.chain", watch=True)
     def _sync(self) -> None:
         s = self.state
-        self._syncing = True
-        try:
-            self._preset.options = self._preset_options()
-            self._preset.value = s.preset
-            for w, band in zip(self._rgb, s.rgb or [None] * 3, strict=False):
-                w.options = list(s.bands)
-                if band in s.bands:
-                    w.value = band
-            self._expression.value = s.expression
-            self._colormap.value = s.colormap
-        finally:
-            self._syncing = False
+        # widgets take the state's values: their watchers see the state's own values and
+        # change nothing (no echo)
+        self._preset.param.update(options=self._preset_options(), value=s.preset)
+        for w, band in zip(self._rgb, s.rgb or [None] * 3, strict=False):
+            w.param.update(options=list(s.bands), **({"value": band} if band in s.bands else {}))
+        self._expression.value = s.expression
+        self._colormap.value = s.colormap
         single = s.single_band
         for w in self._rgb:
             w.visible = not single

@@ -27,8 +27,8 @@ from bokeh.models import (
     PolyEditTool,
 )
 
-from components.session import locked
 from components.map import MapView, to_lonlat, to_mercator
+from components.session import locked
 from components.state import AppState
 from engine.errors import EOXError
 from engine.vector import parse_geojson
@@ -207,7 +207,6 @@ class DrawPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.sources = {k: ColumnDataSource(_empty(k), name=f"eox-draw-src-{k}")
                         for k in KIND_LABEL}
-        self._syncing = False
         for src in self.sources.values():
             src.on_change("data", self._on_data)
         self._tools: dict[str, Any] = {}
@@ -290,39 +289,36 @@ class DrawPanel(pn.viewable.Viewer):
             toolbar.active_multi = self._tools[key]
 
     # -- sources <-> state ------------------------------------------------------------------
+    # Sources and ``state.drawings`` describe the same shapes: each side is rewritten only
+    # when it differs from the other, so a change on one side never comes back to it.
     def _on_data(self, attr: str, old: Any, new: Any) -> None:
-        if not self._syncing:
-            self.sync()
+        self.sync()
+
+    def _drawn(self) -> list[dict]:
+        return features_from_sources({k: dict(s.data) for k, s in self.sources.items()})
 
     def sync(self) -> None:
         """Rebuild ``state.drawings`` from the drawing sources (after a browser edit)."""
-        feats = features_from_sources({k: dict(s.data) for k, s in self.sources.items()})
+        feats = self._drawn()
         if feats != self.state.drawings:
-            self._syncing = True
-            try:
-                self.state.drawings = feats
-            finally:
-                self._syncing = False
+            self.state.drawings = feats
         self._table.value = self._frame()
 
     @param.depends("state.drawings", watch=True)
     def _state_changed(self) -> None:
-        if self._syncing:
-            return
-        self.load(self.state.drawings, replace=True)
+        if self._drawn() != self.state.drawings:  # set elsewhere (a link, another tab)
+            self.load(self.state.drawings, replace=True)
 
     @locked(lambda self: getattr(self, "_fig", None))
     def load(self, features: list[dict], *, replace: bool = False) -> None:
         """Draw ``features`` (GeoJSON, WGS84), after the current shapes unless ``replace``."""
         current = [] if replace else list(self.state.drawings)
         data, notes = sources_from_features(current + list(features))
-        self._syncing = True
-        try:
+        # each source written syncs the state; its watchers see only the last, whole set
+        with param.parameterized.batch_call_watchers(self.state):
             for kind, src in self.sources.items():
                 src.data = data[kind]
-        finally:
-            self._syncing = False
-        self.sync()
+            self.sync()
         for note in notes:
             self.state.notify(f"Draw: {note}", "warning")
 

@@ -22,7 +22,7 @@ import param
 from panel.io.location import Location
 
 from components.icons import icon
-from components.layers import FUNCTION_LAYER
+from components.layerspec import FUNCTION_LAYER
 from components.state import AppState
 from components.tilemath import WORLD, to_lonlat, to_mercator
 from engine.codegen import chain_code

@@ -64,9 +64,8 @@ class ExtractPanel(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         # the deployment's limit (Settings.extract_max_pixels) travels on the backend
-        limit = getattr(params["state"].backend, "extract_max_pixels", None)
-        if "max_pixels" not in params and limit is not None:
-            params["max_pixels"] = int(limit)
+        if "max_pixels" not in params:
+            params["max_pixels"] = int(params["state"].backend.extract_max_pixels)
         super().__init__(**params)
         self._folder: Path | None = None
         self._shape = pn.widgets.Select(name="Area (drawn box or polygon)",

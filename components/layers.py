@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import panel as pn
 import param
 
-#: Layers of the map, bottom first: the basemap (offline unless EOX_BASEMAP is set), the
-#: displayed scenes, footprints.
-LAYER_NAMES: tuple[str, ...] = ("basemap", "scenes", "footprints")
-
-#: Name of the layer a user function (Functions tab) draws: ``AppState.function_layer``.
-FUNCTION_LAYER = "user function"
+from components.map import MapView
 
 LABELS = {"basemap": "Basemap", "scenes": "Scenes (display)", "footprints": "Footprints"}
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One map layer's visibility and opacity."""
-
-    name: str
-    visible: bool = True
-    opacity: float = 1.0
 
 
 class LayerList(pn.viewable.Viewer):
     """Checkbox, opacity slider and up/down buttons per layer; edits ``map.layers``."""
 
-    map = param.Parameter(doc="The MapView whose layers this edits.")
+    map = param.ClassSelector(class_=MapView, doc="The map whose layers this edits.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -74,8 +60,7 @@ class LayerList(pn.viewable.Viewer):
                                      description="Draw this layer below the previous one")
             down.on_click(lambda e, n=spec.name: self._move(n, -1))
             row = [vis, op, up, down]
-            removable = getattr(self.map, "removable", None)
-            if removable is not None and removable(spec.name):
+            if self.map.removable(spec.name):
                 drop = pn.widgets.Button(name="✕", width=32, button_type="light",
                                          description=f"Remove {spec.name} from the map")
                 drop.on_click(lambda e, n=spec.name: self.map.remove_layer(n))

@@ -18,9 +18,9 @@ from components.map import MapView, to_mercator
 from components.session import locked
 from components.state import AppState
 from engine.errors import EOXError
+from engine.paths import user_path
 from engine.vector import FORMATS, VectorLayer, read_vector
 from engine.vectorfiles import check_vector_name
-from engine.paths import user_path
 
 #: Edits of the map's models run with the session's document lock.
 _MAP = locked(lambda self: self.map.figure if self.map is not None else None)
@@ -124,7 +124,6 @@ class OverlayPanel(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.overlays: dict[str, Overlay] = {}
-        self._styling = False
         accept = ",".join(FORMATS)
         self._upload = pn.widgets.FileInput(accept=accept, sizing_mode="stretch_width",
                                             name="Upload a vector file")
@@ -144,8 +143,9 @@ class OverlayPanel(pn.viewable.Viewer):
         self._alpha = pn.widgets.FloatSlider(name="Fill opacity", start=0, end=1, step=0.05,
                                              value=0.25, width=150)
         self._visible = pn.widgets.Checkbox(name="Visible", value=True)
-        for w in (self._colour, self._width, self._alpha, self._visible):
-            w.param.watch(lambda e: self._restyle(), "value")
+        for key, w in (("colour", self._colour), ("line_width", self._width),
+                       ("fill_alpha", self._alpha), ("visible", self._visible)):
+            w.param.watch(lambda e, key=key: self._restyle(key, e.new), "value")
         self._which.param.watch(lambda e: self._show_style(), "value")
         self._zoom = pn.widgets.Button(name="Zoom to layer", width=120)
         self._zoom.on_click(lambda e: self.zoom_to(self._which.value))
@@ -245,13 +245,20 @@ class OverlayPanel(pn.viewable.Viewer):
         self.map.add_glyph_layer(overlay_layer(name), list(r.values()),
                                  on_remove=lambda: self.remove(name))
 
-    @_MAP
-    def _restyle(self) -> None:
+    def _restyle(self, key: str, value: Any) -> None:
+        """One style widget changed: change that of the layer shown in the widgets. The
+        widgets being set from a layer (``_show_style``) show its own values: no change."""
         ov = self.overlays.get(self._which.value)
-        if ov is None or self._styling:
+        if ov is None:
             return
-        ov.colour, ov.line_width = self._colour.value, float(self._width.value)
-        ov.fill_alpha, ov.visible = float(self._alpha.value), bool(self._visible.value)
+        value = float(value) if key in ("line_width", "fill_alpha") else \
+            bool(value) if key == "visible" else value
+        if getattr(ov, key) != value:
+            setattr(ov, key, value)
+            self._apply_style(ov)
+
+    @_MAP
+    def _apply_style(self, ov: Overlay) -> None:
         for kind, rend in ov.renderers.items():
             g = rend.glyph
             if kind == "polygons":
@@ -279,12 +286,8 @@ class OverlayPanel(pn.viewable.Viewer):
         ov = self.overlays.get(self._which.value)
         if ov is None:
             return
-        self._styling = True  # never restyle the layer from half-updated widgets
-        try:
-            self._colour.value, self._width.value = ov.colour, ov.line_width
-            self._alpha.value, self._visible.value = ov.fill_alpha, ov.visible
-        finally:
-            self._styling = False
+        self._colour.value, self._width.value = ov.colour, ov.line_width
+        self._alpha.value, self._visible.value = ov.fill_alpha, ov.visible
 
     @_MAP
     def _unplot(self, ov: Overlay) -> None:

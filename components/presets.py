@@ -15,6 +15,11 @@ from dataclasses import dataclass
 #: Top of the stretch of the colour composites: reflectance 0.4 (x 1e4), EO Browser's gain 2.5.
 RGB_VMAX = 4000.0
 
+#: Colormaps listed first in the pickers (all matplotlib colormaps are accepted).
+COMMON_COLORMAPS = ["viridis", "RdYlGn", "RdBu", "Spectral", "magma", "inferno", "plasma",
+                    "cividis", "YlGn", "Greens", "Blues", "BrBG", "PuOr", "coolwarm", "terrain",
+                    "gray"]
+
 
 @dataclass(frozen=True)
 class Preset:

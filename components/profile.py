@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from typing import Any
 
 import numpy as np
@@ -27,15 +26,25 @@ from bokeh.events import Tap
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from components.map import MapView
 from components.presets import default_band, presets_for
+from components.profiledata import (
+    chart_sources,
+    csv_name,
+    expression_names,
+    feature_name,
+    has_cloud_mask,
+    known_names,
+    polygon_csv_name,
+    polygon_features,
+    profile_query,
+    why_empty,
+)
 from components.session import locked
 from components.state import AppState
-from components.timeslider import utc_day
-from engine.chain.bands import cloud_asset
-from engine.chain.expression import parse_expression
 from engine.collection import Collection
 from engine.errors import EOXError
-from engine.timeseries import DEFAULT_EXPRESSION, clear_count
+from engine.timeseries import DEFAULT_EXPRESSION
 from engine.timeseries.limits import check_polygon_size
 
 #: Edits of the chart's and the map marker's models run with the document lock.
@@ -64,59 +73,13 @@ _POLYGON_TIPS = [("date", "@date"), ("mean value", "@value{0.0000}"),
                  ("scene", "@id")]
 
 
-def profile_query(state: AppState) -> Collection:
-    """The search form's collection, dates and cloud limit (the point replaces its area)."""
-    coll = Collection(state.collection, catalog=state.backend.catalog)
-    if state.start is not None or state.end is not None:
-        coll = coll.filter_date(utc_day(state.start), utc_day(state.end))
-    if state.max_cloud < 100:
-        coll = coll.filter("eo:cloud_cover", "<=", float(state.max_cloud))
-    return coll
-
-
-def has_cloud_mask(coll: Collection) -> bool:
-    """True when the collection's newest scene has a cloud-mask band (SCL, Fmask...)."""
-    item = coll.sort("datetime", ascending=False).first()
-    return item is not None and cloud_asset(item) is not None
-
-
-def polygon_features(drawings: list[dict]) -> dict[str, str]:
-    """Selector options of the drawn areas (polygons and boxes): name -> feature id."""
-    return {f["properties"]["name"]: f["id"] for f in drawings
-            if (f.get("properties") or {}).get("kind") in ("polygon", "box")}
-
-
-def _sources(df: pd.DataFrame) -> tuple[dict, dict, dict]:
-    """Chart data: clear values, cloudy dates (drawn on the bottom line), dates without data."""
-    polygon = "count" in df.columns
-
-    def cols(rows: pd.DataFrame, y: Any) -> dict:
-        nan = np.full(len(rows), np.nan)
-        return {"x": rows["date"].dt.tz_localize(None).to_numpy(),
-                "value": rows["value"].to_numpy(),
-                "y": np.full(len(rows), y, dtype=float) if np.isscalar(y) else y,
-                "date": rows["date"].dt.strftime("%Y-%m-%d %H:%M").tolist(),
-                "cloud": ["yes" if c else "no" for c in rows["cloud"]],
-                "scene_cloud": rows["scene_cloud"].to_numpy(),
-                "id": rows["id"].tolist(),
-                "count": rows["count"].to_numpy(dtype=float) if polygon else nan,
-                "cloud_fraction": rows["cloud_fraction"].to_numpy() if polygon else nan}
-
-    clear = df[df["value"].notna() & ~df["cloud"]]
-    cloudy = df[df["cloud"]]
-    nodata = df[df["value"].isna() & ~df["cloud"]]
-    low = float(clear["value"].min()) if len(clear) else 0.0
-    span = float(clear["value"].max()) - low if len(clear) else 1.0
-    floor = low - 0.08 * (span or 1.0)
-    return cols(clear, clear["value"].to_numpy()), cols(cloudy, floor), cols(nodata, floor)
-
-
 class ProfilePanel(pn.viewable.Viewer):
     """Index profile at a clicked point or over a drawn polygon: chart, table, CSV download
     and a message."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView clicked on (optional).")
+    map = param.ClassSelector(class_=MapView, default=None, allow_None=True,
+                             doc="The MapView clicked on (optional).")
     active = param.Boolean(False, doc="True while the tab is shown.")
     picking = param.Boolean(False, doc="A click on the map makes a profile.")
     expression = param.String(DEFAULT_EXPRESSION, doc="Band math giving one value per date.")
@@ -233,10 +196,10 @@ class ProfilePanel(pn.viewable.Viewer):
         if not bands or "ndvi" in {p.key for p in presets_for(bands)}:
             if self.expression.strip() in ("", DEFAULT_EXPRESSION) or not bands:
                 return
-            if not _names(self.expression) <= _known(bands):
+            if not expression_names(self.expression) <= known_names(bands):
                 self.expression = DEFAULT_EXPRESSION
             return
-        if self.expression.strip() and (_names(self.expression) or {""}) <= _known(bands):
+        if self.expression.strip() and (expression_names(self.expression) or {""}) <= known_names(bands):
             return  # the user's expression fits this collection
         shown = self.state.expression.strip() if self.state.single_band else ""
         self.expression = shown or default_band(bands) or bands[0]
@@ -275,7 +238,7 @@ class ProfilePanel(pn.viewable.Viewer):
     def _on_map_tap(self, event: Any) -> None:
         if not self.picking or event.x is None or event.y is None:
             return
-        from components.map import to_lonlat
+        from components.tilemath import to_lonlat
 
         lon, lat = to_lonlat(event.x, event.y)
         self.run(round(float(lon), 6), round(float(lat), 6))
@@ -295,7 +258,7 @@ class ProfilePanel(pn.viewable.Viewer):
             self._show(None, "", "info")
             self.state.fail(exc, f"No profile at {where}")
             return None
-        self._show(df, _why_empty(df, f"at {where} of", "cloudy", "without data here",
+        self._show(df, why_empty(df, f"at {where} of", "cloudy", "without data here",
                                   "pick another point"))
         return df
 
@@ -313,7 +276,7 @@ class ProfilePanel(pn.viewable.Viewer):
         self.point = None
         self.area = feature
         self._mark(None, None)
-        name = _feature_name(feature)
+        name = feature_name(feature)
         expression = self.expression.strip() or DEFAULT_EXPRESSION
         try:
             query = profile_query(self.state)
@@ -325,7 +288,7 @@ class ProfilePanel(pn.viewable.Viewer):
             self._show(None, "", "info")
             self.state.fail(exc, f"No profile over {name}")
             return None
-        self._show(df, _why_empty(df, f"over {name} in", "all cloudy",
+        self._show(df, why_empty(df, f"over {name} in", "all cloudy",
                                   "without clear data there", "draw another polygon"))
         return df
 
@@ -341,7 +304,7 @@ class ProfilePanel(pn.viewable.Viewer):
             for part in (self._table, self._csv):
                 part.visible = False
             return
-        clear, cloudy, nodata = _sources(df)
+        clear, cloudy, nodata = chart_sources(df)
         self._clear_src.data, self._cloud_src.data, self._nodata_src.data = clear, cloudy, nodata
         columns = self._columns()
         self.table = df[columns].copy()
@@ -349,7 +312,7 @@ class ProfilePanel(pn.viewable.Viewer):
         n_clear = len(clear["x"])
         expression = df.attrs.get("expression", self.expression)
         if self.area is not None:
-            name = _feature_name(self.area)
+            name = feature_name(self.area)
             self._hover.tooltips = _POLYGON_TIPS
             self._chart.title.text = f"{expression}, mean over {name}"
             self._chart.yaxis.axis_label = "mean value (clear pixels)"
@@ -359,7 +322,7 @@ class ProfilePanel(pn.viewable.Viewer):
                 f"{int(used.min()) if len(used) else 0}-{int(used.max()) if len(used) else 0}"
                 f" clear pixels); {len(cloudy['x'])} all cloudy, {len(nodata['x'])} without "
                 "data" + ("" if df.attrs.get("mask_clouds") else " (clouds not masked)"))
-            self._csv.filename = _polygon_csv_name(self.state.collection, name)
+            self._csv.filename = polygon_csv_name(self.state.collection, name)
         else:
             lon, lat = self.point  # type: ignore[misc]
             self._hover.tooltips = _POINT_TIPS
@@ -370,7 +333,7 @@ class ProfilePanel(pn.viewable.Viewer):
                                     f"{len(cloudy['x'])} cloudy, {len(nodata['x'])} without "
                                     "data" + ("" if df.attrs.get("mask_clouds") else
                                               " (clouds not masked)"))
-            self._csv.filename = _csv_name(self.state.collection, lon, lat)
+            self._csv.filename = csv_name(self.state.collection, lon, lat)
         self._chart_slot.objects = [self._chart_pane] if n_clear > 0 else []
         for part in (self._table, self._csv):
             part.visible = True
@@ -389,7 +352,7 @@ class ProfilePanel(pn.viewable.Viewer):
 
     @_MODELS
     def _mark(self, lon: float | None, lat: float | None) -> None:
-        from components.map import to_mercator
+        from components.tilemath import to_mercator
 
         if lon is None or lat is None:
             self._marker.data = {"x": [], "y": []}
@@ -435,45 +398,4 @@ class ProfilePanel(pn.viewable.Viewer):
         )
 
 
-def _csv_name(collection: str | None, lon: float, lat: float) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", collection or "profile")
-    return f"profile_{safe}_{lon:.5f}_{lat:.5f}.csv"
-
-
-def _why_empty(df: pd.DataFrame, where: str, cloudy: str, no_data: str, other: str) -> str:
-    """Why a profile has no clear value (counts of cloudy and data-less scenes) and what to
-    try; empty when it has one."""
-    if clear_count(df) > 0:
-        return ""
-    n_cloud = int(df["cloud"].sum())
-    n_fill = int((df["value"].isna() & ~df["cloud"]).sum())
-    why = ", ".join(p for p in (f"{n_cloud} {cloudy}" if n_cloud else "",
-                                f"{n_fill} {no_data}" if n_fill else "") if p)
-    return (f"No clear value {where} {len(df)} scene(s): {why}. Widen the dates, raise the "
-            f"cloud limit of the search or {other}.")
-
-
-def _names(expression: str) -> set[str]:
-    """Band names of ``expression`` in lower case (none when it does not parse: the profile
-    itself then says what is wrong)."""
-    try:
-        return {n.lower() for n in parse_expression(expression).band_names}
-    except EOXError:
-        return set()
-
-
-def _known(bands: list[str]) -> set[str]:
-    return {b.lower() for b in bands}
-
-
-def _polygon_csv_name(collection: str | None, name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{collection or 'profile'}_{name}")
-    return f"profile_{safe}.csv"
-
-
-def _feature_name(feature: dict) -> str:
-    return str((feature.get("properties") or {}).get("name") or feature.get("id") or "polygon")
-
-
-__all__ = ["NO_POLYGON", "POLYGON_COLUMNS", "TABLE_COLUMNS", "ProfilePanel", "has_cloud_mask",
-           "polygon_features", "profile_query"]
+__all__ = ["NO_POLYGON", "POLYGON_COLUMNS", "TABLE_COLUMNS", "ProfilePanel"]

@@ -89,7 +89,6 @@ class SearchPanel(pn.viewable.Viewer):
             hidden_columns=["id"], disabled=True, pagination="local", page_size=12,
             sizing_mode="stretch_width", height=380, layout="fit_data_fill",
             name="results")
-        self._syncing = False
         self._table.selection = self._indices(s.selected)
         self._table.param.watch(self._rows_selected, "selection")
         self._area = pn.pane.Markdown(self._area_text(), margin=(0, 10))
@@ -172,24 +171,18 @@ class SearchPanel(pn.viewable.Viewer):
         self._date_error.param.update(object=text, visible=bool(text))
 
     # -- results <-> selection -----------------------------------------------------------
+    # The table shows the state: a selection event that shows the selected scenes found in
+    # the table (the state's own, set below) changes nothing, so nothing echoes back.
     @param.depends("state.results", watch=True)
     def _results_changed(self) -> None:
-        self._syncing = True
-        try:
-            self._table.value = results_view(self.state.results)
-            self._table.selection = self._indices(self.state.selected)
-        finally:
-            self._syncing = False
+        self._table.value = results_view(self.state.results)
+        self._table.selection = self._indices(self.state.selected)
 
     @param.depends("state.selected", watch=True)
     def _selected_changed(self) -> None:
         wanted = self._indices(self.state.selected)
         if sorted(wanted) != sorted(self._table.selection):
-            self._syncing = True
-            try:
-                self._table.selection = wanted
-            finally:
-                self._syncing = False
+            self._table.selection = wanted
 
     def _indices(self, ids: list[str]) -> list[int]:
         frame = self._table.value
@@ -199,12 +192,13 @@ class SearchPanel(pn.viewable.Viewer):
         return [where[i] for i in ids if i in where]
 
     def _rows_selected(self, event: param.parameterized.Event) -> None:
-        if self._syncing:
-            return
         frame = self._table.value
+        rows = [str(frame["id"].iloc[i]) for i in sorted(event.new) if i < len(frame)]
+        listed = set(frame["id"].astype(str)) if frame is not None and "id" in frame else set()
+        if set(rows) == {i for i in self.state.selected if i in listed}:
+            return  # the table shows the state's selection
         before = set(self.state.selected)
-        self.state.selected = [str(frame["id"].iloc[i]) for i in sorted(event.new)
-                               if i < len(frame)]
+        self.state.selected = rows
         if set(self.state.selected) - before:  # a scene picked in the table: show it
             run_locked(pn.state.curdoc, self.state.zoom_to_selected)
 

@@ -10,7 +10,6 @@ left one and is cut with a CSS ``clip-path`` the slider moves.
 from __future__ import annotations
 
 import html
-
 import logging
 from typing import Any
 
@@ -21,10 +20,10 @@ from bokeh.models import Label, PanTool, Range1d, ResetTool, WheelZoomTool, WMTS
 from bokeh.plotting import figure
 
 from components.backend import Backend
-from components.map import to_mercator
 from components.presets import preset
 from components.session import locked
 from components.state import AppState
+from components.tilemath import to_mercator
 from engine.chain import Chain, process
 from engine.collection import Collection
 from engine.errors import EOXError, InvalidInput

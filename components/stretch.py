@@ -11,7 +11,7 @@ import panel as pn
 import param
 from bokeh.models import NumeralTickFormatter
 
-from components.profile import polygon_features
+from components.profiledata import polygon_features
 from components.state import AppState
 
 BAND_COLOURS = ["#e53935", "#43a047", "#1e88e5"]

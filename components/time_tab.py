@@ -7,6 +7,7 @@ from typing import Any
 import panel as pn
 import param
 
+from components.map import MapView
 from components.state import AppState
 from components.timelapse import TimelapsePanel
 from components.timeslider import TimeSlider
@@ -16,7 +17,8 @@ class TimePanel(pn.viewable.Viewer):
     """The slider (dates in view, play) above the timelapse form that exports those dates."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView (prefetch, GIF layer; optional).")
+    map = param.ClassSelector(class_=MapView, default=None, allow_None=True,
+                             doc="The MapView (prefetch, GIF layer; optional).")
     active = param.Boolean(False, doc="True while the tab is shown.")
 
     def __init__(self, **params: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import panel as pn
 import param
 
+from components.map import MapView
 from components.state import AppState
 from components.timeslider import TimeSlider
 from engine.errors import EOXError, InvalidInput
@@ -37,7 +38,8 @@ class TimelapsePanel(pn.viewable.Viewer):
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
     slider = param.ClassSelector(class_=TimeSlider, doc="Gives the dates and the cloud limit.")
-    map = param.Parameter(default=None, doc="The MapView the export is shown on (optional).")
+    map = param.ClassSelector(class_=MapView, default=None, allow_None=True,
+                             doc="The MapView the export is shown on (optional).")
     width = param.Selector(objects=list(WIDTHS), default=512, doc="Frame width, pixels.")
     fps = param.Number(2.0, bounds=(0.1, 30), doc="Frames per second.")
     format = param.Selector(objects=["mp4", "gif"], default="mp4", doc="Video format.")

@@ -20,8 +20,9 @@ import panel as pn
 import param
 from bokeh.models import ColumnDataSource, CustomJS
 
-from components.state import AppState
+from components.map import MapView
 from components.session import locked
+from components.state import AppState
 from engine.chain import Chain
 from engine.collection import Collection
 from engine.errors import EOXError
@@ -134,7 +135,8 @@ class TimeSlider(pn.viewable.Viewer):
     """Dates in view, a player with speed, a cloud limit; shows each date on the map."""
 
     state = param.ClassSelector(class_=AppState, doc="The session state.")
-    map = param.Parameter(default=None, doc="The MapView (for prefetching; optional).")
+    map = param.ClassSelector(class_=MapView, default=None, allow_None=True,
+                             doc="The MapView (for prefetching; optional).")
     active = param.Boolean(False, doc="True while the tab is shown (dates follow the view).")
     follow = param.Boolean(True, doc="Recompute the dates when the view or query changes.")
     max_cloud = param.Number(100.0, bounds=(0, 100), doc="Dates play only with scenes at most "
@@ -156,7 +158,8 @@ class TimeSlider(pn.viewable.Viewer):
             name="Date", options=["–"], value="–", interval=self._interval(), loop_policy="loop",
             show_loop_controls=False, show_value=True, sizing_mode="stretch_width",
             disabled=True, visible_buttons=list(BUTTON_TIPS), stylesheets=[PLAYER_CSS])
-        self._player.param.watch(self._player_moved, "value")
+        # options and value together: the slider fitted to new frames, never the user's move
+        self._player.param.watch(self._player_moved, ["value", "options"], onlychanged=False)
         self._player.param.watch(self._direction_changed, "direction")
         self._speed = pn.widgets.RadioButtonGroup.from_param(self.param.speed, name="Speed",
                                                              button_type="light")
@@ -169,7 +172,6 @@ class TimeSlider(pn.viewable.Viewer):
         self._refresh.on_click(lambda e: self.refresh())
         self._info = pn.pane.Markdown(self.param.message, margin=(0, 10))
         self._shown = pn.pane.Markdown(self._shown_text, margin=(0, 10), name="time-shown")
-        self._syncing = False
         # The URLs travel to the browser in a data source of an invisible glyph on the map.
         self._src = ColumnDataSource({"url": [], "x": [], "y": []}, name="eox-prefetch-data")
         if self.map is not None:
@@ -252,18 +254,13 @@ class TimeSlider(pn.viewable.Viewer):
     def _frames_changed(self) -> None:
         labels = [f.label for f in self.frames]
         keep = self.date if self.date in labels else self._shown_label()
-        self._syncing = True
-        try:
-            if not labels:
-                self._player.param.update(options=["–"], value="–", disabled=True)
-                self.date = ""
-                return
-            # No date shown yet: the slider starts on the newest date, the map is left alone
-            # until the user moves the slider or plays.
-            self._player.param.update(options=labels, value=keep or labels[-1],
-                                      disabled=False)
-        finally:
-            self._syncing = False
+        if not labels:
+            self._player.param.update(options=["–"], value="–", disabled=True)
+            self.date = ""
+            return
+        # No date shown yet: the slider starts on the newest date, the map is left alone
+        # until the user moves the slider or plays.
+        self._player.param.update(options=labels, value=keep or labels[-1], disabled=False)
         self.date = keep
         if keep:
             self._prefetch_next()
@@ -274,8 +271,11 @@ class TimeSlider(pn.viewable.Viewer):
         return next((f.label for f in self.frames if f.ids == wanted), "")
 
     # -- showing a date ---------------------------------------------------------------------
-    def _player_moved(self, event: param.parameterized.Event) -> None:
-        if self._syncing or event.new in ("–", None) or event.new == self.date:
+    def _player_moved(self, *events: param.parameterized.Event) -> None:
+        if any(e.name == "options" for e in events):
+            return  # _frames_changed fitted the slider to new frames
+        event = events[-1]
+        if event.new in ("–", None) or event.new == self.date:  # the shown date: no move
             return
         if self._player.direction and self.date in [f.label for f in self.frames]:
             # playing: the browser's player is the clock, each change one tick; the next
@@ -321,12 +321,8 @@ class TimeSlider(pn.viewable.Viewer):
             self.date = ""
 
     def _set_player(self, label: str) -> None:
-        if self._player.value != label:
-            self._syncing = True
-            try:
-                self._player.value = label
-            finally:
-                self._syncing = False
+        if self._player.value != label:  # the shown date: _player_moved leaves it
+            self._player.value = label
 
     @param.depends("state.chain_id", watch=True)
     def _display_changed(self) -> None:

@@ -23,8 +23,8 @@ import param
 from bokeh.models import CDSView, ColumnDataSource, IndexFilter, Label
 from PIL import Image
 
-from components.tilemath import to_mercator
 from components.session import locked
+from components.tilemath import to_mercator
 from engine.errors import InvalidInput
 from engine.timeseries.video import MAX_LAYER_FRAMES, MAX_LAYER_SIDE, read_video
 from engine.timeutil import normalize_bbox

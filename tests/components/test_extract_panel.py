@@ -15,8 +15,8 @@ import rasterio.warp
 from components.backend import Backend
 from components.draw import DrawPanel, features_from_sources
 from components.extract import ExtractPanel
-from components.map import to_mercator
 from components.state import AppState
+from components.tilemath import to_mercator
 from engine import extract as ex
 
 # a box inside the fixture scenes (UTM 33N, origin 385000/5825000, 256 px at 20 m)

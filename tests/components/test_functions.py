@@ -266,7 +266,7 @@ def test_share_link_and_standalone_page_carry_the_function_layer(state, backend)
 
     from app.urlstate import apply_query, to_query
     from components.exports import ExportsPanel
-    from components.layers import FUNCTION_LAYER
+    from components.layerspec import FUNCTION_LAYER
 
     panel = FunctionPanel(state=state)
     panel.example = "ndvi"
@@ -286,6 +286,6 @@ def test_share_link_and_standalone_page_carry_the_function_layer(state, backend)
     exports.page_url = lambda: "http://h:5006/"  # type: ignore[method-assign] # served here
     html = exports.html_page()
     cfg = json.loads(_re.search(r'id="eox-config" type="application/json">(.*?)</script>',
-                                html, _re.S).group(1))
+                                html, _re.DOTALL).group(1))
     tiles = f"http://h:5006/api/chains/{panel.chain_id}/tiles/{{z}}/{{x}}/{{y}}.png"
     assert cfg["overlays"] == [{"name": FUNCTION_LAYER, "tiles": tiles}]

@@ -156,3 +156,20 @@ def test_profile_index_follows_what_the_collection_can_compute(mixed_backend):
     panel.expression = "(nir - red) / (nir + red + 1)"  # the user's own index...
     state.collection = MASKS  # ...cannot be computed here: replaced, not left to fail
     assert panel.expression == "NDVI"
+
+
+def test_the_fallback_display_is_drawn_once(mixed_backend):
+    """The fit to the S1 scene changes the display from inside the chain refresh: the chain
+    is still set once (the stretched grey band), not once per nested change."""
+    state = _searched(mixed_backend, MIXED)
+    state.choose_preset("true-colour")
+    state.selected = [S2_ID]
+    calls: dict[str, list] = {}
+    state.param.watch(lambda *evs: [calls.setdefault(e.name, []).append(e.new) for e in evs],
+                      ["chain", "preset", "expression", "vmin"], onlychanged=False)
+    state.selected = [S1_ID]
+    assert len(calls["chain"]) == 1 and len(calls["preset"]) == 1
+    assert calls["expression"] == ["VV"]
+    assert sorted(v[0] for v in calls["vmin"])[1] == 0.0  # grey 0..1, and stretched:
+    assert -26 < state.vmin[0] < -3 and calls["chain"][0].id == state.chain_id
+    assert calls["chain"][0].id == state.chain_id and not state.stretch_pending

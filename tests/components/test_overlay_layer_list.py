@@ -63,3 +63,21 @@ def test_overlay_in_the_layer_list_toggle_and_remove(state):
     overlay.remove("fields")
     assert name not in _rows(layers)
     assert not any(r in mapview.figure.renderers for r in ov2.renderers.values())
+
+
+def test_style_widgets_follow_the_chosen_overlay_without_restyling_it(state):
+    """Choosing another overlay fills the style widgets one by one from it: neither overlay
+    takes the other's colour, width or opacity on the way."""
+    mapview = MapView(state=state)
+    pn.Column(mapview).get_root()
+    overlay = OverlayPanel(state=state, map=mapview)
+    a = overlay.load_bytes(json.dumps(FIELDS).encode(), "a.geojson")
+    overlay._colour.value, overlay._width.value, overlay._alpha.value = "#ff0000", 5.0, 0.8
+    b = overlay.load_bytes(json.dumps(FIELDS).encode(), "b.geojson")
+    assert overlay._which.value == "b" and b.colour != "#ff0000"
+    b_style = (b.colour, b.line_width, b.fill_alpha)
+    overlay._which.value = "a"
+    assert (a.colour, a.line_width, a.fill_alpha) == ("#ff0000", 5.0, 0.8)
+    assert (b.colour, b.line_width, b.fill_alpha) == b_style
+    assert a.renderers["polygons"].glyph.line_width == 5.0
+    assert (overlay._colour.value, overlay._width.value) == ("#ff0000", 5.0)

@@ -17,7 +17,8 @@ from rasterio.crs import CRS
 from rasterio.transform import from_bounds, from_origin
 
 from components.map import MapView
-from components.rasterlayer import RasterLayers, RasterSource, check_raster_path, render
+from components.rasterlayer import RasterLayers
+from components.rasterrender import RasterSource, check_raster_path, render
 from components.state import AppState
 from components.tilemath import to_lonlat
 from engine.errors import InvalidInput, NotFound
@@ -226,3 +227,20 @@ def test_zarr_store_is_read_by_decimation(rstate, folder):
     assert layer is not None and layer.source.kind == "zarr"
     np.testing.assert_array_equal(layer.last.values[0], data[0, ::4, ::4])
     assert layer.last.read_shape == (128, 128)
+
+
+def test_style_widgets_follow_the_chosen_layer_without_restyling_it(rstate, ramp):
+    """Choosing another layer fills the style widgets one by one from it: neither layer is
+    restyled (redrawn) by that; a widget the user changes restyles the chosen one."""
+    rstate.param.update(viewport=lonlat(EXTENT), map_size=(256, 256))
+    layers = RasterLayers(state=rstate)
+    a = layers.add("ramp.tif", name="a", colormap="magma", vmin=0, vmax=100)
+    b = layers.add("ramp.tif", name="b", colormap="gray", vmin=5, vmax=50)
+    renders = (a.renders, b.renders)
+    layers._which.value = "a"
+    assert (a.colormap, a.vmin, a.vmax) == ("magma", 0, 100)
+    assert (b.colormap, b.vmin, b.vmax) == ("gray", 5, 50)
+    assert (a.renders, b.renders) == renders
+    assert (layers._colormap.value, layers._vmax.value) == ("magma", 100)
+    layers._vmax.value = 200
+    assert a.vmax == 200 and a.renders == renders[0] + 1 and a.colormap == "magma"
