@@ -128,13 +128,14 @@ class StretchPanel(pn.viewable.Viewer):
         if not stats:
             self._hist.object = None
             return
-        layers, spans = [], []
+        layers, spans, top = [], [], 1.0
         for i, (name, band) in enumerate(stats.items()):
             hist = band.get("histogram") or {}
             counts, edges = hist.get("counts") or [], hist.get("edges") or []
             if not counts:
                 continue
             spans.append(central_span(edges, counts))
+            top = max(top, float(max(counts)))
             colour = BAND_COLOURS[i % 3] if len(stats) == 3 else "#546e7a"
             # empty bins as NaN: nothing to draw on the log axis
             shown = np.where(np.asarray(counts, float) > 0, np.asarray(counts, float), np.nan)
@@ -156,7 +157,8 @@ class StretchPanel(pn.viewable.Viewer):
         self._hist.object = hv.Overlay(layers).opts(
             responsive=True, height=220, title="Visible pixels (log scale)",
             legend_position="top_right", toolbar=None, xlabel="value", ylabel="pixels",
-            logy=True, xlim=(lo - pad, hi + pad), xformatter=NumeralTickFormatter(format="0.[00]a"),
+            # an explicit floor below one pixel: bars start at 0, which a log axis cannot show
+            logy=True, ylim=(0.5, top * 2), xlim=(lo - pad, hi + pad), xformatter=NumeralTickFormatter(format="0.[00]a"),
             yformatter=NumeralTickFormatter(format="0a"))
 
     def __panel__(self) -> pn.viewable.Viewable:
