@@ -355,10 +355,17 @@ def final_view(page, base: str, done: Walk, timeout: float = 30.0) -> View:
     activity = done.activity or Activity(page)
     page.wait_for_function(LOADED_JS, timeout=30_000)
     activity.wait(quiet=0.5)  # the URL follows the state on the next patch
-    query = parse_qs(urlparse(page.url).query)
-    chain = (query.get("chain") or [""])[0]
-    coll = (query.get("collection") or [""])[0]
-    layer = page.evaluate(SCENES_JS) or {"url": "", "visible": False, "view": None}
+    # A server callback still working (a loaded machine) looks idle while it sends nothing:
+    # give the URL and the scene layer until ``timeout`` to agree before reading them.
+    deadline = time.monotonic() + timeout
+    while True:
+        query = parse_qs(urlparse(page.url).query)
+        chain = (query.get("chain") or [""])[0]
+        coll = (query.get("collection") or [""])[0]
+        layer = page.evaluate(SCENES_JS) or {"url": "", "visible": False, "view": None}
+        if not chain or f"/chains/{chain}/" in layer["url"] or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
     chain_json: dict = {}
     watch = TileWatch()
     if chain:
