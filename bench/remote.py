@@ -14,7 +14,9 @@ MosaicJSON with ``cogeo_mosaic.MosaicJSON.from_features``.
 Each engine then runs in its own process (GDAL caches are process-wide), with the same
 GDAL settings (``engine.storage.GDAL_OPTIONS``) and the same number of threads: a 9x7
 viewport at z6, z8, z10 (cold: never requested in that process; then warm), single-scene
-tiles at z12-14 (throughput), and a 100-date point profile. Tiles are rendered and PNG
+tiles at z12-14 (throughput: up to 4 tiles per zoom inside each of 4 scenes, after one
+untimed tile of another scene so that process start-up is not counted), and a 100-date
+point profile. Tiles are rendered and PNG
 encoded by the engines themselves (our ``TileRenderer.tile``+``encode``; cogeo-mosaic's
 ``MosaicBackend.tile`` / rio-tiler ``Reader.tile`` + ``ImageData.render``, as TiTiler's
 endpoints do), without any HTTP tile cache. Only loopback is used.
