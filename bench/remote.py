@@ -348,7 +348,10 @@ def main() -> None:
                 result[engine] = {"requests": 0}
                 for part in args.parts.split(","):  # each in a fresh process: cold
                     before = len(server.requests())
-                    result[engine].update(_child(engine, part, work, args))
+                    got = _child(engine, part, work, args)
+                    if any(k in result[engine] for k in got):  # a part run again: kept apart
+                        got = {f"{k}_{part}_again": v for k, v in got.items()}
+                    result[engine].update(got)
                     result[engine]["requests"] += len(server.requests()) - before
             result["load_after"] = os.getloadavg()[0]
             result["date"] = datetime.now(UTC).isoformat(timespec="minutes")
