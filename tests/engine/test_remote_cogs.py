@@ -7,6 +7,7 @@ StorageTimeout naming the host, within the request timeout."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from engine.errors import StorageTimeout, StorageUnavailable
 from engine.extract import extract
 from engine.ingest.items import build_collection
 from engine.render import TileRenderer
+from engine.render.handles import HandleCache
 from engine.storage import (
     GDAL_OPTIONS,
     configure_gdal,
@@ -321,3 +323,36 @@ def test_an_open_that_lasted_the_timeout_is_a_timeout_whatever_gdal_said(short_t
     quick = read_error(href, stale, what="open", started=time.monotonic())
     assert isinstance(quick, StorageUnavailable) and not isinstance(quick, StorageTimeout)
     assert isinstance(read_error(href, stale, what="open"), StorageUnavailable)
+
+
+@needs_nginx
+def test_first_open_of_a_remote_file_is_one_flight(storage):
+    """Threads opening a remote file no thread opened yet send its HEAD and header GET
+    once: the others wait for the first open, then open from GDAL's cache."""
+    folder = storage["tmp"] / "root" / "fresh"
+    folder.mkdir(exist_ok=True)
+    with rasterio.open(folder / "one.tif", "w", driver="COG", width=64, height=64, count=1,
+                       dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(500_000, 5_560_000, 10, 10)) as dst:
+        dst.write(np.arange(64 * 64, dtype="uint16").reshape(1, 64, 64))
+    url = f"{storage['server'].url}/fresh/one.tif"
+    configure_gdal()  # as the renderer does on start
+    cache = HandleCache(size=8)
+    barrier = threading.Barrier(6)
+    got: list = []
+
+    def borrow() -> None:
+        barrier.wait()
+        with cache.lend(url) as ds:
+            got.append(int(ds.read(1, window=((0, 1), (0, 2)))[0, 1]))
+
+    threads = [threading.Thread(target=borrow) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert got == [1] * 6
+    mine = [line for line in storage["server"].requests() if "/fresh/one.tif " in line]
+    assert sum('"HEAD ' in line for line in mine) == 1, "\n".join(mine)
+    assert sum("range=bytes=0-" in line for line in mine) == 1, mine
+    assert cache.stats()["opened"] >= 1
