@@ -61,9 +61,9 @@ def build_service(settings: Settings):
         disk_cache=disk,
         render_concurrency=settings.render_concurrency,
         allowed_hosts=allowed_hosts(settings),
+        extract_max_pixels=settings.extract_max_pixels,
     )
     service.state.health_sections["sandbox"] = sandbox
-    service.state.extract_max_pixels = settings.extract_max_pixels  # ExtractRoutes.limit
     return service
 
 
