@@ -72,7 +72,7 @@ def parse_dates(values: Sequence[Any]) -> list[datetime]:
             dt = datetime(value.year, value.month, value.day)
         elif isinstance(value, str):
             try:
-                dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))  # noqa: FURB162 - 2020-01-01Z
             except ValueError as err:
                 raise InvalidInput(f"band date {value!r} is not an ISO date (YYYY-MM-DD)") from err
         else:

@@ -32,7 +32,7 @@ def _value(item, prop):
         return item.datetime
     value = item.properties.get(prop)
     if prop == "created" and value is not None:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)
     return value
 
 
