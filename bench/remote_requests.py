@@ -65,7 +65,7 @@ def run(mode: str, delay_ms: float, n_tiles: int, workdir: Path) -> dict:
     import morecantile
     import rasterio.env
 
-    import engine.storage as storage
+    from engine import storage
     from engine.catalog import SQLiteCatalog
     from engine.collection import Collection
     from engine.ingest.items import build_collection

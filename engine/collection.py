@@ -22,8 +22,7 @@ from typing import Any
 import pandas as pd
 import pystac
 
-from engine.catalog import CORE_PROPERTIES, OPERATORS, Catalog, Filter, Query
-from engine.catalog import get_default_catalog
+from engine.catalog import CORE_PROPERTIES, OPERATORS, Catalog, Filter, Query, get_default_catalog
 from engine.errors import InvalidQuery, UnknownProperty
 from engine.timeutil import (
     DateLike,
@@ -332,8 +331,7 @@ def _row(item: pystac.Item) -> list[Any]:
     tile = props.get("grid:code")
     if isinstance(tile, str):
         for prefix in ("MGRS-", "WRS2-"):
-            if tile.startswith(prefix):
-                tile = tile[len(prefix):]
+            tile = tile.removeprefix(prefix)
     cloud = props.get("eo:cloud_cover")
     return [
         when,

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import shapely
@@ -38,8 +38,8 @@ def is_datetime_property(name: str) -> bool:
 def to_utc(value: datetime) -> datetime:
     """A timezone-aware UTC datetime; naive datetimes are taken as UTC."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def parse_datetime(text: str) -> datetime:
@@ -97,7 +97,7 @@ def date_bound(value: DateLike, *, end: bool) -> datetime | None:
 
 
 def _day_bound(day: date, *, end: bool) -> datetime:
-    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    start = datetime.combine(day, time(0), tzinfo=UTC)
     return start + timedelta(days=1, microseconds=-1) if end else start
 
 

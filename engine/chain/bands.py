@@ -17,6 +17,8 @@ import pystac
 
 from engine.chain.aliases import (
     REFLECTANCE as _REFLECTANCE,
+)
+from engine.chain.aliases import (
     aliases,
     canonical,
     family,

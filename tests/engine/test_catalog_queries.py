@@ -7,7 +7,7 @@ independently: shapely ``intersects`` and plain Python comparisons.
 from __future__ import annotations
 
 import operator
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 import shapely
@@ -17,7 +17,7 @@ from engine import Collection
 from engine.errors import InvalidQuery, UnknownCollection, UnknownProperty
 
 S2 = "sentinel-2-l2a"
-UTC = timezone.utc
+UTC = UTC
 
 OPS = {
     "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,

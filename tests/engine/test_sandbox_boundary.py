@@ -15,11 +15,10 @@ import time
 
 import numpy as np
 import pytest
+from sandbox_cases import assert_healthy, small_img
 
 from engine.errors import FunctionFailed, SandboxLimitExceeded
 from engine.sandbox import SandboxPool
-from sandbox_cases import assert_healthy, small_img
-
 
 
 @pytest.fixture(scope="module")
