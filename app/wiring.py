@@ -90,7 +90,7 @@ def allowed_hosts(settings: Settings) -> list[str]:
         return list(settings.allowed_hosts)
     from service.middleware import LOOPBACK_HOSTS
 
-    wildcard = settings.address.strip() in ("", "0.0.0.0", "::")
+    wildcard = settings.address.strip() in ("", "0.0.0.0", "::")  # compared, not bound
     if wildcard:
         log.warning("binding every interface (%r) but answering only the host names %s: "
                     "set EOX_ALLOWED_HOSTS to the names clients use", settings.address,

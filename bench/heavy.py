@@ -29,7 +29,7 @@ from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.load import (
+from bench.load import (  # after the path
     COLLECTION,
     PLAIN,
     Server,

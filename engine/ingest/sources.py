@@ -88,7 +88,7 @@ def discover(
     band_names: Sequence[str] | None,
 ) -> tuple[list[IngestSource], list[tuple[str, str]], list[tuple[str, str]]]:
     """Plan every input. Returns (sources, failed (path, reason), warnings (path, text))."""
-    from engine.ingest import cube, eopatch, rasters, stacjson
+    from engine.ingest import cube, eopatch, rasters, stacjson  # they import this module
 
     dates = parse_dates(band_dates) if band_dates is not None else None
     sources: list[IngestSource] = []
@@ -130,7 +130,7 @@ def _plan_folder(
     band_names: Sequence[str] | None,
 ) -> None:
     """A folder: STAC JSONs, cubes, EOPatches, then rasters grouped into per-band scenes."""
-    from engine.ingest import cube, eopatch, rasters, stacjson
+    from engine.ingest import cube, eopatch, rasters, stacjson  # they import this module
     from engine.ingest.naming import split_band
 
     files: list[Path] = []

@@ -17,7 +17,6 @@ from engine import Collection
 from engine.errors import InvalidQuery, UnknownCollection, UnknownProperty
 
 S2 = "sentinel-2-l2a"
-UTC = UTC
 
 OPS = {
     "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,

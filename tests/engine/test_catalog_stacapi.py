@@ -27,7 +27,6 @@ from engine.catalog.stacquery import cql2, query_ext
 from engine.errors import CatalogError, NotFound, UnknownCollection
 
 S2 = "sentinel-2-l2a"
-UTC = UTC
 
 
 @pytest.fixture(scope="module")

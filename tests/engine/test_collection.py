@@ -24,7 +24,6 @@ from engine.catalog import (
 from engine.errors import UnknownCollection
 
 S2 = "sentinel-2-l2a"
-UTC = UTC
 
 
 @pytest.fixture(scope="module")

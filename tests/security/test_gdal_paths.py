@@ -71,7 +71,7 @@ def _vrt_of(source) -> str:
 class _Hits(http.server.BaseHTTPRequestHandler):
     hits = 0
 
-    def do_GET(self):
+    def do_GET(self):  # http.server's name
         type(self).hits += 1
         self.send_response(404)
         self.end_headers()
