@@ -78,8 +78,8 @@ def build_pages_off_loop() -> None:
             doc._session_context = weakref.ref(session_context)
             try:
                 await self._application.on_session_created(session_context)
-            except Exception as exc:  # as Bokeh: a failing hook is logged, the page opens
-                log.error("Failed to run session creation hooks %r", exc, exc_info=True)
+            except Exception:  # as Bokeh: a failing hook is logged, the page opens
+                log.exception("Failed to run session creation hooks")
             try:
                 await _build(self._application, doc)
             except BaseException as exc:

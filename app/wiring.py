@@ -61,9 +61,9 @@ def build_service(settings: Settings):
         disk_cache=disk,
         render_concurrency=settings.render_concurrency,
         allowed_hosts=allowed_hosts(settings),
+        extract_max_pixels=settings.extract_max_pixels,
     )
     service.state.health_sections["sandbox"] = sandbox
-    service.state.extract_max_pixels = settings.extract_max_pixels  # ExtractRoutes.limit
     return service
 
 
@@ -90,7 +90,7 @@ def allowed_hosts(settings: Settings) -> list[str]:
         return list(settings.allowed_hosts)
     from service.middleware import LOOPBACK_HOSTS
 
-    wildcard = settings.address.strip() in ("", "0.0.0.0", "::")  # noqa: S104 - compared
+    wildcard = settings.address.strip() in ("", "0.0.0.0", "::")  # compared, not bound
     if wildcard:
         log.warning("binding every interface (%r) but answering only the host names %s: "
                     "set EOX_ALLOWED_HOSTS to the names clients use", settings.address,

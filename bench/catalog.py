@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,13 @@ from shapely.geometry import Point, shape
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import Collection  # noqa: E402
-from engine.catalog import SQLiteCatalog  # noqa: E402
+from engine import Collection
+from engine.catalog import SQLiteCatalog
 
 log = logging.getLogger("bench.catalog")
 
 COLLECTION = "sentinel-2-l2a"
-T0 = datetime(2017, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2017, 1, 1, tzinfo=UTC)
 YEARS = 8
 SPAN = YEARS * 365 * 86400
 ACQ_PER_TILE = 600

@@ -25,10 +25,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.load import (  # noqa: E402 - after the path
+from bench.load import (  # after the path
     COLLECTION,
     PLAIN,
     Server,
@@ -101,7 +102,7 @@ class RssSampler:
             self.peak = max(self.peak, self.server.rss_mb()[0])
             self._stop.wait(self.period)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

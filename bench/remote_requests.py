@@ -65,7 +65,7 @@ def run(mode: str, delay_ms: float, n_tiles: int, workdir: Path) -> dict:
     import morecantile
     import rasterio.env
 
-    import engine.storage as storage
+    from engine import storage
     from engine.catalog import SQLiteCatalog
     from engine.collection import Collection
     from engine.ingest.items import build_collection
@@ -86,7 +86,7 @@ def run(mode: str, delay_ms: float, n_tiles: int, workdir: Path) -> dict:
         renderer = TileRenderer(cat)
         chain = Collection("s2", catalog=cat).process().bands("B04", "B03", "B02").scale(0, 4000)
         tms = morecantile.tms.get("WebMercatorQuad")
-        w, s, e, n = items[0].bbox
+        w, s, _, n = items[0].bbox
         every = list(tms.tiles(w, s, items[1].bbox[2], n, [14]))
         tiles = every[:: max(1, len(every) // n_tiles)][:n_tiles]
         times = []

@@ -217,7 +217,7 @@ def main() -> None:
                 for _ in range(args.n):
                     local(img, *fargs)
                 cpu_in = (time.process_time() - c0) / args.n * 1000
-                run = lambda: pool.run(source, function, img, args=fargs)  # noqa: B023, E731
+                run = lambda: pool.run(source, function, img, args=fargs)  # noqa: B023
                 t_sb = _times(run, args.n)
                 cpu_sb = _sandbox_cpu_ms(pool, run, args.n)
                 print(f"| {name} | {_pct(t_in, 50):.3f} / {_pct(t_in, 95):.3f} | "

@@ -1,6 +1,10 @@
 """Tile throughput: our service vs TiTiler on the same COGs, cold then warm (run manually).
 
     .venv/bin/python bench/tiles.py [--workers 2] [--concurrency 8] [--tiles 300]
+    .venv/bin/python bench/tiles.py --engines ours,base --baseline /tmp/old-tree
+
+``--engines`` picks the servers (``ours``, ``titiler``, ``base``: our service run from
+``--baseline``, an export of an earlier tree, for a before/after under the same load).
 
 Both servers are separate uvicorn processes with the same number of workers on 127.0.0.1,
 the same GDAL environment, and read the same single-band COGs (B04/B03/B02 true colour,
@@ -37,7 +41,10 @@ from urllib.parse import quote
 log = logging.getLogger("bench.tiles")
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_S2 = ROOT.parent / "shared" / "data" / "s2-l2a-29RKH-20200219"
+#: ../shared/data beside the checkout (or beside the folder of worktrees holding it)
+REAL_S2 = next((d for d in (ROOT.parent / "shared" / "data" / "s2-l2a-29RKH-20200219",
+                            ROOT.parents[1] / "shared" / "data" / "s2-l2a-29RKH-20200219")
+                if d.exists()), ROOT.parent / "shared" / "data" / "s2-l2a-29RKH-20200219")
 BANDS = ("B04", "B03", "B02")
 COMMON = {"B04": "red", "B03": "green", "B02": "blue"}
 RESCALE = (0, 3000)
@@ -183,16 +190,16 @@ class Server:
     """A uvicorn process (``--workers N``) started for one measurement."""
 
     def __init__(self, name: str, target: str, *, workers: int, env: dict[str, str],
-                 app_dir: Path) -> None:
+                 app_dir: Path, cwd: Path = ROOT) -> None:
         self.name = name
         self.port = free_port()
         cmd = [sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(workers), "--no-access-log",
                "--log-level", "warning", "--app-dir", str(app_dir)]
-        self.proc = subprocess.Popen(cmd, env={**os.environ, **GDAL_ENV, **env}, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **GDAL_ENV, **env}, cwd=cwd)
         self.base = f"http://127.0.0.1:{self.port}"
 
-    def wait(self, timeout: float = 60) -> None:
+    def wait(self, timeout: float = 240) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -342,30 +349,41 @@ def one_round(args, db: Path, datasets: list[Dataset], tiles, *, titiler_first: 
     env_ours = {"EOX_CATALOG": str(db), "EOX_DATA_DIR": str(args.workdir),
                 "EOX_TILE_CACHE_MB": str(args.cache_mb),
                 "EOX_TILE_DISK_CACHE_MB": str(args.disk_cache_mb)}
-    ours = Server("ours", "app.asgi:service_app", workers=args.workers, env=env_ours,
-                  app_dir=ROOT)
-    theirs = Server("titiler", "tiles:titiler_app", workers=args.workers, env={},
-                    app_dir=ROOT / "bench")
+    servers: dict[str, Server] = {}
     runs: dict[str, Run] = {}
     try:
-        ours.wait()
-        theirs.wait()
-        mine = our_paths(ours.base, datasets, tiles, nonce=time.time_ns() % 1_000_000)
-        other = titiler_paths(datasets, tiles)
-        order = [("titiler", theirs, other), ("ours", ours, mine)]
+        for name in args.engines:
+            if name == "titiler":
+                servers[name] = Server("titiler", "tiles:titiler_app", workers=args.workers,
+                                       env={}, app_dir=ROOT / "bench")
+            else:  # ours, or ours from the baseline tree
+                root, data = ((ROOT, args.workdir) if name == "ours"
+                              else (args.baseline, args.workdir / "base"))  # own tile caches
+                servers[name] = Server(name, "app.asgi:service_app", workers=args.workers,
+                                       env={**env_ours, "PYTHONPATH": str(root),
+                                            "EOX_DATA_DIR": str(data)},
+                                       app_dir=root, cwd=root)
+        for srv in servers.values():
+            srv.wait()
+        nonce = time.time_ns() % 1_000_000
+        paths = {name: titiler_paths(datasets, tiles) if name == "titiler"
+                 else our_paths(srv.base, datasets, tiles, nonce=nonce)
+                 for name, srv in servers.items()}
+        order = list(servers)
         if not titiler_first:
             order.reverse()
         for phase in ("cold", "warm"):
-            for name, srv, paths in order:
+            for name in order:
                 key = f"{name} {phase}"
-                runs[key] = measure(key, srv.port, paths, args.concurrency)
+                runs[key] = measure(key, servers[name].port, paths[name], args.concurrency)
                 log.info(runs[key].line())
-        if check_pixels:
-            agree = compare_pixels(ours.base, theirs.base, mine, other)
+        if check_pixels and {"ours", "titiler"} <= set(servers):
+            agree = compare_pixels(servers["ours"].base, servers["titiler"].base,
+                                   paths["ours"], paths["titiler"])
             log.info("pixel agreement ours vs titiler (|diff| <= 1 in RGBA): %.4f", agree)
     finally:
-        ours.stop()
-        theirs.stop()
+        for srv in servers.values():
+            srv.stop()
     return runs
 
 
@@ -380,7 +398,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="our tile cache on disk, shared by the workers (0: off)")
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "eox-bench-tiles")
+    parser.add_argument("--engines", default="ours,titiler",
+                        help="comma-separated servers: ours, titiler, base (--baseline's)")
+    parser.add_argument("--baseline", type=Path,
+                        help="an export of an earlier tree, served as 'base'")
     args = parser.parse_args(argv)
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if set(args.engines) - {"ours", "titiler", "base"} or ("base" in args.engines) != bool(
+            args.baseline):
+        parser.error("--engines takes ours, titiler, base; base needs --baseline (and back)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -398,9 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     p = {k: (statistics.median(r[k].pct(50) for r in rounds),
              statistics.median(r[k].pct(95) for r in rounds)) for k in rounds[0]}
     log.info("median p50/p95 (ms): %s", ", ".join(f"{k} {a:.0f}/{b:.0f}" for k, (a, b) in p.items()))
-    log.info("ratio cold (ours/titiler): %.2fx   goal >= 1.5x", med["ours cold"] / med["titiler cold"])
-    log.info("ratio warm (ours cached / titiler warm): %.2fx   goal >= 10x",
-             med["ours warm"] / med["titiler warm"])
+    if {"ours cold", "titiler cold"} <= set(med):
+        log.info("ratio cold (ours/titiler): %.2fx   goal >= 1.5x",
+                 med["ours cold"] / med["titiler cold"])
+        log.info("ratio warm (ours cached / titiler warm): %.2fx   goal >= 10x",
+                 med["ours warm"] / med["titiler warm"])
+    if {"ours cold", "base cold"} <= set(med):
+        log.info("ratio ours/base: cold %.2fx, warm %.2fx", med["ours cold"] / med["base cold"],
+                 med["ours warm"] / med["base warm"])
+    log.info("load average at the end %s", os.getloadavg())
     return 0
 
 

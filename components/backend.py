@@ -25,6 +25,7 @@ from engine.chain.bands import check_bands, collection_band_names
 from engine.chain.store import ChainStore
 from engine.collection import Collection, items_dataframe
 from engine.errors import ChainError, EOXError, UnknownCollection
+from engine.render.renderer import TileRenderer
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Backend:
 
     catalog: Catalog
     chain_store: ChainStore
-    renderer: Any
+    renderer: TileRenderer
     api_base: str = "api"
     basemap: str | None = None
     functions_enabled: bool = False

@@ -282,9 +282,7 @@ class DisplayState(StateBase):
     def _check_tiles(self, chain: Chain) -> None:
         """Raise the error the tile service would answer this chain's tiles with (resolving
         every selected scene's band files, as a tile request does first)."""
-        scenes = getattr(self.backend.renderer, "scenes", None)
-        if scenes is not None:
-            scenes(chain)
+        self.backend.renderer.scenes(chain)
 
 
 def preset_values(key: str) -> dict[str, Any]:

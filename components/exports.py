@@ -139,7 +139,7 @@ class ExportsPanel(pn.viewable.Viewer):
         s = self.state
         if s.chain is None:
             return "# Nothing is displayed yet: select a scene in the Search tab."
-        location = getattr(s.backend.catalog, "location", "") or None
+        location = s.backend.catalog.location or None
         if location and not str(location).startswith(("http://", "https://")):
             location = str(Path(location).resolve())
         if location and shown_path(str(location)) != str(location):

@@ -57,7 +57,7 @@ def report(exc: BaseException, doc: Any = None, *, action: str = "") -> None:
         try:
             tell(f"Something went wrong{what}. The page is still usable: try again, or "
                  "pick another option.", shown)
-        except Exception:  # noqa: BLE001 - telling must never raise into Bokeh/Panel
+        except Exception:  # telling must never raise into Bokeh/Panel
             log.exception("could not show a callback error to the user")
 
 

@@ -41,6 +41,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import yaml
 
@@ -345,7 +346,7 @@ class LocalTopology:
         return ["nginx", "-p", str(ndir), "-c", str(main), "-e", str(ndir / "error.log"),
                 "-g", "daemon off;"]
 
-    def start(self) -> LocalTopology:
+    def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.start_timeout
         # all at once, like compose (depends_on only orders the starts): Dask workers keep
@@ -412,7 +413,7 @@ class LocalTopology:
             p.popen.wait()
         self.procs.clear()
 
-    def __enter__(self) -> LocalTopology:
+    def __enter__(self) -> Self:
         try:
             return self.start()
         except BaseException:

@@ -14,6 +14,7 @@ a normalized :class:`~engine.catalog.base.Query`; nothing touches the catalog un
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -21,8 +22,7 @@ from typing import Any
 import pandas as pd
 import pystac
 
-from engine.catalog import CORE_PROPERTIES, OPERATORS, Catalog, Filter, Query
-from engine.catalog import get_default_catalog
+from engine.catalog import CORE_PROPERTIES, OPERATORS, Catalog, Filter, Query, get_default_catalog
 from engine.errors import InvalidQuery, UnknownProperty
 from engine.timeutil import (
     DateLike,
@@ -331,8 +331,7 @@ def _row(item: pystac.Item) -> list[Any]:
     tile = props.get("grid:code")
     if isinstance(tile, str):
         for prefix in ("MGRS-", "WRS2-"):
-            if tile.startswith(prefix):
-                tile = tile[len(prefix):]
+            tile = tile.removeprefix(prefix)
     cloud = props.get("eo:cloud_cover")
     return [
         when,
@@ -363,7 +362,7 @@ def _one_type(column: pd.Series, dtype: str | None) -> pd.Series:
 
     Catalog properties are free JSON: a column mixing numbers and strings (an orbit given as
     text by one item) broke the table (``int('<img ...>')``, pyarrow's ArrowInvalid)."""
-    present = [v for v in column if v is not None and not (isinstance(v, float) and v != v)]
+    present = [v for v in column if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if dtype is not None:
         try:
             return column.astype(dtype)
@@ -372,5 +371,5 @@ def _one_type(column: pd.Series, dtype: str | None) -> pd.Series:
     elif len({type(v) for v in present}) <= 1 and all(
             isinstance(v, str | int | float | bool) for v in present):
         return column
-    return column.map(lambda v: None if v is None or (isinstance(v, float) and v != v)
+    return column.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v))
                       else str(v)).astype(object)

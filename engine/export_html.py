@@ -13,9 +13,9 @@ import base64
 import html
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit

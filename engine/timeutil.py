@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import re
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import shapely
@@ -37,8 +38,8 @@ def is_datetime_property(name: str) -> bool:
 def to_utc(value: datetime) -> datetime:
     """A timezone-aware UTC datetime; naive datetimes are taken as UTC."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def parse_datetime(text: str) -> datetime:
@@ -96,7 +97,7 @@ def date_bound(value: DateLike, *, end: bool) -> datetime | None:
 
 
 def _day_bound(day: date, *, end: bool) -> datetime:
-    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    start = datetime.combine(day, time(0), tzinfo=UTC)
     return start + timedelta(days=1, microseconds=-1) if end else start
 
 
@@ -138,7 +139,7 @@ def normalize_bbox(value: str | Sequence[float]) -> BBox:
         w, s, e, n = (float(p) for p in parts)
     except (TypeError, ValueError):
         raise InvalidQuery(f"a bbox has 4 numbers (W, S, E, N), got {value!r}") from None
-    if any(v != v or v in (float("inf"), float("-inf")) for v in (w, s, e, n)):
+    if any(math.isnan(v) or v in (float("inf"), float("-inf")) for v in (w, s, e, n)):
         raise InvalidQuery(f"bbox values must be finite numbers, got {value!r}")
     if not (-180 <= w <= 180 and -180 <= e <= 180):
         raise InvalidQuery(f"bbox longitudes must be within -180..180, got W={w}, E={e}")
@@ -181,7 +182,7 @@ def normalize_geometry(value: Any) -> dict:
         value = value.get("geometry") or {}
     try:
         geom = shapely.geometry.shape(value)
-    except Exception as exc:  # shapely raises several types for malformed GeoJSON
+    except Exception as exc:  # noqa: BLE001 - shapely raises several types for bad GeoJSON
         raise InvalidQuery(f"not a valid GeoJSON geometry: {exc}") from None
     if geom.is_empty:
         raise InvalidQuery("the geometry is empty")

@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from engine.catalog.base import Catalog
 from engine.chain.store import ChainStore
+from engine.extract import MAX_PIXELS as MAX_EXTRACT_PIXELS
 from service.cache import TileCache
 from service.diskcache import DiskTileCache
 from service.errors import add_exception_handlers
@@ -88,6 +89,7 @@ def create_service(
     malloc_arenas: int = 2,
     allowed_hosts: Sequence[str] | None = None,
     frame_ancestors: str = "'self'",
+    extract_max_pixels: int = MAX_EXTRACT_PIXELS,
 ) -> FastAPI:
     """Build the tile service.
 
@@ -109,6 +111,7 @@ def create_service(
             0: never. ``malloc_arenas``: most glibc malloc arenas (``tune_malloc``).
         allowed_hosts: Host header names answered (``service.middleware.HostGuardMiddleware``);
             None: any. ``frame_ancestors``: who may frame the service's HTML pages.
+        extract_max_pixels: largest ``POST .../extract`` answer, in output pixels.
 
     Returns:
         The FastAPI application; ``app.state`` holds ``catalog``, ``chain_store``,
@@ -159,7 +162,8 @@ def create_service(
     if disk_cache is not None:
         health.sections["disk_cache"] = disk_cache.stats
     app.include_router(chains.router)
-    app.include_router(ExtractRoutes(catalog=catalog, chain_store=chain_store).router)
+    app.include_router(ExtractRoutes(catalog=catalog, chain_store=chain_store,
+                                     max_pixels=extract_max_pixels).router)
     app.include_router(TimeRoutes(catalog=catalog, renderer=renderer).router)
     app.include_router(BasemapRoutes().router)
 

@@ -13,6 +13,7 @@ import ast
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,113 @@ def test_no_cycles_between_packages():
     assert not [p for p in PACKAGES if reaches(p, p)], graph
 
 
+def test_the_rules_cover_every_package():
+    """Every package at the root (and every one the wheel ships) is one of PACKAGES, so a
+    new top-level package cannot escape the checks here."""
+    on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert on_disk == set(PACKAGES) == set(FORBIDDEN) == set(PRELOAD)
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    assert sorted(shipped) == sorted(f"{p}*" for p in PACKAGES)
+    assert all(_modules(p) for p in PACKAGES)
+
+
+def _unit(module: str) -> str:
+    """A subpackage (``engine.render``) or a package's top-level module (``engine.paths``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def _runtime_imports(body: list[ast.stmt]):
+    """Import statements run when the module is imported (not inside functions, not under
+    ``if TYPE_CHECKING``)."""
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If):
+            test = node.test
+            checking = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+                isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+            if not checking:
+                yield from _runtime_imports(node.body)
+            yield from _runtime_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody,
+                          *(h.body for h in node.handlers)):
+                yield from _runtime_imports(block)
+
+
+def _import_time_graph() -> dict[str, set[str]]:
+    """Subpackage -> subpackages its modules import at import time."""
+    graph: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for module in _modules(package):
+            path = ROOT.joinpath(*module.split("."))
+            is_init = path.is_dir()
+            path = path / "__init__.py" if is_init else path.with_suffix(".py")
+            if "." not in module:  # the package's own __init__ gathers its parts
+                continue
+            for node in _runtime_imports(ast.parse(path.read_text(), str(path)).body):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif node.level:
+                    base = module.split(".")[:len(module.split(".")) - node.level + is_init]
+                    prefix = ".".join([*base, *([node.module] if node.module else [])])
+                    names = [prefix, *(f"{prefix}.{a.name}" for a in node.names)]
+                else:
+                    names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+                for name in names:
+                    if name.split(".")[0] in PACKAGES and "." in name:
+                        target = _unit(name)
+                        if target != _unit(module) and target in _UNITS:
+                            graph.setdefault(_unit(module), set()).add(target)
+    return graph
+
+
+_UNITS = {_unit(m) for p in PACKAGES for m in _modules(p) if "." in m}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_time_cycles_between_subpackages():
+    """Within a package too (engine.chain, engine.render, ...): what importing a module runs
+    forms no cycle, so any module can be imported first (lazy imports inside functions may
+    point back)."""
+    graph = _import_time_graph()
+    assert graph["engine.render"] >= {"engine.chain", "engine.catalog"}  # the graph is real
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles(graph) == []
+
+
 # A fresh interpreter preloads heavy third-party libraries (not ours, not the web stack)
 # and the package itself (its ``__init__``, which importing any of its modules runs first
 # anyway), then forks once per module: the child imports that module alone and reports what
@@ -138,3 +246,12 @@ def test_each_module_imports_alone_without_upper_layers(package):
     failed = {r["module"]: r.get("error") or r["bad"] for r in results
               if r.get("error") or r.get("bad")}
     assert not failed
+
+
+def test_components_and_app_files_stay_small():
+    """~400 lines per components/ and app/ module (engine/ and service/: ~450, checked in
+    tests/engine/test_render_pipeline.py): a bigger one is split by responsibility."""
+    big = {str(p.relative_to(ROOT)): n for package in ("components", "app")
+           for p in (ROOT / package).rglob("*.py")
+           if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
+    assert big == {}

@@ -11,7 +11,7 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import pystac
 
@@ -127,7 +127,7 @@ class Catalog(abc.ABC):
     def close(self) -> None:
         """Release connections."""
 
-    def __enter__(self) -> Catalog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -117,7 +117,7 @@ def _is_box(geom: shapely.Geometry, bounds: tuple[float, ...]) -> bool:
 def _geometry(item_id: str, geometry: Any) -> shapely.Geometry:
     try:
         return shapely.geometry.shape(geometry)
-    except Exception as exc:  # shapely raises several types for malformed GeoJSON
+    except Exception as exc:  # noqa: BLE001 - shapely raises several types for bad GeoJSON
         raise IngestError(f"item {item_id!r} has an invalid geometry: {exc}") from None
 
 
@@ -139,7 +139,7 @@ def _prepare(item: pystac.Item | dict, collection: str) -> tuple[dict, float | N
         dt = _epoch(props.get("datetime"))
         lo = _epoch(props.get("start_datetime")) if dt is None else dt
         hi = _epoch(props.get("end_datetime")) if dt is None else dt
-    except Exception as exc:  # InvalidQuery from the parser, or a non-string value
+    except Exception as exc:  # noqa: BLE001 - InvalidQuery from the parser, or a non-string
         raise IngestError(f"item {item_id!r} has an unreadable datetime: {exc}") from None
     if lo is None or hi is None:
         raise IngestError(f"item {item_id!r} has neither datetime nor start/end_datetime")

@@ -98,7 +98,7 @@ class SearchPlan:
         if query.intersects is not None:
             try:
                 shape = shapely.geometry.shape(query.intersects)
-            except Exception as exc:  # shapely raises several types for malformed GeoJSON
+            except Exception as exc:  # noqa: BLE001 - shapely raises several types here
                 raise InvalidQuery(f"not a valid GeoJSON geometry: {exc}") from None
             self.shapes.append(shape)
             self.rect_query = bool(

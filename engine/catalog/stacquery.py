@@ -193,7 +193,7 @@ def matches_ogc_leftovers(item: dict[str, Any], params: dict[str, Any]) -> bool:
 class _Key:
     """A sort key: missing values last in either direction, descending by negation."""
 
-    __slots__ = ("value", "asc")
+    __slots__ = ("asc", "value")
 
     def __init__(self, value: Any, asc: bool) -> None:
         self.value = value

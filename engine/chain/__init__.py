@@ -5,6 +5,10 @@
 True
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from engine.chain.executor import get_executor, set_executor
 from engine.chain.expression import FUNCTIONS, ParsedExpression, parse_expression
 from engine.chain.model import MOSAIC_METHODS, Chain, FilterSpec, Source
@@ -28,6 +32,9 @@ from engine.chain.steps import (
 )
 from engine.chain.threshold import Threshold as Threshold  # registers the step (extending.md)
 
+if TYPE_CHECKING:
+    from engine.collection import Collection
+
 __all__ = [
     "FMASK_CLOUD_CLASSES", "FUNCTIONS", "MOSAIC_METHODS", "SCL_CLOUD_CLASSES", "STEPS",
     "Band", "Bands", "Chain", "ColorCustom", "Colormap", "Execute", "Expression",
@@ -37,13 +44,14 @@ __all__ = [
 ]
 
 
-def process(collection, *, mosaic: str = "first", mosaic_expression: str | None = None) -> Chain:
+def process(collection: Collection, *, mosaic: str = "first",
+            mosaic_expression: str | None = None) -> Chain:
     """An empty chain on ``collection`` (an engine.collection.Collection); add steps fluently."""
     return _start(collection, bands=None, times=False, mosaic=mosaic,
                   mosaic_expression=mosaic_expression)
 
 
-def process_multi(collection, bands, *, times: bool = False, mosaic: str = "first",
+def process_multi(collection: Collection, bands, *, times: bool = False, mosaic: str = "first",
                   mosaic_expression: str | None = None) -> Chain:
     """A chain reading ``bands`` in order; ``times=True`` gives steps a (t, b, y, x) stack."""
     if isinstance(bands, str):
@@ -52,14 +60,11 @@ def process_multi(collection, bands, *, times: bool = False, mosaic: str = "firs
                   mosaic_expression=mosaic_expression)
 
 
-def _start(collection, **options) -> Chain:
+def _start(collection: Collection, **options) -> Chain:
     from engine.chain.bands import collection_band_names
     from engine.chain.model import _wrap
 
     query = collection.query
     source = _wrap(lambda: Source.from_query(query, **options))
-    known = None
-    catalog = getattr(collection, "catalog", None)
-    if catalog is not None:
-        known = collection_band_names(catalog.collection(query.collection)) or None
+    known = collection_band_names(collection.catalog.collection(query.collection)) or None
     return Chain.for_source(source, known_bands=known)

@@ -15,14 +15,8 @@ from typing import Any
 
 import pystac
 
-from engine.chain.aliases import (
-    REFLECTANCE as _REFLECTANCE,
-    aliases,
-    canonical,
-    family,
-    split_resolution,
-    value_transform,
-)
+from engine.chain.aliases import REFLECTANCE as _REFLECTANCE
+from engine.chain.aliases import aliases, canonical, family, split_resolution, value_transform
 from engine.errors import ChainError
 
 #: Sentinel-2 band -> common name, used when an item or collection lacks eo:bands.

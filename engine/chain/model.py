@@ -344,7 +344,7 @@ class Chain(BaseModel):
         return self.then(_wrap(lambda: Execute(function=name, source=src, args=list(args),
                                                kwargs=kwargs)))
 
-    def scale(self, min: Any = None, max: Any = None, *,  # noqa: A002 - mirrors JEO-lab
+    def scale(self, min: Any = None, max: Any = None, *,  # names mirror JEO-lab
               p: tuple[float, float] | None = None, gamma: float = 1.0) -> Chain:
         """Stretch to 8 bits: ``scale(0, 3000)``, per band lists, or ``scale(p=(2, 98))``."""
         return self.then(_wrap(lambda: Scale(min=min, max=max, p=p, gamma=gamma)))

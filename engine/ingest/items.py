@@ -154,17 +154,17 @@ def build_collection(
             times += [t for t in (start, end) if t is not None]
         for band in base.summaries.get_list("eo:bands") or []:
             bands.setdefault(band["name"], band)
-        for prop in values:
-            values[prop].update(base.summaries.get_list(prop) or [])
+        for prop, seen in values.items():
+            seen.update(base.summaries.get_list(prop) or [])
     for item in items:
         for key, asset in item.assets.items():
             for band in asset.extra_fields.get("eo:bands", []) or [{"name": key}]:
                 if "data" in (asset.roles or []):
                     bands.setdefault(band["name"], dict(band))
-        for prop in values:
+        for prop, seen in values.items():
             value = item.properties.get(prop)
             if value is not None:
-                values[prop].add(value)
+                seen.add(value)
     if not bboxes or not times:
         raise IngestError(f"collection {name} has no item to compute its extent from")
     bbox = [

@@ -72,7 +72,7 @@ def parse_dates(values: Sequence[Any]) -> list[datetime]:
             dt = datetime(value.year, value.month, value.day)
         elif isinstance(value, str):
             try:
-                dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))  # noqa: FURB162 - 2020-01-01Z
             except ValueError as err:
                 raise InvalidInput(f"band date {value!r} is not an ISO date (YYYY-MM-DD)") from err
         else:
@@ -88,7 +88,7 @@ def discover(
     band_names: Sequence[str] | None,
 ) -> tuple[list[IngestSource], list[tuple[str, str]], list[tuple[str, str]]]:
     """Plan every input. Returns (sources, failed (path, reason), warnings (path, text))."""
-    from engine.ingest import cube, eopatch, rasters, stacjson  # noqa: PLC0415 (they import this)
+    from engine.ingest import cube, eopatch, rasters, stacjson  # they import this module
 
     dates = parse_dates(band_dates) if band_dates is not None else None
     sources: list[IngestSource] = []
@@ -130,8 +130,8 @@ def _plan_folder(
     band_names: Sequence[str] | None,
 ) -> None:
     """A folder: STAC JSONs, cubes, EOPatches, then rasters grouped into per-band scenes."""
-    from engine.ingest import cube, eopatch, rasters, stacjson  # noqa: PLC0415
-    from engine.ingest.naming import split_band  # noqa: PLC0415
+    from engine.ingest import cube, eopatch, rasters, stacjson  # they import this module
+    from engine.ingest.naming import split_band
 
     files: list[Path] = []
     cubes: list[Path] = []
@@ -212,9 +212,9 @@ def describe(err: BaseException, path: str | Path | None = None) -> str:
 
 def _input_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean 'this input cannot be taken' (reported), not a bug (raised)."""
-    from rasterio.errors import CRSError, RasterioError  # noqa: PLC0415
+    from rasterio.errors import CRSError, RasterioError
 
-    from engine.errors import EOXError  # noqa: PLC0415
+    from engine.errors import EOXError
 
     return (
         EOXError,

@@ -148,7 +148,7 @@ class CatalogRoutes:
             datetime: str | None = Query(
                 None, description="A date or period (2020, 2020-06) or an interval a/b, ../b, a/.."
             ),
-            filter: list[str] = Query(  # noqa: A002 - the public parameter name
+            filter: list[str] = Query(  # the public parameter name
                 [], description="property,operator,value (repeatable); 'in' values split by |"
             ),
             sortby: str | None = Query(None, description="One property; prefix - for descending"),

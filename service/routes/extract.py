@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -57,9 +57,9 @@ class ExtractRoutes:
     """``POST /api/chains/{id}/extract`` over a catalog and the chain store.
 
     Args:
-        max_pixels: largest extract in output pixels (larger: 400 saying size and limit).
-            An app whose ``state.extract_max_pixels`` is set (``app.wiring.build_service``,
-            from the ``extract_max_pixels`` setting) uses that instead.
+        max_pixels: largest extract in output pixels (larger: 400 saying size and limit);
+            ``create_service(extract_max_pixels=)``, from the ``extract_max_pixels``
+            setting in ``app.wiring.build_service``.
     """
 
     catalog: Catalog
@@ -70,11 +70,6 @@ class ExtractRoutes:
     def __post_init__(self) -> None:
         self.router = APIRouter(prefix="/api/chains", tags=["chains"])
         self._register()
-
-    def limit(self, request: Request) -> int:
-        """The largest extract (pixels) for a request: the app's configured one, if any."""
-        configured = getattr(request.app.state, "extract_max_pixels", None)
-        return self.max_pixels if configured is None else int(configured)
 
     def build(self, chain_id: str, body: ExtractBody, *,
               max_pixels: int | None = None) -> tuple[ex.ExtractResult, Path]:
@@ -108,10 +103,9 @@ class ExtractRoutes:
                 424: {"description": "No scene of the chain has data there"},
             },
         )
-        async def extract(request: Request, chain_id: str = ChainId,
+        async def extract(chain_id: str = ChainId,
                           body: ExtractBody = Body(..., examples=[EXTRACT_EXAMPLE])) -> Any:
-            result, folder = await run_in_threadpool(self.build, chain_id, body,
-                                                     max_pixels=self.limit(request))
+            result, folder = await run_in_threadpool(self.build, chain_id, body)
             headers = {"X-Extract-Size": f"{result.width}x{result.height}",
                        "X-Extract-CRS": result.crs,
                        "X-Extract-Bands": ",".join(result.band_names)}

@@ -9,9 +9,9 @@ import asyncio
 from bokeh.document import Document
 from bokeh.document.events import ModelChangedEvent
 from bokeh.models import Range1d
-from bokeh.server.protocol_handler import ProtocolHandler
 from bokeh.protocol import Protocol
 from bokeh.server.connection import ServerConnection
+from bokeh.server.protocol_handler import ProtocolHandler
 
 from app.server import ignore_patches_after_close
 

@@ -39,7 +39,7 @@ def test_overlay_in_the_layer_list_toggle_and_remove(state):
     assert ov is not None
     name = overlay_layer("fields")
     rows = _rows(layers)
-    assert name in rows and list(rows)[0] == name  # on top, listed first
+    assert name in rows and next(iter(rows)) == name  # on top, listed first
     assert "✕" in _buttons(rows[name])
     assert all("✕" not in _buttons(r) for n, r in rows.items() if n != name)
     # its renderers are on top of the map's layers and follow the checkbox

@@ -51,7 +51,7 @@ def test_a_callback_error_reaches_the_user_and_the_log(state, caplog):
     on_error(doc, lambda text, detail: state.notify(text, "error", detail=detail))
     with caplog.at_level(logging.ERROR, logger="components.session"):
         try:
-            [][1]
+            [][1]  # noqa: PLE0643 - raises on purpose
         except IndexError as exc:
             with set_curdoc(doc):
                 exception_handler(exc)  # what Panel calls for a failing widget callback

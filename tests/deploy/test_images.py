@@ -311,7 +311,7 @@ def test_the_healthcheck_passes_when_either_server_answers():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Health(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):  # http.server's name
             self.send_response(200 if self.path == "/healthz" else 404)
             self.end_headers()
 

@@ -155,7 +155,7 @@ def test_through_the_balancer(topology, tmp_path):
     env = lt.local_environment(topology.services["app"], topology.services, topology.plan)
     eox = Path(sys.executable).parent / "eoexplorer"
     dist_out = tmp_path / "dist.tif"
-    run_log = open(tmp_path / "run.log", "w+")  # a file, not a pipe nobody reads meanwhile
+    run_log = open(tmp_path / "run.log", "w+")  # noqa: SIM115 - a file, not an unread pipe
     run = subprocess.Popen(
         [str(eox), "run", str(chain_file), "--bbox", ",".join(map(str, BBOX)),
          "--resolution", "60", "--chunks", "64", "--out", str(dist_out), "--quiet",

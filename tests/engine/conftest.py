@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pystac
 import pytest
+from stacapi_server import make_stacapi_catalog  # tests/engine is on sys.path (rootdir conftest)
 
 from engine.catalog import Catalog, SQLiteCatalog
-from stacapi_server import make_stacapi_catalog  # tests/engine is on sys.path (rootdir conftest)
 
 
 def make_sqlite_catalog(
@@ -66,7 +66,7 @@ WRS2: dict[str, list[tuple[float, float]]] = {
 ORBITS = {"MGRS-32UPU": 65, "MGRS-32UQU": 65, "MGRS-33UUP": 22, "MGRS-31TCJ": 51,
           "MGRS-33TUG": 79, "MGRS-30TWM": 94, "WRS2-193026": 193, "WRS2-196030": 196}
 
-START = datetime(2017, 1, 1, tzinfo=timezone.utc)
+START = datetime(2017, 1, 1, tzinfo=UTC)
 SPAN_SECONDS = 4 * 365 * 86400
 
 

@@ -69,7 +69,7 @@ def _make_app(collections_href: Path, extensions: Sequence[str]) -> Any:
     with warnings.catch_warnings():
         # stac-fastapi 6.2 imports ORJSONResponse, which FastAPI now flags as deprecated
         warnings.simplefilter("ignore")
-        import stac_fastapi.api.models as models
+        from stac_fastapi.api import models
         from stac_fastapi.api.app import StacApi
         from stac_fastapi.extensions.core import (
             FieldsExtension,

@@ -7,7 +7,7 @@ independently: shapely ``intersects`` and plain Python comparisons.
 from __future__ import annotations
 
 import operator
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 import shapely
@@ -17,7 +17,6 @@ from engine import Collection
 from engine.errors import InvalidQuery, UnknownCollection, UnknownProperty
 
 S2 = "sentinel-2-l2a"
-UTC = timezone.utc
 
 OPS = {
     "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -32,7 +31,7 @@ def _value(item, prop):
         return item.datetime
     value = item.properties.get(prop)
     if prop == "created" and value is not None:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)
     return value
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pystac
 import pytest
@@ -170,7 +170,7 @@ def test_items_without_geometry_and_with_time_ranges(tmp_path, synthetic):
         )
         def ids(**kw):
             return sorted(i.id for i in cat.search(Query(S2, **kw)))
-        utc = timezone.utc
+        utc = UTC
         assert ids() == ["nogeom", "range"]
         assert ids(bbox=(-180, -90, 180, 90)) == ["range"]
         # a range item matches any overlapping date range
@@ -194,7 +194,7 @@ def test_default_order_newest_first_and_missing_values_last(catalog, synthetic):
 
 
 def test_query_plans_start_from_the_right_index(catalog):
-    utc = timezone.utc
+    utc = UTC
     year = {"start": datetime(2018, 1, 1, tzinfo=utc), "end": datetime(2018, 12, 31, tzinfo=utc)}
     point = catalog.explain(Query(S2, intersects={"type": "Point", "coordinates": [10.5, 48.5]}, **year))
     assert point[0].startswith("SCAN r VIRTUAL TABLE INDEX 2:")  # the R*Tree drives

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import operator
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pystac
 import pytest
@@ -27,7 +27,6 @@ from engine.catalog.stacquery import cql2, query_ext
 from engine.errors import CatalogError, NotFound, UnknownCollection
 
 S2 = "sentinel-2-l2a"
-UTC = timezone.utc
 
 
 @pytest.fixture(scope="module")

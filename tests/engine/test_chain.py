@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import matplotlib
 import numpy as np
 import pytest
+from render_fixtures import make_catalog, make_item, pattern
 from rio_tiler.models import ImageData
 
 from engine.catalog import Query
@@ -27,8 +28,6 @@ from engine.chain import (
 from engine.chain.store import ChainStore
 from engine.collection import Collection
 from engine.errors import ChainError, NotFound, SandboxError
-
-from render_fixtures import make_catalog, make_item, pattern  # noqa: I001
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import types
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +24,6 @@ from engine.catalog import (
 from engine.errors import UnknownCollection
 
 S2 = "sentinel-2-l2a"
-UTC = timezone.utc
 
 
 @pytest.fixture(scope="module")

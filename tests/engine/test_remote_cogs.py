@@ -18,6 +18,7 @@ import pytest
 import rasterio
 import rasterio.env
 from rasterio.transform import from_origin
+from render_fixtures import make_item, pattern
 
 from engine.catalog import SQLiteCatalog
 from engine.collection import Collection
@@ -36,8 +37,6 @@ from engine.storage import (
 )
 from engine.timeseries.profiles import profile
 from tests.http_storage import SilentServer, StaticServer, rehost
-
-from render_fixtures import make_item, pattern  # noqa: I001
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None,

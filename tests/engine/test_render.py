@@ -16,14 +16,13 @@ from PIL import Image
 from rasterio.features import geometry_mask
 from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
+from render_fixtures import expected_tile, make_catalog, make_item, pattern
 from rio_tiler.io import Reader
 
 from engine.chain import set_executor
 from engine.collection import Collection
 from engine.errors import ChainError, DataUnavailable, InvalidInput, UnknownCollection
 from engine.render import TileRenderer
-
-from render_fixtures import expected_tile, make_catalog, make_item, pattern  # noqa: I001
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 SIZE = 384  # scene side in pixels (10 m)

@@ -15,11 +15,10 @@ import time
 
 import numpy as np
 import pytest
+from sandbox_cases import assert_healthy, small_img
 
 from engine.errors import FunctionFailed, SandboxLimitExceeded
 from engine.sandbox import SandboxPool
-from sandbox_cases import assert_healthy, small_img
-
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +213,8 @@ def test_concurrent_users_each_get_their_own_result_while_one_is_killed(img):
     """8 users with different functions at once (each compared with in-process numpy),
     while a ninth call is killed at the time limit and a tenth hits the memory limit."""
     funcs = {
-        f"u{i}": (f"def u{i}(img):\n    a = img.astype('float64')\n"
-                  f"    return a[{i % 4}] * {i + 1} - a[{(i + 1) % 4}] + {i}\n",
+        f"u{i}": ((f"def u{i}(img):\n    a = img.astype('float64')\n"
+                   f"    return a[{i % 4}] * {i + 1} - a[{(i + 1) % 4}] + {i}\n"),
                   lambda a, i=i: a.astype("float64")[i % 4] * (i + 1)
                   - a.astype("float64")[(i + 1) % 4] + i)
         for i in range(8)

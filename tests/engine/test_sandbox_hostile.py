@@ -15,11 +15,10 @@ import time
 
 import numpy as np
 import pytest
+from sandbox_cases import NDVI, assert_healthy, expected_ndvi, small_img
 
 from engine.errors import FunctionFailed, FunctionRejected, SandboxError, SandboxLimitExceeded
 from engine.sandbox import SandboxPool
-from sandbox_cases import NDVI, assert_healthy, expected_ndvi, small_img
-
 
 
 @pytest.fixture(scope="module")

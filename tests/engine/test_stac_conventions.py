@@ -18,6 +18,7 @@ import pystac
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from render_fixtures import make_item, pattern
 
 from engine.catalog import SQLiteCatalog
 from engine.chain.bands import (
@@ -33,8 +34,6 @@ from engine.ingest import ingest_paths
 from engine.ingest.items import build_collection
 from engine.render import TileRenderer
 from engine.timeseries.profiles import profile
-
-from render_fixtures import make_item, pattern  # noqa: I001
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stac"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "service"))
 
-from service_data import Scene, build_catalog  # noqa: E402
+from service_data import Scene, build_catalog
 
 UI = Path(__file__).resolve().parents[1] / "ui"
 if str(UI) not in sys.path:

@@ -9,7 +9,7 @@ from html import unescape
 
 import panel as pn
 
-import app.create as create
+from app import create
 from app.settings import Settings
 
 PAYLOAD = "<img src=x onerror=alert(1)>"

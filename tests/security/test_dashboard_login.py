@@ -4,8 +4,8 @@ and websocket, checked over plain HTTP and in Chromium; the tile API stays open.
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 from dashboard_client import get_page, open_websocket, page_token
+from playwright.sync_api import Error as PlaywrightError
 from tiles import LOADED_JS, TileWatch, serve_app
 
 PASSWORD = "correct horse"

@@ -60,7 +60,7 @@ def web():
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             hits.append(self.path)
             body = b"name,x\nsecret,1\n"
             self.send_response(200)
@@ -68,7 +68,7 @@ def web():
             self.end_headers()
             self.wfile.write(body)
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def log_message(self, *args):
             pass

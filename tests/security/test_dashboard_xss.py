@@ -81,7 +81,7 @@ def _injected(page) -> int:
 
 
 def test_home_page_survives_hostile_catalog_data(hostile, browser):
-    base, _, item_id = hostile
+    base, _, _item_id = hostile
     ctx, page, watch, dialogs, console = _open(browser, base + "/")
     try:
         # the hostile scene is the newest: it is opened, searched, listed and drawn
@@ -107,7 +107,7 @@ def test_band_math_comment_in_legend_is_text(hostile, browser):
         ctx, page, watch, dialogs, _ = _open(browser, base + "/" + query)
         try:
             page.get_by_text(f"B04 #{IMG}").first.wait_for(timeout=30_000)  # the legend
-            assert watch.wait(page, lambda: chain.id in watch.chains(), timeout=60)
+            assert watch.wait(page, lambda w=watch: chain.id in w.chains(), timeout=60)
             page.wait_for_timeout(500)
             assert dialogs == [] and _injected(page) == 0, query
         finally:

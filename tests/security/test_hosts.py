@@ -62,10 +62,9 @@ def test_loopback_names_are_served(served, base):
 
 
 def test_a_foreign_host_cannot_open_a_websocket(served):
-    with TestClient(served(), base_url="http://attacker.example") as c:
-        with pytest.raises(WebSocketDisconnect):
-            with c.websocket_connect("/ws"):
-                pass
+    with (TestClient(served(), base_url="http://attacker.example") as c,
+          pytest.raises(WebSocketDisconnect), c.websocket_connect("/ws")):
+        pass
 
 
 def test_urls_in_answers_carry_only_allowed_hosts(served):

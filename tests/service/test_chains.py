@@ -105,7 +105,7 @@ def test_body_over_limit_is_413(scene):
 def test_chains_survive_a_restart(scene):
     body = true_colour(ids=(ITEM_JULY,), vmax=3500)
     tile = morecantile.tms.get("WebMercatorQuad").tile(15.035, 50.08, 14)
-    path = "/tiles/{}/{}/{}.png".format(tile.z, tile.x, tile.y)
+    path = f"/tiles/{tile.z}/{tile.x}/{tile.y}.png"
     with TestClient(make_app(scene.db)) as first:
         created = first.post("/api/chains", json=body).json()
         before = first.get(f"/api/chains/{created['id']}{path}")

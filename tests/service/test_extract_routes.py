@@ -158,18 +158,20 @@ def test_configured_limit_is_honoured_and_the_message_says_size_and_limit(
     w, h = (int(v) for v in ok.headers["x-extract-size"].split("x"))
     assert Settings(catalog=str(scene.db), data_dir=tmp_path).extract_max_pixels == 36_000_000
 
-    monkeypatch.setenv("EOX_EXTRACT_MAX_PIXELS", str(w * h - 1))
-    settings = Settings(catalog=str(scene.db), data_dir=tmp_path, functions_enabled=False)
-    assert settings.extract_max_pixels == w * h - 1
-    previous = get_executor()
-    try:
-        app = build_service(settings)
-    finally:
-        set_executor(previous)
+    def service(limit: int):
+        monkeypatch.setenv("EOX_EXTRACT_MAX_PIXELS", str(limit))
+        settings = Settings(catalog=str(scene.db), data_dir=tmp_path, functions_enabled=False)
+        assert settings.extract_max_pixels == limit
+        previous = get_executor()
+        try:
+            return build_service(settings)
+        finally:
+            set_executor(previous)
+
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    with TestClient(app, base_url="http://localhost") as c:
+    with TestClient(service(w * h - 1), base_url="http://localhost") as c:
         cid = c.post("/api/chains", json=true_colour()).json()["id"]
         r = _post(c, cid, what="bands")
         assert r.status_code == 400, r.text
@@ -177,8 +179,8 @@ def test_configured_limit_is_honoured_and_the_message_says_size_and_limit(
         assert "too large" in detail and f"{w} x {h} px = {w * h:,} pixels" in detail
         assert f"limit of {w * h - 1:,} pixels" in detail
         assert list(temp.iterdir()) == []  # refused before any folder was made
-        # just at the limit: made
-        monkeypatch.setattr(app.state, "extract_max_pixels", w * h)
+    with TestClient(service(w * h), base_url="http://localhost") as c:  # just at the limit
+        cid = c.post("/api/chains", json=true_colour()).json()["id"]
         assert _post(c, cid, what="bands").status_code == 200
 
 

@@ -10,7 +10,7 @@ import time
 
 import morecantile
 import pytest
-from service_data import COLLECTION, ITEM_JUNE, ITEM_JULY, build_catalog, make_app, true_colour
+from service_data import COLLECTION, ITEM_JULY, ITEM_JUNE, build_catalog, make_app, true_colour
 from starlette.testclient import TestClient
 
 from app.settings import Settings

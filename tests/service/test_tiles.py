@@ -13,7 +13,6 @@ from PIL import Image
 from pyproj import Transformer
 from rasterio.transform import from_bounds
 from rasterio.warp import Resampling, reproject
-
 from service_data import (
     CRS_UTM,
     ITEM_JUNE,
@@ -269,9 +268,8 @@ def test_statistics_errors(client, chain_id):
 
 
 def test_source_file_deleted_after_registration(tmp_path):
-    from starlette.testclient import TestClient
-
     from service_data import build_catalog
+    from starlette.testclient import TestClient
 
     scene = build_catalog(tmp_path, items=(ITEM_JUNE,))
     with TestClient(make_app(scene.db)) as c:

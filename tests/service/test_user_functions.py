@@ -276,9 +276,9 @@ HOSTILE_AT_RUN = {
     "memory": (("import numpy as np\n\ndef f(a):\n    x = np.ones((60000, 60000))\n"
                 "    return a + x[0, 0]\n"), "memory limit"),
     "raises": ("def f(a):\n    return a[99]\n", "line 2"),
-    "deep-error-value": ("def f(a):\n    x = []\n    for i in range(200000):\n        x = [x]\n"
-                         "    raise ValueError(x)\n", "line 5: f() raised ValueError: <the "
-                         "exception's value cannot be printed>"),
+    "deep-error-value": (("def f(a):\n    x = []\n    for i in range(200000):\n        x = [x]\n"
+                          "    raise ValueError(x)\n"), ("line 5: f() raised ValueError: <the "
+                         "exception's value cannot be printed>")),
 }
 
 

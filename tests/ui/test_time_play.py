@@ -5,6 +5,7 @@ say what they do on hover."""
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -86,7 +87,7 @@ def test_play_at_2_fps_shows_every_date_with_tiles_requested_ahead(server, page,
     assert len(distinct) == L3A_DATES, shown  # every date was on the map during the loop
     # in the slider's order: each date follows the one before it (none skipped)
     order = sorted(distinct)
-    steps = [(order.index(b) - order.index(a)) % L3A_DATES for a, b in zip(shown, shown[1:])]
+    steps = [(order.index(b) - order.index(a)) % L3A_DATES for a, b in pairwise(shown)]
     assert all(s == 1 for s in steps), f"{shown} {steps}"
     # each date shown had its tiles requested before the map switched to it (prefetch;
     # the first date, already displayed, needs none ahead), and they came with pixels
