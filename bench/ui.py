@@ -54,8 +54,8 @@ def main() -> int:
                 page = ctx.new_page()
                 watch = TileWatch().attach(page)
                 t0 = time.monotonic()
-                page.goto(base + "/")
-                watch.wait(page, lambda: bool(watch.with_data()), 60)
+                page.goto(base + "/", timeout=120_000)  # a cold first load under load: >30 s
+                watch.wait(page, lambda watch=watch: bool(watch.with_data()), 60)
                 first.append(watch.with_data()[0].at - t0)
                 page.locator(".bk-tab", has_text="Display").first.click()
                 page.wait_for_timeout(1000)
@@ -63,8 +63,8 @@ def main() -> int:
                     known = set(watch.chains())
                     t1 = time.monotonic()
                     page.get_by_text(name, exact=True).click()
-                    ok = watch.wait(page, lambda: any(t.chain not in known
-                                                      for t in watch.with_data()), 20)
+                    ok = watch.wait(page, lambda known=known, watch=watch: any(
+                        t.chain not in known for t in watch.with_data()), 20)
                     if ok:
                         tile = next(t for t in watch.with_data() if t.chain not in known)
                         change.append(tile.at - t1)
