@@ -55,7 +55,7 @@ def test_base_layer_offline_and_table_selection_zooms(server, page, artifacts):
 
     # a scene picked in the table: the map goes to it (Colorado, far from Germany)
     page.locator("select").first.select_option("landsat-sr")
-    page.wait_for_timeout(500)  # an idle wait was not enough under load: the switch's callback
+    page.wait_for_timeout(500)  # the switch: its callback can outlast an idle wait under load
     box.fill("")
     page.get_by_role("button", name="Search", exact=True).click()
     row = page.locator(".tabulator-row").first
