@@ -54,7 +54,7 @@ def main() -> int:
                 page = ctx.new_page()
                 watch = TileWatch().attach(page)
                 t0 = time.monotonic()
-                page.goto(base + "/")
+                page.goto(base + "/", timeout=120_000)  # a cold first load under load: >30 s
                 watch.wait(page, lambda w=watch: bool(w.with_data()), 60)
                 first.append(watch.with_data()[0].at - t0)
                 page.locator(".bk-tab", has_text="Display").first.click()

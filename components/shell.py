@@ -35,6 +35,7 @@ from components.split import SplitPanel
 from components.state import AppState
 from components.stretch import StretchPanel
 from components.time_tab import TimePanel
+from components.viewnotice import ViewNotice
 from components.zoom import ZoomPanel
 
 TabFactory = Callable[..., pn.viewable.Viewer]
@@ -101,6 +102,7 @@ class Shell(pn.viewable.Viewer):
         super().__init__(**params)
         self.map = MapView(state=self.state)
         self._cap_notice = CapNotice(state=self.state)  # the scene cap, as a notification
+        self._view_notice = ViewNotice(state=self.state)  # a display outside the view, too
         # Tabs are built when first shown (a page opens fast whatever the number of tabs).
         # A tab clicked before the page's document_ready gets its content only because
         # app.server.deliver_changes_after_pull stops Panel dropping those patches (issue 5).

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from idle import Activity
 from tiles import serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,9 +80,11 @@ def chromium():
 
 @pytest.fixture
 def page(browser):
-    """A fresh page (own context: cookies, downloads) at the size the screenshots use."""
+    """A fresh page (own context: cookies, downloads) at the size the screenshots use; its
+    network activity is ``page.activity`` (``page.activity.wait()``: until it is idle)."""
     ctx = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
     pg = ctx.new_page()
+    pg.activity = Activity(pg)
     yield pg
     ctx.close()
 

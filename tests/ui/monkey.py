@@ -327,7 +327,7 @@ class Monkey:
 def walk(page, base: str, seed: int, steps: int = 200) -> Walk:
     """Open the dashboard and perform ``steps`` seeded random actions."""
     monkey = Monkey(page, base, seed)
-    page.goto(base + "/")
+    page.goto(base + "/", timeout=120_000)  # a first load took over 30 s under load 15
     monkey.navigated()
     for _ in range(steps):
         monkey.step()

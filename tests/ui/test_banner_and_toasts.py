@@ -31,10 +31,10 @@ def test_banner_clears_and_toasts_do_not_pile_up(server, page):
     page.get_by_placeholder("e.g. Toulouse").first.fill("")
     for _ in range(4):
         page.get_by_role("button", name="Zoom to place", exact=True).click()
-        page.wait_for_timeout(300)
+        page.activity.wait()  # each click answered before the next
     toasts = page.locator(".notyf__toast", has_text="type a place name first")
     assert watch.wait(page, lambda: toasts.count() >= 1, 10)
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(500)  # no further toast (an idle wait can outlast the toast itself)
     assert toasts.count() == 1
     toast = toasts.first.bounding_box()
     map_box = max((c.bounding_box() for c in page.locator("canvas").all()[:6]

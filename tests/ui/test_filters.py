@@ -37,7 +37,7 @@ def test_dates_typed_and_picked(server, page, artifacts):
     page.wait_for_function(LOADED_JS, timeout=30_000)
     page.locator("select").first.select_option("landsat-sr")
     page.get_by_text("Landsat 5/7 surface reflectance").first.wait_for(timeout=10_000)
-    page.wait_for_timeout(500)
+    page.activity.wait()
     start = page.get_by_placeholder("2010, 2010-06 or 2010-06-15").nth(0)
     end = page.get_by_placeholder("2010, 2010-06 or 2010-06-15").nth(1)
     # the calendar opens on the collection's dates (Landsat demo: 2008-04..2013-05), not
@@ -48,13 +48,14 @@ def test_dates_typed_and_picked(server, page, artifacts):
     assert 2008 <= int(year.input_value()) <= 2013
     page.screenshot(path=str(artifacts / "ui-filters-calendar.png"))
     page.locator(".flatpickr-calendar.open .flatpickr-day:not(.flatpickr-disabled)").first.click()
-    page.wait_for_timeout(500)
+    page.wait_for_function("(el) => el.value.length === 10", arg=start.element_handle(),
+                           timeout=10_000)
     assert start.input_value()[:2] == "20" and len(start.input_value()) == 10
     start.fill("2010")
     start.press("Enter")
     end.fill("2010-06")
     end.press("Enter")
-    page.wait_for_timeout(300)
+    page.activity.wait()
     page.get_by_role("button", name="Search", exact=True).click()
     page.get_by_text("5 scene(s) of landsat-sr").wait_for(timeout=15_000)  # of 8 in 2008-13
     dates = [r.split("\t")[0] for r in page.locator(".tabulator-row").all_inner_texts()]
@@ -64,7 +65,7 @@ def test_dates_typed_and_picked(server, page, artifacts):
     # an inverted range: the message names the days the user typed
     end.fill("2009")
     end.press("Enter")
-    page.wait_for_timeout(300)
+    page.activity.wait()
     page.get_by_role("button", name="Search", exact=True).click()
     msg = page.get_by_text("start 2010-01-01 is after end 2009-12-31").first
     msg.wait_for(timeout=10_000)

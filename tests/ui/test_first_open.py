@@ -7,6 +7,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from idle import Activity
 from tiles import LOADED_JS, TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
@@ -46,6 +47,7 @@ def _view(page) -> tuple[float, float, float, float]:
 def test_first_open_link_reproduces_the_view_offline(server, browser):
     ctx = browser.new_context(viewport=VIEWPORT)
     page = ctx.new_page()
+    activity = Activity(page)
     requests, watch = Requests(page), TileWatch().attach(page)
     page.goto(server + "/")
     assert watch.wait(page, lambda: bool(watch.with_data()), 30), watch.tiles[:3]
@@ -60,10 +62,10 @@ def test_first_open_link_reproduces_the_view_offline(server, browser):
     tabs = page.locator(".bk-tab")
     for i in range(tabs.count()):  # every tab is built when shown: its resources too
         tabs.nth(i).click()
-        page.wait_for_timeout(250)
+        activity.wait()  # its content and what that loads
     click_tab(page, "Stretch")
     page.get_by_text("Auto stretch (visible pixels)").wait_for(timeout=15000)
-    page.wait_for_timeout(500)
+    activity.wait(quiet=0.5)
     assert requests.foreign(server) == [], requests.foreign(server)
     assert requests.failed == [], requests.failed
 
@@ -103,9 +105,10 @@ def test_behind_a_prefix_and_with_nothing_selected(prefixed_server, browser):
     # A link naming a collection but no scene: an empty map, no tile layer, no broken request.
     empty = ctx.new_page()
     requests2, watch2 = Requests(empty), TileWatch().attach(empty)
+    activity2 = Activity(empty)
     empty.goto(prefixed_server + "/?collection=sentinel-2-l1c")
     assert watch2.wait(empty, lambda: "center=" in empty.url, 20), empty.url
-    empty.wait_for_timeout(500)
+    activity2.wait(quiet=0.5)  # nothing more on its way
     assert "items" not in _query(empty.url) and "chain" not in _query(empty.url)
     assert watch2.tiles == [] and requests2.failed == []
     assert not [u for u in requests2.urls if "about:" in u or "{" in u]

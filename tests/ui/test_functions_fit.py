@@ -17,12 +17,12 @@ def test_landsat_examples_and_the_link_carries_the_function(server, page, artifa
     page.goto(server + "/")
     click_tab(page, "Search")
     page.locator("select").first.select_option("landsat-sr")
-    page.wait_for_timeout(500)
+    page.activity.wait()
     page.get_by_role("button", name="Search", exact=True).click()
     row = page.locator(".tabulator-row").first
     row.wait_for(timeout=15_000)
     row.locator("input[type=checkbox]").click()
-    page.wait_for_timeout(1000)
+    page.activity.wait()
     click_tab(page, "Functions")
     page.get_by_text("Not offered for this collection").first.wait_for(timeout=15_000)
     assert page.get_by_text("cloudmask (needs blue, green)").count() == 1
@@ -30,7 +30,7 @@ def test_landsat_examples_and_the_link_carries_the_function(server, page, artifa
     options = examples.locator("option").all_inner_texts()
     assert "ndvi" in options and "cloudmask" not in options and "maxNDI" not in options
     examples.select_option("ndvi")
-    page.wait_for_timeout(500)
+    page.activity.wait()
     before = set(watch.chains())
     page.get_by_role("button", name="Apply", exact=True).click()
     try:

@@ -5,6 +5,7 @@ tests/artifacts/."""
 from __future__ import annotations
 
 import pytest
+from idle import Activity
 from tiles import TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
@@ -13,6 +14,7 @@ pytestmark = pytest.mark.ui
 def test_stubble_example_test_then_apply(server, browser, artifacts):
     ctx = browser.new_context(viewport={"width": 1500, "height": 950})
     page = ctx.new_page()
+    activity = Activity(page)
     try:
         watch = TileWatch().attach(page)
         page.goto(server + "/")
@@ -27,13 +29,14 @@ def test_stubble_example_test_then_apply(server, browser, artifacts):
         # the opened scene is already selected: a click would unselect it
         if "tabulator-selected" not in (row.get_attribute("class") or ""):
             row.locator("input[type=checkbox]").click()
-        page.wait_for_timeout(1000)
+        page.locator(".tabulator-row.tabulator-selected").first.wait_for(timeout=10_000)
+        activity.wait()
         assert "tabulator-selected" in (row.get_attribute("class") or "")
         before = set(watch.chains())
         click_tab(page, "Functions")
         examples = page.locator("select", has=page.locator("option", has_text="stubble"))
         examples.first.select_option("stubble")
-        page.wait_for_timeout(500)
+        activity.wait()
         page.get_by_role("button", name="Test", exact=True).click()
         ok = page.get_by_text("Test OK: stubble()", exact=False).first
         ok.wait_for(timeout=30_000)
@@ -48,7 +51,7 @@ def test_stubble_example_test_then_apply(server, browser, artifacts):
         tile = watch.with_data(layer)[0]
         opaque = tile.pixels[tile.pixels[..., 3] > 0]
         assert (opaque[:, :3] == [0, 255, 0]).all()  # stubble candidates in lime, rest clear
-        page.wait_for_timeout(800)
+        activity.wait(quiet=0.3)
         page.screenshot(path=str(artifacts / "ui-8-user-function.png"))
     finally:
         ctx.close()

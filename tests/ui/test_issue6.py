@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import rasterio
+from idle import Activity
 from tiles import TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
@@ -17,7 +18,7 @@ MODEL = "(name) => Bokeh.documents[0].get_model_by_name(name)"
 
 def _tab(page, name: str) -> None:
     click_tab(page, name)
-    page.wait_for_timeout(400)
+    page.activity.wait()  # the tab's content arrived
 
 
 def _js(page, body: str, arg=None):
@@ -28,6 +29,7 @@ def _js(page, body: str, arg=None):
 def page(browser, server):
     ctx = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
     pg = ctx.new_page()
+    pg.activity = Activity(pg)
     watch = TileWatch().attach(pg)
     pg.goto(server + "/")
     assert watch.wait(pg, lambda: len(watch.with_data()) >= 2, 30)
@@ -54,9 +56,9 @@ def test_split_view_two_layers_linked(page, artifacts):
     before = set(watch.chains())
     _tab(page, "Split")
     page.get_by_role("button", name="Show split view").click()
-    page.wait_for_timeout(3000)
-    page.screenshot(path=str(artifacts / "ui-issue6-split.png"))
     assert watch.wait(page, lambda: len(set(watch.chains()) - before) >= 1, 20)
+    page.activity.wait(quiet=0.3)
+    page.screenshot(path=str(artifacts / "ui-issue6-split.png"))
     left = _js(page, "return model('eox-split-left').renderers.map(r => r.tile_source ? "
                      "r.tile_source.url : '')")
     right = _js(page, "return model('eox-split-right').renderers.map(r => r.tile_source ? "
@@ -73,9 +75,13 @@ def test_split_view_two_layers_linked(page, artifacts):
     page.mouse.down()
     page.mouse.move(b0["x"] + b0["width"] / 2 - 120, b0["y"] + b0["height"] / 2, steps=8)
     page.mouse.up()
-    page.wait_for_timeout(800)
-    after = _js(page, "return [model('eox-split-left').x_range.start, "
-                      "model('eox-split-right').x_range.start]")
+    after_js = ("return [model('eox-split-left').x_range.start, "
+                "model('eox-split-right').x_range.start]")
+    # the ranges are linked in the browser: the right map follows within a frame
+    page.wait_for_function(f"(arg) => {{ const model = {MODEL}; const a = (() => {{ "
+                           f"{after_js} }})(); return a[0] === a[1] && a[1] !== arg; }}",
+                           arg=start, timeout=10_000)
+    after = _js(page, after_js)
     assert after[0] == after[1] and after[1] != start
     page.screenshot(path=str(artifacts / "ui-issue6-split.png"))
 
@@ -83,7 +89,8 @@ def test_split_view_two_layers_linked(page, artifacts):
 def test_draw_polygon_shows_its_area_and_extract_downloads(page, artifacts, tmp_path):
     _tab(page, "Draw")
     page.get_by_role("button", name="Polygon", exact=True).click()
-    page.wait_for_timeout(300)
+    page.wait_for_function(f"() => {{ const model = {MODEL}; "
+                           "return model('eox-draw-polygon').active; }", timeout=10_000)
     assert _js(page, "return model('eox-draw-polygon').active")
     _draw_square(page)
     _tab(page, "Measure")
@@ -127,5 +134,5 @@ def test_overlay_upload_draws_geojson(page, artifacts, tmp_path):
     n = _js(page, "const r = model('eox-overlay-parcels-polygons'); "
                   "return r ? r.data_source.data.xs.length : -1")
     assert n == 1
-    page.wait_for_timeout(800)
+    page.activity.wait(quiet=0.3)
     page.screenshot(path=str(artifacts / "ui-issue6-overlay.png"))

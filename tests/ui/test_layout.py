@@ -8,6 +8,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from idle import Activity
 from tiles import LOADED_JS, TileWatch, click_tab
 
 pytestmark = pytest.mark.ui
@@ -23,7 +24,7 @@ def test_map_size_table_titles_and_plain_words(server, page, artifacts):
     page.goto(server + "/")
     assert watch.wait(page, lambda: len(watch.with_data()) >= 1, 30)
     page.wait_for_function(LOADED_JS, timeout=30_000)
-    page.wait_for_timeout(1000)
+    page.activity.wait(quiet=0.3)
     first = _map_height(page)
     # collections with their titles
     page.get_by_text("Sentinel-2 L3A monthly composites (demo: Bouconne, 2018)").wait_for(
@@ -48,10 +49,11 @@ def test_map_size_table_titles_and_plain_words(server, page, artifacts):
     # the same view with one more layer (a user-function layer from a link): same map size
     chain = parse_qs(urlparse(page.url).query)["chain"][0]
     other = page.context.new_page()
+    other_activity = Activity(other)
     other.goto(page.url + f"&fn={chain}")
     other.wait_for_function(LOADED_JS, timeout=30_000)
     other.get_by_text("user function").first.wait_for(timeout=15_000)
-    other.wait_for_timeout(1000)
+    other_activity.wait(quiet=0.3)
     assert abs(_map_height(other) - first) <= 2, (_map_height(other), first)
     other.screenshot(path=str(artifacts / "ui-layout-layers.png"))
     other.locator("select").first.select_option("landsat-sr")  # its title follows

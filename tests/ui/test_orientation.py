@@ -49,13 +49,13 @@ def test_base_layer_offline_and_table_selection_zooms(server, page, artifacts):
     assert country, [z for z, _ in tiles]
     colours = {tuple(c) for img in country for c in img.reshape(-1, 3)[::7]}
     assert len(colours) > 10  # not an empty dark rectangle
-    page.wait_for_timeout(1000)
+    page.activity.wait(quiet=0.3)
     page.screenshot(path=str(artifacts / "ui-basemap-germany.png"))
     assert not outside, outside[:5]  # nothing fetched from the internet
 
     # a scene picked in the table: the map goes to it (Colorado, far from Germany)
     page.locator("select").first.select_option("landsat-sr")
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(500)  # the switch: its callback can outlast an idle wait under load
     box.fill("")
     page.get_by_role("button", name="Search", exact=True).click()
     row = page.locator(".tabulator-row").first
@@ -68,5 +68,5 @@ def test_base_layer_offline_and_table_selection_zooms(server, page, artifacts):
         page.wait_for_timeout(100)
     else:
         raise AssertionError(f"the map did not go to the scene: centre {_center(page)}")
-    page.wait_for_timeout(1500)
+    page.activity.wait(quiet=0.3)
     page.screenshot(path=str(artifacts / "ui-basemap-scene.png"))

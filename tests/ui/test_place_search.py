@@ -22,7 +22,7 @@ def _center(page) -> tuple[float, float] | None:
 
 def _wait_center(page, lon_range, lat_range, timeout=15_000) -> tuple[float, float]:
     """Wait until the URL's centre (the map's view) is inside the given ranges."""
-    step = 100
+    step = 50
     for _ in range(timeout // step):
         c = _center(page)
         if c and lon_range[0] < c[0] < lon_range[1] and lat_range[0] < c[1] < lat_range[1]:
@@ -50,7 +50,7 @@ def test_enter_takes_the_suggestion_and_it_is_a_place(server, page, artifacts):
     # so the browser hides it; Enter still takes it instead of failing on "Munch"
     box.fill("")
     box.press_sequentially("Munch", delay=60)
-    page.wait_for_timeout(500)
+    page.activity.wait()  # the suggestions for "Munch" arrived
     box.press("Enter")
     _wait_center(page, (11.0, 12.2), (47.8, 48.5))
     assert box.input_value() == "Munich, DE"
@@ -68,7 +68,7 @@ def test_first_click_uses_what_was_typed(server, page):
 def test_search_at_berlin_finds_the_demo_scene(server, page):
     box = _open(page, server)
     page.locator("select").first.select_option("sentinel-2-l1c")
-    page.wait_for_timeout(500)
+    page.activity.wait()
     box.fill("Berlin")
     page.get_by_role("button", name="Search", exact=True).click()
     row = page.locator(".tabulator-row").first

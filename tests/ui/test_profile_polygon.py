@@ -80,7 +80,7 @@ def test_profile_of_a_drawn_polygon(server, page, artifacts, tmp_path):
     page.locator(".tabulator-row", has_text=first).first.wait_for(timeout=10000)
     headers = page.locator(".tabulator-col-title").all_inner_texts()
     assert {"count", "cloud_fraction"} <= set(headers), headers
-    page.wait_for_timeout(600)
+    page.activity.wait(quiet=0.3)
     page.screenshot(path=str(artifacts / "ui-profile-polygon.png"))
 
     # CSV download: one row per scene, with the polygon columns

@@ -92,7 +92,7 @@ def test_s1_scene_in_true_colour_is_never_a_silent_empty_map(mixed_server, page,
     click_tab(page, "Search")
     _row(page, "2020-07-25").wait_for(timeout=15000)
     _row(page, "2020-08-01").locator("input[type=checkbox]").click()
-    page.wait_for_timeout(500)
+    page.activity.wait()
     _row(page, "2020-07-25").locator("input[type=checkbox]").click()
 
     # a visible message says why the display changed ...

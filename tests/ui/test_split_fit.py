@@ -3,6 +3,8 @@ small window the main map is still in sight below them and the main area scrolls
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from tiles import LOADED_JS, TileWatch, click_tab
 
@@ -18,6 +20,29 @@ def _maps(page) -> list[dict]:
     found = {(b["x"], b["y"], b["width"], b["height"]): b for b in boxes
              if b and b["width"] > 200 and b["height"] > 150}
     return sorted(found.values(), key=lambda b: (b["y"], b["x"]))
+
+
+def _settled_maps(page, holds, timeout: float = 10.0) -> list[dict]:
+    """The map boxes once Bokeh has laid them out: two reads a frame apart agree and
+    ``holds(maps)`` is true (or the timeout passed: the caller's asserts then say why)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        maps = _maps(page)
+        if (maps == last and holds(maps)) or time.monotonic() > deadline:
+            return maps
+        last = maps
+        page.wait_for_timeout(50)
+
+
+def _fits(maps: list[dict]) -> bool:
+    """The split maps are above the main map, do not overlap it, and it starts in the upper
+    70 % of the 720-pixel window."""
+    if len(maps) < 2:
+        return False
+    split, main = maps[0], maps[-1]
+    return (split["y"] < main["y"] and split["y"] + split["height"] <= main["y"] + 1
+            and main["y"] < 720 * 0.7)
 
 
 def _background(button) -> tuple[int, ...]:
@@ -47,8 +72,8 @@ def test_split_toggle_state_and_fit(server, page, artifacts):
     page.locator("canvas").nth(2).wait_for(timeout=10_000)
     for mode in ("Side by side", "Swipe"):
         page.get_by_role("button", name=mode, exact=True).click()
-        page.wait_for_timeout(800)  # let Bokeh lay the figures out
-        maps = _maps(page)
+        page.activity.wait()
+        maps = _settled_maps(page, _fits)  # Bokeh has laid the figures out
         split, main = maps[0], maps[-1]
         assert split["y"] < main["y"], maps
         # the split maps do not overlap the main map, which starts in the upper 70 %
@@ -57,8 +82,7 @@ def test_split_toggle_state_and_fit(server, page, artifacts):
         page.screenshot(path=str(artifacts / f"ui-split-fit-{mode[:4].lower()}.png"))
     # the main area scrolls to show the whole main map
     assert page.evaluate(SCROLL_MAIN) > 0
-    page.wait_for_timeout(300)
-    main = _maps(page)[-1]
+    main = _settled_maps(page, lambda m: bool(m) and m[-1]["y"] + m[-1]["height"] <= 720)[-1]
     assert main["y"] + main["height"] <= 720, main
     on.scroll_into_view_if_needed()
     on.click()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
+from idle import Activity
 
 from components.shell import DEFAULT_TABS
 
@@ -23,6 +24,7 @@ CONTROLS = "input:visible, select:visible, button:visible, textarea:visible, lab
 def test_fresh_page_every_tab_shows_its_widgets(server, browser):
     ctx = browser.new_context(viewport={"width": 1500, "height": 950})
     page = ctx.new_page()
+    activity = Activity(page)
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if "isn't known" in m.text else None)
 
@@ -46,11 +48,11 @@ def test_fresh_page_every_tab_shows_its_widgets(server, browser):
         before = controls()
         for title, _ in DEFAULT_TABS[1:] + DEFAULT_TABS[:1]:
             page.locator(".bk-tab", has_text=title).first.click()
-            for _ in range(40):  # until the tab's content arrives (at most 10 s): a control
-                page.wait_for_timeout(250)  # not shown before (hiding the last tab's comes first)
+            for _ in range(200):  # until the tab's content arrives (at most 10 s): a control
+                page.wait_for_timeout(50)  # not shown before (hiding the last tab's comes first)
                 if controls() - before:
                     break
-            page.wait_for_timeout(300)  # the rest of the tab (e.g. Time's dates)
+            activity.wait(quiet=0.3)  # the rest of the tab (e.g. Time's dates)
             shown[title] = before = controls()
         common = set.intersection(*shown.values())  # map, layer list, header: on every tab
         own = {title: sorted(sig - common) for title, sig in shown.items()}

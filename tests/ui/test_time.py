@@ -21,7 +21,7 @@ L3A_DATES = 7
 
 def _tab(page, name: str) -> None:
     click_tab(page, name)
-    page.wait_for_timeout(400)
+    page.activity.wait()  # the tab's content arrived
 
 
 def _chain_in_url(page) -> str:
@@ -53,7 +53,7 @@ def test_slider_play_and_profile(server, page, artifacts):
                                         for t in watch.with_data() for c in [t.chain]), 20)
     other = next(t for t in watch.with_data() if t.chain != first and (t.z, t.x, t.y) in seen)
     assert not np.array_equal(other.pixels, seen[(other.z, other.x, other.y)].pixels)
-    page.wait_for_timeout(800)
+    page.activity.wait(quiet=0.3)
     page.screenshot(path=str(artifacts / "ui-time-1-slider.png"))
 
     # 2. play advances the dates; each played frame's tiles were requested before it was shown
@@ -99,5 +99,5 @@ def test_slider_play_and_profile(server, page, artifacts):
         return -1;
     }""")
     assert points == api["clear"]
-    page.wait_for_timeout(800)
+    page.activity.wait(quiet=0.3)
     page.screenshot(path=str(artifacts / "ui-time-3-profile.png"))

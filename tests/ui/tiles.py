@@ -79,6 +79,10 @@ class TileWatch:
         return predicate()
 
 
+#: Seconds a served app may take to answer /healthz: under a load average of 30 on two
+#: cores its start (imports, catalog, warm-up thread) took over a minute.
+START_TIMEOUT = 180
+
 LOADED_JS = "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle"
 
 
@@ -112,7 +116,7 @@ def serve_app(catalog: Path, data_dir: Path, folder: Path, *extra: str,
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"eoexplorer serve exited: {log.read_text()[-2000:]}")
@@ -122,7 +126,7 @@ def serve_app(catalog: Path, data_dir: Path, folder: Path, *extra: str,
             except httpx.HTTPError:
                 time.sleep(0.3)
         else:
-            pytest.fail("eoexplorer serve did not answer /healthz within 60 s")
+            pytest.fail(f"eoexplorer serve did not answer /healthz within {START_TIMEOUT} s")
         yield base
     finally:
         proc.terminate()
