@@ -35,6 +35,7 @@ from engine.render.grid import Grid
 from engine.render.handles import HandleCache
 from engine.render.paste import WindowCoords, footprint_windows, paste_first
 from engine.render.previewcache import ArrayDataset, PreviewCache
+from engine.render.previews import tiny_path
 from engine.render.scenes import Scene, read_names, scene_day
 from engine.storage import read_error
 
@@ -107,9 +108,17 @@ class GridReader:
 
     def choose(self, href: str, preview: str | None) -> str:
         """The scene's local preview when a grid pixel covers at least one preview pixel
-        (zoomed out), else the band file itself."""
+        (zoomed out), its tiny level when a grid pixel covers one of those, else the band
+        file itself."""
         if preview is None:
             return href
+        if self.previews is not None and self.nearest:  # its tiny level first (z6: 1,500 scenes)
+            tiny = str(tiny_path(preview))
+            try:
+                if self.coords.ratio(self.previews.get(tiny)) >= 1.0 - 1e-6:
+                    return tiny
+            except DataUnavailable:  # none (ingested before tiny levels): the preview
+                pass
         try:
             pds = self.previews.get(preview) if self.previews is not None else \
                 self.handles.get(preview)
@@ -180,7 +189,8 @@ def borrow(href: str, preview: str | None, reader: BandReader, handles: HandleCa
            previews: PreviewCache | None) -> Any:
     """The dataset to read ``href`` from: a preview from the in-memory preview cache
     (nearest-neighbour reads), else an open file lent by the handle pool."""
-    if previews is not None and href == preview and reader.nearest:
+    if previews is not None and preview is not None and reader.nearest and (
+            href == preview or href == str(tiny_path(preview))):
         return previews.get(href)
     return handles.get(href)
 

@@ -120,15 +120,25 @@ def test_zoomed_out_tiles_read_previews_from_memory(remote):
     assert np.array_equal(first.array.filled(0), again.array.filled(0))
 
 
-def _expected(remote, tile, tilesize=256):
+def _preview_level(a):
+    return a[::2, ::2]
+
+
+def _tiny_level(a):
+    """The tiny level: means of 8 x 8 preview pixels (256 -> 32 px, 160 m)."""
+    return _preview_level(a).reshape(32, 8, 32, 8).astype(float).mean(axis=(1, 3))
+
+
+def _expected(remote, tile, tilesize=256, *, res=20.0, level=_preview_level):
     """The tile's values computed here: every tile pixel centre projected exactly (pyproj)
     into the scenes' grid at the preview resolution (the files' own overviews: nearest,
-    every 2nd pixel), latest scene first. Also where a centre falls within 0.15 preview
-    px of a pixel edge (nearest-neighbour picks there depend on rounding)."""
+    every 2nd pixel; or ``level`` at ``res``), latest scene first. Also where a centre
+    falls within 0.15 level px of a pixel edge (nearest-neighbour picks there depend on
+    rounding)."""
     left, _, right, top = TMS.xy_bounds(tile)
-    res = (right - left) / tilesize
-    xs = left + (np.arange(tilesize) + 0.5) * res
-    ys = top - (np.arange(tilesize) + 0.5) * res
+    step = (right - left) / tilesize
+    xs = left + (np.arange(tilesize) + 0.5) * step
+    ys = top - (np.arange(tilesize) + 0.5) * step
     gx, gy = np.meshgrid(xs, ys)
     ux, uy = pyproj.Transformer.from_crs(3857, 32633, always_xy=True).transform(gx, gy)
     out = np.zeros((len(BANDS), tilesize, tilesize))
@@ -136,15 +146,16 @@ def _expected(remote, tile, tilesize=256):
     edge = np.zeros((tilesize, tilesize), bool)
     for sid in sorted(remote["arrays"], key=lambda s: -int(s[1:])):  # latest first
         bands, transform = remote["arrays"][sid]
-        col = (ux - transform.c) / 20.0
-        row = (transform.f - uy) / 20.0
-        inside = (col >= 0) & (col < SIZE // 2) & (row >= 0) & (row < SIZE // 2) & ~filled
+        n = round(SIZE * 10 / res)  # level pixels a side
+        col = (ux - transform.c) / res
+        row = (transform.f - uy) / res
+        inside = (col >= 0) & (col < n) & (row >= 0) & (row < n) & ~filled
         c, r = col[inside].astype(int), row[inside].astype(int)
         for i, b in enumerate(BANDS):
-            out[i][inside] = bands[b][::2, ::2][r, c]
+            out[i][inside] = level(bands[b])[r, c]
         near = lambda v: np.abs(v - np.round(v)) < 0.15
         edge |= (near(col) | near(row)) & (inside | (
-            (col > -1) & (col < SIZE // 2 + 1) & (row > -1) & (row < SIZE // 2 + 1)))
+            (col > -1) & (col < n + 1) & (row > -1) & (row < n + 1)))
         filled |= inside
     return out, filled, edge
 
@@ -168,6 +179,29 @@ def test_low_zoom_mosaic_equals_an_independent_computation(remote, z):
     tile = TileRenderer(cat).tile(_chain(cat), t.z, t.x, t.y)  # the 8-bit tile of it
     scaled = np.clip(want / 4000 * 255, 0, 255)
     assert (np.abs(tile.array.data.astype(float) - scaled)[:, both] <= 1).all()
+
+
+def test_tiny_levels_equal_an_independent_computation(remote):
+    """z8 (a tile pixel ~390 m here): every scene is read from its tiny level (32 px of
+    160 m, built at ingest), whose pixels are the 8 x 8 means of the preview's (GDAL's
+    average rounds to the integer type: within 0.5)."""
+    cat = remote["cat"]
+    t = _centre_tile(remote, 8)
+    renderer = TileRenderer(cat)
+    got = renderer.render_bbox(
+        Collection("s2", catalog=cat).process().bands(*BANDS), TMS.xy_bounds(t), 256, 256,
+        crs="EPSG:3857", bbox_crs="EPSG:3857", analytic=True)
+    assert renderer.previews.stats()["entries"] == COLS * ROWS * len(BANDS)  # tiny only
+    assert renderer.handles.stats()["opened"] == 0
+    want, filled, edge = _expected(remote, t, res=160.0, level=_tiny_level)
+    valid = ~np.ma.getmaskarray(got.array)[0]
+    sure = ~edge
+    assert filled.sum() > 500 and sure.mean() > 0.4
+    assert np.array_equal(valid[sure], filled[sure])
+    both = valid & filled & sure
+    assert np.abs(got.array.data[:, both] - want[:, both]).max() <= 0.5
+    preview = _expected(remote, t)[0]  # what the preview would give: not the same pixels
+    assert np.abs(preview[:, both] - want[:, both]).mean() > 50
 
 
 def test_cap_on_scenes_per_tile_is_told(remote):
