@@ -67,30 +67,34 @@ def backend_over(service: Any, settings: Settings, *, api_base: str,
     )
 
 
-def warm_first_view(res: Resources) -> bool:
+def warm_first_view(res: Resources) -> list[tuple[int, int, int]]:
     """Prepare what every first open shows: find the newest scene, register its chain and
-    its presets' chains, and render their tiles for the usual map size into the cache."""
+    its presets' chains, and render their tiles for the usual map size into the cache.
+    Returns the z/x/y tiles of that first view (empty when there is none)."""
     from components.state import AppState
-    from components.tilemath import GUESS_SIZE, fit, lonlat_box
+    from components.tilemath import GUESS_SIZE, fit, lonlat_box, visible_tiles
 
     state = AppState(backend=res.backend)
     try:
         if not state.open_latest() or state.view_request is None:
-            return False
+            return []
     except EOXError as exc:
         log.warning("first view not prepared: %s", exc)
-        return False
+        return []
     state.viewport = lonlat_box(fit(state.view_request, GUESS_SIZE))
     state.prefetch_presets(include_current=True, group="first-view")
-    return True
+    return visible_tiles(state.viewport, GUESS_SIZE)
 
 
-def warm_process(res: Resources) -> None:
+def warm_process(res: Resources) -> list[tuple[int, int, int]]:
     """What a server does once, in the background, before users need it: the first view's
     tiles, then the offline gazetteer and base map (place suggestions, land and names), which
     take seconds to load and would otherwise stall the first session that types a place."""
     from engine import basemap, gazetteer
 
-    warm_first_view(res)
+    tiles = warm_first_view(res)
     gazetteer.load()
     basemap.load()
+    for z, x, y in tiles:  # the first view's base map: drawn once, kept in memory, so the
+        basemap.render_tile(z, x, y)  # first page's 30 base tiles do not delay its scene tiles
+    return tiles
