@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import tempfile
 import zipfile
@@ -155,7 +156,8 @@ class ExtractPanel(pn.viewable.Viewer):
         self._cleanup()
         self._folder = Path(tempfile.mkdtemp(prefix="eox-extract-ui-"))
         name = next((f["properties"]["name"] for f in self.state.drawings
-                     if f["id"] == self.shape), "area").replace(" ", "-").lower()
+                     if f["id"] == self.shape), "area")
+        name = re.sub(r"[^\w.-]+", "-", name).strip("-").lower() or "area"  # "fields: north"
         coll = self.state.chain.source.collection if self.state.chain is not None else "chain"
         return self._folder / f"{coll}-{job.what}-{name}{ex.SUFFIXES[job.fmt]}"
 
