@@ -139,10 +139,10 @@ def _viewport_tiles(bbox, z: int) -> list[tuple[int, int, int]]:
     return [(x, y, z) for y in range(c.y - 3, c.y + 4) for x in range(c.x - 4, c.x + 5)]
 
 
-def prepare(workdir: Path, n: int, proxy_url: str, root: Path) -> dict:
-    """Catalog (with previews, timed) and MosaicJSONs; the work list for both engines."""
+def prepare(workdir: Path, n: int, proxy_url: str, root: Path, *, titiler: bool = True) -> dict:
+    """Catalog (with previews, timed) and MosaicJSONs (``titiler``: only when TiTiler runs,
+    so ``--engines ours`` needs no bench extra); the work list for both engines."""
     import morecantile
-    from cogeo_mosaic.mosaic import MosaicJSON
 
     from engine.catalog import SQLiteCatalog
     from engine.ingest.run import commit_items
@@ -158,7 +158,9 @@ def prepare(workdir: Path, n: int, proxy_url: str, root: Path) -> dict:
     commit_items(cat, "stack", None, remote["stack"])  # points read the files: no previews
     cat.close()
     mosaics = {}
-    for key in ("mosaic", "stack"):
+    for key in ("mosaic", "stack") if titiler else ():
+        from cogeo_mosaic.mosaic import MosaicJSON
+
         feats = [{"type": "Feature", "geometry": i.geometry, "properties": {
             "path": f"{proxy_url}/{key}/{i.id}/rgb.tif"}} for i in scenes[key]]
         mj = MosaicJSON.from_features(feats, minzoom=6, maxzoom=14, quadkey_zoom=8)
@@ -338,7 +340,8 @@ def main() -> None:
         server = StaticServer(root, work / "nginx").start()
         proxy = DelayProxy(server.port, args.delay_ms)
         try:
-            plan = prepare(work, args.n, proxy.url, root)
+            plan = prepare(work, args.n, proxy.url, root,
+                           titiler="titiler" in args.engines.split(","))
             (work / "plan.json").write_text(json.dumps(plan))
             result = {k: plan[k] for k in ("n", "build_s", "build_reused", "ingest_previews_s",
                                            "preview_warnings")}
