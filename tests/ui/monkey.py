@@ -388,7 +388,8 @@ def final_view(page, base: str, done: Walk, timeout: float = 30.0) -> View:
 def view_tiles(base: str, url: str, view: list | None, most: int = 9) -> list[Tile]:
     """The tiles (at most ``most``, from the centre out) that a map showing ``view``
     (x0, y0, x1, y1 in Web Mercator, width, height in pixels) draws from template ``url``."""
-    m = TILE.search(url.replace("{Z}", "0").replace("{X}", "0").replace("{Y}", "0"))
+    full = url if url.startswith("http") else f"{base}/{url.lstrip('/')}"  # 'api/chains/..'
+    m = TILE.search(full.replace("{Z}", "0").replace("{X}", "0").replace("{Y}", "0"))
     if not m or not view or not view[4]:
         return []
     x0, y0, x1, y1, width, _ = view
@@ -404,7 +405,6 @@ def view_tiles(base: str, url: str, view: list | None, most: int = 9) -> list[Ti
     near = sorted(((x, y) for x in xs for y in ys), key=lambda t: (t[0] - cx) ** 2 + (t[1] - cy) ** 2)
     out = []
     for x, y in near[:most]:
-        full = url if url.startswith("http") else f"{base}/{url.lstrip('/')}"
         r = httpx.get(full.replace("{Z}", str(z)).replace("{X}", str(x)).replace("{Y}", str(y)),
                       timeout=30)
         pixels = (np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
