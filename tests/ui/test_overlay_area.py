@@ -83,13 +83,16 @@ def test_overlay_polygon_is_a_layer_and_the_extract_area_with_a_world_file(page,
     # a name any system can store (no ':' from "fields: north field")
     assert re.fullmatch(r"[\w.-]+", png.name), png.name
     crs = CRS.from_wkt((png.with_suffix(".prj")).read_text())
-    # GDAL reads the PNG's geotransform from the world file beside it
+    # the world file read here (GDAL would too, unless sidecar probing is off in this process):
+    # pixel width, two rotations, pixel height (negative), centre of the top-left pixel
+    a, d, b, e, c, f = (float(v) for v in png.with_suffix(".pgw").read_text().split())
     with rasterio.open(png) as ds:
-        assert not ds.transform.is_identity and ds.width > 2 and ds.height > 2
-        left, bottom, right, top = ds.bounds
-        to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-        (lw, le), (lb, lt) = to_ll.transform([left, right], [bottom, top])
-        pixels = ds.read()
+        width, height, pixels = ds.width, ds.height, ds.read()
+    assert width > 2 and height > 2 and d == b == 0 and a > 0 and e < 0
+    left, top = c - a / 2, f - e / 2
+    right, bottom = left + a * width, top + e * height
+    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    (lw, le), (lb, lt) = to_ll.transform([left, right], [bottom, top])
     # the extract covers the field (to a pixel or two) and nothing far beyond it
     tol_x, tol_y = (box[2] - box[0]) * 0.2, (box[3] - box[1]) * 0.2
     assert abs(lw - box[0]) < tol_x and abs(le - box[2]) < tol_x, (lw, le, box)
