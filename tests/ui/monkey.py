@@ -348,15 +348,10 @@ class View:
     chain_json: dict = field(default_factory=dict)  # the service's chain under url_chain
 
 
-def final_view(page, base: str, done: Walk, timeout: float = 30.0) -> View:
-    """Zoom to the displayed scenes and collect the scene tiles the map then requests (when
-    the view did not change, the browser may request nothing: then the tiles of its view,
-    fetched with the layer's own URL)."""
-    activity = done.activity or Activity(page)
-    page.wait_for_function(LOADED_JS, timeout=30_000)
-    activity.wait(quiet=0.5)  # the URL follows the state on the next patch
-    # A server callback still working (a loaded machine) looks idle while it sends nothing:
-    # give the URL and the scene layer until ``timeout`` to agree before reading them.
+def _agreed(page, timeout: float) -> tuple[str, str, dict]:
+    """The URL's chain and collection and the scene layer, read together, once they agree
+    (or when ``timeout`` has passed): a server callback still working (a loaded machine, a
+    history navigation being applied) looks idle while it sends nothing."""
     deadline = time.monotonic() + timeout
     while True:
         query = parse_qs(urlparse(page.url).query)
@@ -364,22 +359,36 @@ def final_view(page, base: str, done: Walk, timeout: float = 30.0) -> View:
         coll = (query.get("collection") or [""])[0]
         layer = page.evaluate(SCENES_JS) or {"url": "", "visible": False, "view": None}
         if not chain or f"/chains/{chain}/" in layer["url"] or time.monotonic() > deadline:
-            break
+            return chain, coll, layer
         page.wait_for_timeout(200)
-    chain_json: dict = {}
+
+
+def final_view(page, base: str, done: Walk, timeout: float = 30.0) -> View:
+    """Zoom to the displayed scenes and collect the scene tiles the map then requests (when
+    the view did not change, the browser may request nothing: then the tiles of its view,
+    fetched with the layer's own URL). URL and layer are read together after the zoom: a
+    navigation of the walk's last steps (back/forward) may still change the display while the
+    zoom is clicked, and then both follow it."""
+    activity = done.activity or Activity(page)
+    page.wait_for_function(LOADED_JS, timeout=30_000)
+    activity.wait(quiet=0.5)  # the URL follows the state on the next patch
+    chain, coll, layer = _agreed(page, timeout)
     watch = TileWatch()
     if chain:
-        r = httpx.get(f"{base}/api/chains/{chain}", timeout=10)
-        if r.status_code == 200:
-            chain_json = r.json()
         watch.attach(page)
         page.locator(".bk-tab", has_text=re.compile("^Zoom$")).first.click()
         page.get_by_role("button", name="Zoom to the selected scene(s)").first.click()
         # until a tile of the chain has pixels, or the page is idle again
         watch.wait(page, lambda: watch.with_data(chain) or not activity.busy(0.5), timeout)
-        if not any(t.chain == chain for t in watch.tiles):
-            layer = page.evaluate(SCENES_JS) or layer
+        activity.wait(quiet=0.5)
+        chain, coll, layer = _agreed(page, timeout)
+        if chain and not any(t.chain == chain for t in watch.tiles):
             watch.tiles += view_tiles(base, layer["url"], layer["view"])
+    chain_json: dict = {}
+    if chain:
+        r = httpx.get(f"{base}/api/chains/{chain}", timeout=10)
+        if r.status_code == 200:
+            chain_json = r.json()
     chain_coll = (chain_json.get("source") or {}).get("collection", "")
     return View(chain, coll, layer["url"], bool(layer["visible"]), chain_coll, watch.tiles,
                 chain_json)
