@@ -116,8 +116,11 @@ def gdal_options(*, timeout_s: float = 10.0, retries: int = 2, cache_mb: int = 1
         multiplex: HTTP/2 multiplexing of parallel range requests to one host.
     """
     return {
-        # no sidecar probing: a COG is self-contained; on HTTP every probe is a request
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        # no directory listing on open (on HTTP a listing is a request); sidecars are
+        # probed one by one: local files keep their .ovr/.msk/.aux.xml/world files, and a
+        # remote probe of any name but a raster's own extension is refused below before
+        # a request is sent ("EMPTY_DIR" would hide local sidecars too: this is process-wide)
+        "GDAL_DISABLE_READDIR_ON_OPEN": "TRUE",
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.JP2,.nc,.zarr",
         # the COG header and IFDs in the first GET (16 KiB is GDAL's default)
         "GDAL_INGESTED_BYTES_AT_OPEN": "32768",

@@ -44,7 +44,7 @@ def check_polygon_size(coll: Collection, geometry: dict[str, Any], expression: s
     href = asset.get_absolute_href() or asset.href
     started = time.monotonic()
     try:
-        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), open_raster(href) as ds:
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"), open_raster(href) as ds:
             crs, (res_x, res_y) = ds.crs, ds.res
     except RasterioError as exc:
         raise read_error(href, exc, what="open", started=started) from None

@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 def _thread_env() -> None:
     """Keep one GDAL environment open for the life of a reader thread: rasterio otherwise
     sets one up and tears it down around every open (half the cost of a 1-pixel read)."""
-    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
+    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE")
     env.__enter__()
     _thread_state.env = env
 

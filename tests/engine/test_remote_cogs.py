@@ -61,7 +61,7 @@ def test_hrefs_become_gdal_network_paths():
     assert opts["GDAL_HTTP_TIMEOUT"] == "3" and opts["GDAL_HTTP_MAX_RETRY"] == "1"
     assert opts["CPL_VSIL_CURL_CACHE_SIZE"] == str(64 * 2**20)
     assert opts["VSI_CACHE_SIZE"] == str(2 * 2**20)
-    assert opts["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
+    assert opts["GDAL_DISABLE_READDIR_ON_OPEN"] == "TRUE"
     assert opts["GDAL_HTTP_MERGE_CONSECUTIVE_RANGES"] == "YES"
 
 

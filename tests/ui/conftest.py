@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from idle import Activity
+from playwright.sync_api import Error as PlaywrightError
 from tiles import serve_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,19 +43,58 @@ def demo_catalog() -> Path:
     return db
 
 
+#: Server logs of the session's servers by base URL (a failing test's report shows the tail).
+SERVER_LOGS: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def server(demo_catalog, tmp_path_factory):
     """Base URL of a real `eoexplorer serve` over the demo catalog."""
-    with serve_app(demo_catalog, demo_catalog.parent / "data",
-                   tmp_path_factory.mktemp("serve")) as base:
+    folder = tmp_path_factory.mktemp("serve")
+    with serve_app(demo_catalog, demo_catalog.parent / "data", folder) as base:
+        SERVER_LOGS[base] = folder / "serve.log"
         yield base
+
+
+#: The texts the page shows (Panel draws inside shadow roots: body.innerText misses them).
+PAGE_TEXT_JS = """() => { const out = [];
+  const walk = (root) => { for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) walk(el.shadowRoot);
+    if (!el.children.length && !['STYLE', 'SCRIPT'].includes(el.tagName)
+        && el.textContent.trim()) out.push(el.textContent.trim()); } };
+  walk(document); return out.join(' | '); }"""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing browser test's report ends with what the page showed and the tail of the
+    server's log: CI keeps nothing else, and a timeout alone does not say why."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    args = getattr(item, "funcargs", {})
+    page = args.get("page")
+    if page is not None:
+        try:
+            text = page.evaluate(PAGE_TEXT_JS)
+            rep.sections.append(("page text (start)", f"{page.url}\n{text[:3000]}"))
+        except PlaywrightError as exc:  # the page may be gone (crash, closed context)
+            rep.sections.append(("page text", f"unavailable: {exc}"))
+    for name in ("server", "prefixed_server"):
+        base = args.get(name)
+        log = SERVER_LOGS.get(str(base).removesuffix("/eox")) if base else None
+        if log is not None and log.exists():
+            rep.sections.append((f"{name} log (tail)", log.read_text(errors="replace")[-6000:]))
 
 
 @pytest.fixture(scope="session")
 def prefixed_server(demo_catalog, tmp_path_factory):
     """URL of `eoexplorer serve --prefix /eox` (as behind a proxy that keeps the prefix)."""
-    with serve_app(demo_catalog, demo_catalog.parent / "data",
-                   tmp_path_factory.mktemp("serve-prefix"), "--prefix", "/eox") as base:
+    folder = tmp_path_factory.mktemp("serve-prefix")
+    with serve_app(demo_catalog, demo_catalog.parent / "data", folder,
+                   "--prefix", "/eox") as base:
+        SERVER_LOGS[base] = folder / "serve.log"
         yield base + "/eox"
 
 

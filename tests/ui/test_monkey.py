@@ -1,7 +1,6 @@
-"""The monkey test (issue 14, item 1): seeded random walks (one of 200 user actions, two
-shorter ones) across every tab and demo collection leave no callback exception in the
-server's log, no page error, and a map that shows tiles of the chain and collection the page
-says it displays.
+"""The monkey test (issue 14, item 1): a seeded random walk of 200 user actions across every
+tab and demo collection leaves no callback exception in the server's log, no page error, and
+a map that shows tiles of the chain and collection the page says it displays.
 
 Longer walks, more seeds: ``python bench/ui_monkey.py`` (20 seeds of 200 actions, prints the
 crash count per seed).
@@ -42,11 +41,9 @@ def crashes(log_text: str) -> list[str]:
 
 
 #: (seed, actions): one walk of the issue's 200 actions (about 4 minutes on a quiet 2-core
-#: machine) and two shorter seeds, within CI's time budget; one server for them all.
-#: bench/ui_monkey.py walks 200 actions per seed over 20 seeds.
-WALKS = [pytest.param(7, 200, marks=pytest.mark.timeout(1200)),
-         pytest.param(2026, 50, marks=pytest.mark.timeout(600)),
-         pytest.param(4, 50, marks=pytest.mark.timeout(600))]
+#: machine), within CI's time budget. More seeds (4 and 2026 ran here until CI time made
+#: them too dear): bench/ui_monkey.py walks 200 actions per seed over 20 seeds.
+WALKS = [pytest.param(7, 200, marks=pytest.mark.timeout(1200))]
 
 
 @pytest.mark.parametrize(("seed", "steps"), WALKS)

@@ -8,6 +8,7 @@ from itertools import pairwise
 
 import pytest
 from idle import Activity
+from tiles import LOADED_JS
 
 from components.shell import DEFAULT_TABS
 
@@ -34,9 +35,7 @@ def test_fresh_page_every_tab_shows_its_widgets(server, browser):
     try:
         page.goto(server + "/")
         # loaded: the document is idle (its document_ready event went to the server)
-        page.wait_for_function(
-            "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle",
-            timeout=30_000)
+        page.wait_for_function(LOADED_JS, timeout=30_000)
         # every tab header is on screen inside the sidebar (13 tabs do not fit one row: they
         # wrap instead of hiding the last ones behind a horizontal scroll)
         headers = {title: page.locator(".bk-tab", has_text=title).first.bounding_box()

@@ -83,7 +83,26 @@ class TileWatch:
 #: cores its start (imports, catalog, warm-up thread) took over a minute.
 START_TIMEOUT = 180
 
-LOADED_JS = "() => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].is_idle"
+#: The dashboard has loaded: its Bokeh document exists and every root has drawn once
+#: (``is_idle``). BokehJS (3.9) marks a map tile "finished" only when it draws it, so a tile
+#: that loaded after the map changed its zoom level (a resize while the page settles, about
+#: 1 load in 5 at 1280x720) is never finished and ``is_idle`` stays false for good. So a
+#: map whose tiles have ALL loaded gets them marked finished and is asked to report again;
+#: everything else is BokehJS's own judgement.
+LOADED_JS = """() => {
+  if (!(window.Bokeh && Bokeh.documents.length)) return false;
+  const doc = Bokeh.documents[0];
+  if (doc.is_idle) return true;
+  const visit = (v) => {
+    if (v._tiles != null && v._tiles.length && v._tiles.every((t) => t.finished || t.loaded)) {
+      for (const t of v._tiles) t.finished = true;
+      v.notify_finished();
+    }
+    for (const c of v.children()) visit(c);
+  };
+  for (const v of Bokeh.index.roots) visit(v);
+  return doc.is_idle;
+}"""
 
 
 def click_tab(page, name: str, *, timeout: int = 30_000) -> None:
