@@ -23,7 +23,7 @@ from components.backend import Backend
 from components.presets import preset
 from components.session import locked
 from components.state import AppState
-from components.tilemath import to_mercator
+from components.tilemath import to_lonlat, to_mercator
 from engine.chain import Chain, process
 from engine.collection import Collection
 from engine.errors import EOXError, InvalidInput
@@ -237,6 +237,7 @@ class SplitPanel(pn.viewable.Viewer):
                    watch=True)
     def refresh(self) -> None:
         """Rebuild both sides' chains (only while the split view is shown)."""
+        was_shown, self._was_shown = getattr(self, "_was_shown", False), self.show
         self._main.visible = self.show
         # the toggle says what it does and shows the state: outline while off, solid while on
         self._toggle.param.update(
@@ -257,9 +258,26 @@ class SplitPanel(pn.viewable.Viewer):
             changes[side] = chain
             changes[f"{side}_label"] = f"{scene} · {labels.get(key, key)}"
         self.view.param.update(**changes)
-        if self.state.viewport is not None and not getattr(self, "_shown", False):
-            self.view.show(self.state.viewport)
-            self._shown = True
+        target = self._target(opening=not was_shown)
+        if target is not None:
+            self.view.show(target)
+
+    def _target(self, *, opening: bool) -> tuple | None:
+        """Where the split maps go: on opening, what the main map shows (the user's view
+        of now, not the place the split was last open at); else, when none of the two
+        scenes is in the split maps' view any more (another scene picked), to the scenes."""
+        if opening:
+            return self.state.viewport
+        boxes = [self.state.bounds[s] for s in {self.left_scene, self.right_scene}
+                 if s in self.state.bounds]
+        if not boxes:
+            return None
+        (w, e), (s, n) = to_lonlat([self.view.x_range.start, self.view.x_range.end],
+                                   [self.view.y_range.start, self.view.y_range.end])
+        if any(b[0] < e and b[2] > w and b[1] < n and b[3] > s for b in boxes):
+            return None
+        return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                max(b[2] for b in boxes), max(b[3] for b in boxes))
 
     def main_view(self) -> pn.viewable.Viewable:
         """The split maps, for the page's main area (hidden until shown)."""

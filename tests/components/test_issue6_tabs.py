@@ -21,6 +21,7 @@ from components.measure import MeasurePanel
 from components.overlay import OverlayPanel
 from components.shell import Shell
 from components.split import CURRENT, SplitPanel, SplitView, layer_chain
+from components.tilemath import to_lonlat
 from engine.measure import area, length
 
 # a box inside the fixture scenes (UTM 33N, origin 385000/5825000, 256 px at 20 m)
@@ -301,3 +302,38 @@ def test_overlay_feature_becomes_the_extract_and_profile_area(shown):
     with rasterio.open(result.path) as ds:
         assert ds.count == 3
     extract._cleanup()
+
+
+def _split_view_box(view) -> tuple[float, float, float, float]:
+    (w, e), (s, n) = to_lonlat([view.x_range.start, view.x_range.end],
+                               [view.y_range.start, view.y_range.end])
+    return float(w), float(s), float(e), float(n)
+
+
+def test_split_view_opens_where_the_main_map_is_and_follows_its_scenes(shown):
+    """Shown again after the main map went elsewhere, the split maps show the main map's
+    view (not the place they were last open at); a scene picked outside the split maps'
+    view brings them to it (the monkey's dark split panels)."""
+    shown.search()
+    panel = SplitPanel(state=shown)
+    shown.viewport = first = tuple(shown.bounds[panel.left_scene])  # the map reports it
+    panel.show = True
+    assert np.allclose(_split_view_box(panel.view), first, atol=1e-6)
+    panel.show = False
+    w, s, e, n = first
+    far = (w + 40.0, s - 20.0, e + 40.0, n - 20.0)  # the main map moved elsewhere
+    shown.viewport = far
+    panel.show = True
+    assert np.allclose(_split_view_box(panel.view), far, atol=1e-6)
+    # a scene of the results picked for one side while the maps show nothing of them
+    panel.left_scene = next(i for i in shown.bounds if i != panel.left_scene)
+    got = _split_view_box(panel.view)
+    boxes = [shown.bounds[i] for i in (panel.left_scene, panel.right_scene)]
+    eps = 1e-6
+    assert all(got[0] <= b[0] + eps and got[2] >= b[2] - eps and got[1] <= b[1] + eps
+               and got[3] >= b[3] - eps for b in boxes), (got, boxes)
+    # a display change with the scenes in view leaves the maps where the user put them
+    panel.view.show((got[0] + 0.001, got[1], got[2], got[3]))
+    before = _split_view_box(panel.view)
+    panel.left_display = CURRENT if panel.left_display != CURRENT else panel.right_display
+    assert np.allclose(_split_view_box(panel.view), before)
