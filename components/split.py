@@ -216,22 +216,21 @@ class SplitPanel(pn.viewable.Viewer):
                 scenes[f"{str(when)[:10]} · {sid}"] = str(sid)
         displays = {"Same as the main map": CURRENT}
         displays.update({preset(k).label: k for k in self.state.presets})
-        with param.parameterized.batch_call_watchers(self):
-            for side in ("left", "right"):  # dict objects: the widgets show the names
-                self.param[f"{side}_scene"].objects = scenes
-                self.param[f"{side}_display"].objects = displays
-            ids = list(scenes.values())
-            sel = self.state.selected[0] if self.state.selected else (ids[0] if ids else None)
-            other = next((i for i in ids if i != sel), sel)
-            if self.left_scene not in ids:
-                self.left_scene = sel
-            if self.right_scene not in ids:
-                self.right_scene = other
-            keys = list(displays.values())
-            if self.left_display not in keys:
-                self.left_display = CURRENT
-            if self.right_display not in keys:
-                self.right_display = CURRENT
+        ids, keys = list(scenes.values()), list(displays.values())
+        # what each side shows next, decided from what it shows now: a widget whose value
+        # is not among its new options picks the first one itself (an event of its own,
+        # which inside a batch of ours landed AFTER our choice: both sides showed one scene
+        # while the right widget named another), so the choice is applied after the options
+        sel = self.state.selected[0] if self.state.selected else (ids[0] if ids else None)
+        left = self.left_scene if self.left_scene in ids else sel
+        right = self.right_scene if self.right_scene in ids else \
+            next((i for i in ids if i != left), left)
+        shown = {f"{side}_display": d if (d := getattr(self, f"{side}_display")) in keys
+                 else CURRENT for side in ("left", "right")}
+        for side in ("left", "right"):  # dict objects: the widgets show the names
+            self.param[f"{side}_scene"].objects = scenes
+            self.param[f"{side}_display"].objects = displays
+        self.param.update(left_scene=left, right_scene=right, **shown)
 
     @param.depends("show", "left_scene", "right_scene", "left_display", "right_display",
                    watch=True)

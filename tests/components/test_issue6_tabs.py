@@ -337,3 +337,26 @@ def test_split_view_opens_where_the_main_map_is_and_follows_its_scenes(shown):
     before = _split_view_box(panel.view)
     panel.left_display = CURRENT if panel.left_display != CURRENT else panel.right_display
     assert np.allclose(_split_view_box(panel.view), before)
+
+
+def test_split_sides_keep_two_scenes_when_the_results_change_in_a_served_page(shown):
+    """Rendered (as in a served page), a side's widget picks its first option itself when
+    its value is not among new options; that must not make both sides the same scene
+    while the right widget names another (found by hand: switch collection, search, show)."""
+    import pandas as pd
+    from bokeh.document import Document
+
+    shown.search()
+    panel = SplitPanel(state=shown)
+    panel.__panel__().get_root(Document())
+    panel.show = True
+    panel.show = False
+    shown.param.update(results=pd.DataFrame(), selected=[])  # what a collection switch does
+    assert panel.left_scene is None and panel.right_scene is None
+    shown.search()
+    assert len(shown.results) > 1
+    assert panel.left_scene != panel.right_scene, (panel.left_scene, panel.right_scene)
+    for side in ("left", "right"):
+        assert getattr(panel, f"{side}_scene") == panel._widgets[f"{side}_scene"].value
+    panel.show = True
+    assert panel.view.left.source.ids != panel.view.right.source.ids
