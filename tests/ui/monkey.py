@@ -152,9 +152,18 @@ class Monkey:
             self.activity.wait(quiet=self.rng.choice((0.05, 0.15, 0.3)))
 
     def map_box(self) -> dict:
-        boxes = [b for b in (c.bounding_box() for c in self.page.locator(
-            ".bk-Canvas canvas, canvas").all()[:6]) if b]
-        return max(boxes, key=lambda b: b["width"] * b["height"])
+        """The largest canvas on the page (the main map). None on screen: the page is
+        loading again (a history step onto an entry of the page before a reload loads it
+        anew, a moment later - seed 17), so wait for that page first."""
+        for attempt in range(2):
+            boxes = [b for b in (c.bounding_box() for c in self.page.locator(
+                ".bk-Canvas canvas, canvas").all()[:6]) if b]
+            if boxes:
+                return max(boxes, key=lambda b: b["width"] * b["height"])
+            if attempt == 0:
+                self.page.wait_for_load_state("load")
+                self.navigated()
+        raise PlaywrightError("no map on the page")
 
     def step(self) -> str:
         names = [a[0] for a in self.actions]
