@@ -23,6 +23,7 @@ from components.backend import Backend
 from components.presets import preset
 from components.session import locked
 from components.state import AppState
+from components.statebase import overlaps, union_box
 from components.tilemath import to_lonlat, to_mercator
 from engine.chain import Chain, process
 from engine.collection import Collection
@@ -273,10 +274,9 @@ class SplitPanel(pn.viewable.Viewer):
             return None
         (w, e), (s, n) = to_lonlat([self.view.x_range.start, self.view.x_range.end],
                                    [self.view.y_range.start, self.view.y_range.end])
-        if any(b[0] < e and b[2] > w and b[1] < n and b[3] > s for b in boxes):
+        if any(overlaps(b, (w, s, e, n)) for b in boxes):
             return None
-        return (min(b[0] for b in boxes), min(b[1] for b in boxes),
-                max(b[2] for b in boxes), max(b[3] for b in boxes))
+        return union_box(boxes)
 
     def main_view(self) -> pn.viewable.Viewable:
         """The split maps, for the page's main area (hidden until shown)."""

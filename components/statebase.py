@@ -42,6 +42,11 @@ def bbox_polygon(bbox: BBox) -> dict:
     return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
+def overlaps(a: tuple, b: tuple) -> bool:
+    """True when two (W, S, E, N) boxes share some area (or touch)."""
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
 def union_box(boxes: list[tuple]) -> BBox:
     """The (W, S, E, N) box around ``boxes`` (not empty)."""
     return (min(b[0] for b in boxes), min(b[1] for b in boxes),

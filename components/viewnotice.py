@@ -12,12 +12,7 @@ from typing import Any
 import param
 
 from components.state import AppState
-from components.statebase import union_box
-
-
-def overlaps(a: tuple, b: tuple) -> bool:
-    """True when two (W, S, E, N) boxes share some area (or touch)."""
-    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+from components.statebase import overlaps, union_box
 
 
 class ViewNotice(param.Parameterized):

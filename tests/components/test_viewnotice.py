@@ -7,7 +7,8 @@ from __future__ import annotations
 from component_data import NEW, OLD, S2
 
 from components.state import AppState
-from components.viewnotice import ViewNotice, overlaps
+from components.statebase import overlaps
+from components.viewnotice import ViewNotice
 
 BERLIN = (13.20, 52.45, 13.45, 52.60)  # around the two fixture scenes
 FAR = (2.20, 48.80, 2.45, 48.95)  # Paris: no scene

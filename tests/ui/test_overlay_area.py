@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from idle import Activity
 from pyproj import CRS, Transformer
 from tiles import TileWatch, click_tab
@@ -83,13 +84,15 @@ def test_overlay_polygon_is_a_layer_and_the_extract_area_with_a_world_file(page,
     # a name any system can store (no ':' from "fields: north field")
     assert re.fullmatch(r"[\w.-]+", png.name), png.name
     crs = CRS.from_wkt((png.with_suffix(".prj")).read_text())
-    # the world file read here (GDAL would too, unless sidecar probing is off in this process):
-    # pixel width, two rotations, pixel height (negative), centre of the top-left pixel
+    # the world file: pixel width, two rotations, pixel height (negative), centre of the
+    # top-left pixel; GDAL reads the PNG's geotransform from it (as QGIS would), also in a
+    # process whose GDAL settings are the app's (engine.storage.configure_gdal)
     a, d, b, e, c, f = (float(v) for v in png.with_suffix(".pgw").read_text().split())
     with rasterio.open(png) as ds:
-        width, height, pixels = ds.width, ds.height, ds.read()
+        width, height, pixels, transform = ds.width, ds.height, ds.read(), ds.transform
     assert width > 2 and height > 2 and d == b == 0 and a > 0 and e < 0
     left, top = c - a / 2, f - e / 2
+    assert transform.almost_equals(Affine(a, b, left, d, e, top)), transform
     right, bottom = left + a * width, top + e * height
     to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     (lw, le), (lb, lt) = to_ll.transform([left, right], [bottom, top])

@@ -85,10 +85,10 @@ START_TIMEOUT = 180
 
 #: The dashboard has loaded: its Bokeh document exists and every root has drawn once
 #: (``is_idle``). BokehJS (3.9) marks a map tile "finished" only when it draws it, so a tile
-#: that loaded after the map changed its zoom level (a resize while the page settles, about
-#: 1 load in 5 at 1280x720) is never finished and ``is_idle`` stays false for good. So a
-#: map whose tiles have ALL loaded gets them marked finished and is asked to report again;
-#: everything else is BokehJS's own judgement.
+#: of the map's tile range that loaded but is never drawn (seen: a column of edge tiles
+#: outside the frame, in 4 of 17 fresh loads at 1280x720; bench/RESULTS.md, session 7)
+#: leaves ``is_idle`` false for good. So a map whose tiles have ALL loaded gets them
+#: marked finished and is asked to report again; everything else is BokehJS's own judgement.
 LOADED_JS = """() => {
   if (!(window.Bokeh && Bokeh.documents.length)) return false;
   const doc = Bokeh.documents[0];
