@@ -60,12 +60,19 @@ def main() -> int:
                 done = walk(page, base, seed, steps=args.steps)
                 view = final_view(page, base, done)
                 ok = map_ok(view)
+                if view.requested:  # the browser's new tiles had no pixels (seed 19)
+                    print(f"  seed {seed}: the map requested {len(view.requested)} tile(s) of "
+                          f"the chain after the zoom, none with pixels: "
+                          f"{[(t.z, t.x, t.y) for t in view.requested]}; the view's centre "
+                          f"tiles: {sum(t.has_data for t in view.tiles)} with pixels; "
+                          f"view {view.view}", flush=True)
                 if not ok:  # say why: URL vs layer vs chain, and the tiles fetched for it
                     print(f"  seed {seed} map: url chain {view.url_chain!r} of "
                           f"{view.url_collection!r}, layer {view.layer_url!r} visible "
                           f"{view.layer_visible}, chain of {view.chain_collection!r}, "
-                          f"{len([t for t in view.tiles if t.chain == view.url_chain])} "
-                          f"tile(s) of it; chain {json.dumps(view.chain_json)}", flush=True)
+                          f"tile(s) of it: "
+                          f"{[(t.z, t.x, t.y, t.status, t.has_data) for t in view.tiles if t.chain == view.url_chain]}; "
+                          f"chain {json.dumps(view.chain_json)}", flush=True)
             except Exception as exc:  # noqa: BLE001 - a walk that dies is counted, not fatal
                 print(f"seed {seed}: walk aborted: {exc!s:.200}")
                 done, ok = None, False

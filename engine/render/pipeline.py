@@ -33,6 +33,7 @@ from engine.render.bandpool import map_bands
 from engine.render.fastwarp import SourceCoords, pick_overview, read_nearest
 from engine.render.grid import Grid
 from engine.render.handles import HandleCache
+from engine.render.lowzoom import NOT_HANDLED, Atlas, paste_tiny
 from engine.render.paste import WindowCoords, footprint_windows, paste_first
 from engine.render.previewcache import ArrayDataset, PreviewCache
 from engine.render.previews import tiny_path
@@ -67,10 +68,12 @@ class GridReader:
 
     def __init__(self, grid: Grid, handles: HandleCache, *, previews: PreviewCache | None = None,
                  resampling: str = "nearest", reproject: str = "nearest",
-                 coords: SourceCoords | WindowCoords | None = None) -> None:
+                 coords: SourceCoords | WindowCoords | None = None,
+                 atlas: Atlas | None = None) -> None:
         self.grid = grid
         self.handles = handles
         self.previews = previews
+        self.atlas = atlas
         self.resampling = resampling
         self.reproject = reproject
         self.nearest = resampling == reproject == "nearest"
@@ -266,6 +269,11 @@ def mosaic(chain: Chain, scenes: Sequence[Scene], reader: BandReader, handles: H
         if isinstance(reader, GridReader) and isinstance(method, FirstMethod) and \
                 reader.nearest:  # each scene read in the window it covers only (paste.py)
             grid = reader.grid
+            if reader.atlas is not None and not cloud and isinstance(reader.coords,
+                                                                   SourceCoords):
+                img = paste_tiny(group, names, grid, reader.coords, reader.atlas)
+                if img is not NOT_HANDLED:  # zoomed out over many scenes (lowzoom.py)
+                    return img
             return paste_first(group, footprint_windows(grid, [s.bbox for s in group]),
                                lambda s, win: one(s, reader.window(win)), grid.shape)
         try:
@@ -308,12 +316,14 @@ def mosaic(chain: Chain, scenes: Sequence[Scene], reader: BandReader, handles: H
 
 def read(chain: Chain, scenes: Sequence[Scene], grid: Grid, *, handles: HandleCache,
          previews: PreviewCache | None = None, names: Sequence[str] | None = None,
-         resampling: str = "nearest", reproject: str = "nearest") -> Raster | None:
+         resampling: str = "nearest", reproject: str = "nearest",
+         atlas: Atlas | None = None) -> Raster | None:
     """The chain's read bands of ``scenes`` on ``grid``, mosaicked (ImageData) or stacked
     by date (TimeStack), before any step; None when no scene has data there. ``previews``:
-    local previews kept decoded in memory (None: opened like band files)."""
+    local previews kept decoded in memory (None: opened like band files); ``atlas``: tiny
+    levels of previews in one array (zoomed-out mosaics in one pass, :mod:`.lowzoom`)."""
     reader = GridReader(grid, handles, previews=previews, resampling=resampling,
-                        reproject=reproject)
+                        reproject=reproject, atlas=atlas)
     return mosaic(chain, scenes, reader, handles, names=names, previews=previews)
 
 

@@ -33,6 +33,7 @@ from engine.render.cap import tile_cap
 from engine.render.encode import encode as _encode
 from engine.render.grid import TMS, WGS84, Grid, to_wgs84
 from engine.render.handles import HandleCache
+from engine.render.lowzoom import Atlas
 from engine.render.pipeline import (
     PointReader,
     mosaic,
@@ -91,6 +92,7 @@ class TileRenderer:
         self.max_preview_items = max_preview_items
         self.handles = HandleCache(size=handle_cache)
         self.previews = PreviewCache(preview_cache_mb * 2**20)
+        self.atlas = Atlas(max(16, preview_cache_mb // 2) * 2**20)
         self.scene_cache_size = scene_cache
         self.scene_ttl = scene_ttl
         self.resampling = resampling
@@ -107,6 +109,7 @@ class TileRenderer:
         """Forget cached query results (call after the catalog changed)."""
         with self._lock:
             self._scenes.clear()
+        self.atlas.clear()
 
     def scenes(self, chain: Chain) -> SceneSet:
         """The scenes of the chain's source, band files resolved, in mosaic order (cached)."""
@@ -154,7 +157,8 @@ class TileRenderer:
         """:func:`engine.render.pipeline.read` with this renderer's dataset pool and
         resampling: the scenes mosaicked (or stacked by date) on ``grid``, or None."""
         return read(chain, scenes, grid, handles=self.handles, previews=self.previews,
-                    names=names, resampling=self.resampling, reproject=self.reproject)
+                    names=names, resampling=self.resampling, reproject=self.reproject,
+                    atlas=self.atlas)
 
     # -- tiles ----------------------------------------------------------------------------
     def tile(self, chain: Chain, z: int, x: int, y: int, *,

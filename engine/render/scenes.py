@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import pystac
 from shapely.geometry import shape
 
 from engine.catalog.base import Catalog
@@ -108,6 +109,31 @@ def limit_scenes(chain: Chain, scenes: list[Scene], limit: int) -> list[Scene]:
     return scenes[:limit]
 
 
+def absolute_href(asset: pystac.Asset) -> str:
+    """The asset's href made absolute (an absolute path or URL as it is: pystac's parse of
+    each of thousands of hrefs costs more than the rest of a scene record)."""
+    href = asset.href
+    if href.startswith("/") or "://" in href[:16]:
+        return href
+    return asset.get_absolute_href() or href
+
+
+def _transform(item: pystac.Item, key: str,
+               known: dict[str, tuple[float, float] | None]) -> tuple[float, float] | None:
+    """:func:`band_transform`, computed once per distinct input (asset key, its band
+    fields, the item's sensor-family fields and offset flag)."""
+    extra = item.assets[key].extra_fields
+    props = item.properties
+    memo = repr((key, extra.get("raster:bands"), extra.get("eo:bands"), extra.get("bands"),
+                 extra.get("raster:scale"), extra.get("raster:offset"), extra.get("nodata"),
+                 extra.get("data_type"), item.collection_id,
+                 *(props.get(k) for k in ("constellation", "platform", "mission", "instruments",
+                                          "earthsearch:boa_offset_applied"))))
+    if memo not in known:
+        known[memo] = band_transform(item, key)
+    return known[memo]
+
+
 def build_scenes(catalog: Catalog, chain: Chain, *, cloud: bool | None = None) -> SceneSet:
     """Query the catalog for the chain's source: its scenes with band files resolved, in
     mosaic order (``cloud``: resolve each scene's cloud-mask band; default: when the chain
@@ -120,14 +146,15 @@ def build_scenes(catalog: Catalog, chain: Chain, *, cloud: bool | None = None) -
     constellation = str((collection.summaries.to_dict() if collection.summaries else {})
                         .get("constellation", ""))
     scenes = []
+    known: dict[str, tuple[float, float] | None] = {}  # a collection's items share these
     for item in items:
         hrefs, nodata, transforms, previews = [], [], [], []
         for name in read:
             key = resolve_asset(item, name)
             asset = item.assets[key]
-            hrefs.append(asset.get_absolute_href() or asset.href)
+            hrefs.append(absolute_href(asset))
             previews.append(asset.extra_fields.get(PREVIEW_FIELD))
-            transforms.append(band_transform(item, key))
+            transforms.append(_transform(item, key, known))
             nodata.append(raster_band(asset).get("nodata"))
         cloud_href = cloud_name = cloud_preview = None
         if cloud:
@@ -135,7 +162,7 @@ def build_scenes(catalog: Catalog, chain: Chain, *, cloud: bool | None = None) -
             if ckey is None:
                 raise ChainError(f"mask(cloud=True): item {item.id!r} has no cloud-mask "
                                  "band (SCL or fmask)", choices=list(item.assets))
-            cloud_href = item.assets[ckey].get_absolute_href() or item.assets[ckey].href
+            cloud_href = absolute_href(item.assets[ckey])
             cloud_preview = item.assets[ckey].extra_fields.get(PREVIEW_FIELD)
             is_landsat = ckey.lower() == "fmask" or "landsat" in (
                 str(item.properties.get("constellation", "")) + constellation).lower()

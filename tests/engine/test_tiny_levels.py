@@ -43,13 +43,15 @@ def many(tmp_path_factory):
 
 
 def _loads(monkeypatch) -> list[str]:
-    """Every file the preview cache loads (a preview, or a tiny level), in order."""
+    """Every file loaded (a preview, or a tiny level), in order (tries of a missing one
+    are not loads)."""
     seen: list[str] = []
     real = previewcache.load
 
     def load(path: str):
+        ds = real(path)
         seen.append(path)
-        return real(path)
+        return ds
 
     monkeypatch.setattr(previewcache, "load", load)
     return seen
