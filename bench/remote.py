@@ -37,6 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/remote.py` from anywhere: tests.http_storage
+    sys.path.insert(0, str(ROOT))
+
 BANDS = ("B04", "B03", "B02")
 VMAX = 4000
 EPSG = 32633

@@ -53,6 +53,7 @@ class Atlas:
     def __init__(self, max_bytes: int = 128 * 2**20) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
         self.clear()
 
     def clear(self) -> None:
@@ -75,10 +76,17 @@ class Atlas:
         """Row of each path (loading those not yet in), or None when one has no tiny level
         (or the atlas is full)."""
         with self._lock:
-            index, missing = self._index, self._missing
-            if any(p in missing for p in paths):
+            if any(p in self._missing for p in paths):
                 return None
-            todo = [p for p in dict.fromkeys(paths) if p not in index]
+            if all(p in self._index for p in paths):
+                return np.fromiter((self._index[p] for p in paths), np.intp, len(paths))
+        with self._loading:  # one loader at a time: concurrent tiles share their scenes
+            return self._load(paths)
+
+    def _load(self, paths: Sequence[str]) -> np.ndarray | None:
+        with self._lock:
+            todo = [p for p in dict.fromkeys(paths)
+                    if p not in self._index and p not in self._missing]
         loaded: list[tuple[str, ArrayDataset | None]] = []
         for p in todo:
             try:

@@ -101,6 +101,7 @@ class TileRenderer:
         self.max_stat_size = max_stat_size
         self.tms = TMS
         self._scenes: OrderedDict[str, SceneSet] = OrderedDict()
+        self._building: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         configure_gdal()
 
@@ -126,11 +127,22 @@ class TileRenderer:
                 return hit
         if self.catalog is None:
             raise DataUnavailable("this renderer has no catalog: pass the scenes to read")
-        sset = build_scenes(self.catalog, chain, cloud=cloud)
         with self._lock:
-            self._scenes[key] = sset
-            while len(self._scenes) > self.scene_cache_size:
-                self._scenes.popitem(last=False)
+            building = self._building.setdefault(key, threading.Lock())
+        with building:  # one query per source: the viewport's first tiles arrive together
+            with self._lock:
+                hit = self._scenes.get(key)
+                if hit is not None and time.monotonic() - hit.created < self.scene_ttl:
+                    return hit
+            try:
+                sset = build_scenes(self.catalog, chain, cloud=cloud)
+                with self._lock:
+                    self._scenes[key] = sset
+                    while len(self._scenes) > self.scene_cache_size:
+                        self._scenes.popitem(last=False)
+            finally:  # after the result is cached: a later thread finds it
+                with self._lock:
+                    self._building.pop(key, None)
         return sset
 
     def fingerprint(self, chain: Chain) -> str:

@@ -208,3 +208,38 @@ def test_invalidate_forgets_the_atlas(uint):
 def test_tiny_name_is_tiny_path():
     for p in ("/a/b/c.tif", "/a.b/c.tif", "/a/b/c", "rel/x.y.tif"):
         assert tiny_name(p) == str(tiny_path(p))
+
+
+def test_a_source_is_queried_once_when_its_first_tiles_arrive_together(uint, monkeypatch):
+    """A viewport's first tiles arrive together: one catalog query, shared (it was one per
+    thread: 4 threads built 2,000 scene records each)."""
+    import threading
+    import time
+
+    from engine.render import renderer as renderer_mod
+
+    cat, _ = uint
+    chain = Collection("s2", catalog=cat).process().bands("B04").scale(0, 4000)
+    r = TileRenderer(cat)
+    built = []
+    real = renderer_mod.build_scenes
+
+    def slow_build(*a, **k):
+        built.append(1)
+        time.sleep(0.2)  # a long query: the other threads arrive meanwhile
+        return real(*a, **k)
+
+    monkeypatch.setattr(renderer_mod, "build_scenes", slow_build)
+    start = threading.Barrier(6)
+    got = []
+
+    def ask():
+        start.wait()
+        got.append(r.scenes(chain))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and len(got) == 6 and all(g is got[0] for g in got)
