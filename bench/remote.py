@@ -322,6 +322,9 @@ def main() -> None:
     ap.add_argument("--parts", default="6,8,10,rest",
                     help="which measurements: viewport zooms, 'single' (single-scene tiles), "
                     "'profile', or 'rest' (both in one process)")
+    ap.add_argument("--log-requests", metavar="DIR",
+                    help="write each part's storage requests (nginx access log lines) to "
+                    "DIR/<engine>-<part>.log")
     ap.add_argument("--engine", choices=("ours", "titiler"), help=argparse.SUPPRESS)
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
@@ -359,7 +362,12 @@ def main() -> None:
                     if any(k in result[engine] for k in got):  # a part run again: kept apart
                         got = {f"{k}_{part}_again": v for k, v in got.items()}
                     result[engine].update(got)
-                    result[engine]["requests"] += len(server.requests()) - before
+                    lines = server.requests()[before:]
+                    result[engine]["requests"] += len(lines)
+                    if args.log_requests:
+                        Path(args.log_requests).mkdir(parents=True, exist_ok=True)
+                        (Path(args.log_requests) / f"{engine}-{part}.log").write_text(
+                            "\n".join(lines) + "\n")
             result["load_after"] = os.getloadavg()[0]
             result["date"] = datetime.now(UTC).isoformat(timespec="minutes")
         finally:
