@@ -101,7 +101,7 @@ def _same(a, b):
 
 @pytest.mark.parametrize("z", [8, 9])
 def test_vectorised_mosaic_equals_the_scene_by_scene_read(uint, monkeypatch, z):
-    cat, items = uint
+    cat, _ = uint
     chain = Collection("s2", catalog=cat).process().bands("B04", "B08", "B03").scale(0, 4000)
     tiles, one_by_one = _both(cat, chain, z, monkeypatch)
     shown = [a for _, a, _ in tiles if a is not None]
