@@ -35,8 +35,9 @@ from engine.render.previewcache import ArrayDataset
 NOT_HANDLED: Final = object()
 #: Fewer scenes than this are read scene by scene (nothing to gain).
 MIN_SCENES = 8
-#: The largest window (pixels a side) a tiny level can cover when it is coarse enough.
-_MAX_SIDE = 64
+#: The largest footprint window (pixels a side) taken: a coarse-enough 32 px level covers
+#: at most ~32 (more for a skewed bbox); bigger means zoomed in.
+_MAX_SIDE = 48
 
 
 def tiny_name(preview: str) -> str:
@@ -45,45 +46,87 @@ def tiny_name(preview: str) -> str:
     return (preview[:dot] if dot > preview.rfind("/") else preview) + ".tiny.raw"
 
 
+class _Column:
+    """An append-only numpy array: views of its first ``n`` values stay valid while it
+    grows (growth copies into a new buffer; old views keep the old one)."""
+
+    def __init__(self, dtype: Any, capacity: int = 1024) -> None:
+        self.buf = np.empty(capacity, dtype)
+        self.n = 0
+
+    def extend(self, values: np.ndarray) -> int:
+        """Append ``values``; returns the position of the first."""
+        start, end = self.n, self.n + len(values)
+        if end > len(self.buf):
+            grown = np.empty(max(end, 2 * len(self.buf)), self.buf.dtype)
+            grown[:start] = self.buf[:start]
+            self.buf = grown
+        self.buf[start:end] = values
+        self.n = end
+        return start
+
+    def view(self) -> np.ndarray:
+        return self.buf[:self.n]
+
+
+#: Per-level columns: name and dtype.
+_COLUMNS = (("offset", np.intp), ("w", np.intp), ("h", np.intp), ("ia", float), ("ib", float),
+            ("ic", float), ("id", float), ("ie", float), ("if", float), ("res", float),
+            ("crs", np.intp), ("has_nd", bool), ("nd", float), ("dtype", np.intp))
+
+
 class Atlas:
-    """Every tiny level loaded so far: pixels in one flat array per dtype, one row per level
-    in the column arrays. Grows under a lock; forgotten whole by :meth:`clear` (after an
-    ingest). Thread-safe; readers get consistent snapshots."""
+    """Tiny levels loaded so far: pixels in one append-only array per dtype, one row per
+    level in append-only columns (grid, nodata, CRS, dtype). Thread-safe: :meth:`lookup`
+    returns rows with a snapshot they are valid in. Bounded by ``max_bytes`` of pixels
+    (full: it starts over); forgotten by :meth:`clear` (after an ingest)."""
 
     def __init__(self, max_bytes: int = 128 * 2**20) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._loading = threading.Lock()
-        self.clear()
+        self._missing: set[str] = set()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._index: dict[str, int] = {}
+        self._pixels: dict[str, _Column] = {}
+        self._dtypes: dict[str, int] = {}
+        self._cols = {name: _Column(dt) for name, dt in _COLUMNS}
+        self._crs: dict[str, int] = {}
+        self._crs_objs: list[Any] = []
+        self._bytes = 0
 
     def clear(self) -> None:
         with self._lock:
-            self._index: dict[str, int] = {}
-            self._missing: set[str] = set()
-            self._chunks: dict[str, list[np.ndarray]] = {}
-            self._sizes: dict[str, int] = {}
-            self._rows: list[tuple] = []
-            self._crs: dict[str, int] = {}
-            self._crs_objs: list[Any] = []
-            self._snapshot: tuple | None = None
-            self._bytes = 0
+            self._missing = set()
+            self._reset()
 
     @property
     def nbytes(self) -> int:
         return self._bytes
 
-    def rows(self, paths: Sequence[str]) -> np.ndarray | None:
-        """Row of each path (loading those not yet in), or None when one has no tiny level
-        (or the atlas is full)."""
+    def lookup(self, paths: Sequence[str]) -> tuple[np.ndarray, dict] | None:
+        """(row of each path, snapshot) loading the levels not yet in; None when a path
+        has no tiny level or they do not fit. The snapshot: ``pixels`` per dtype name,
+        the per-level columns (``crs``: a code), ``crs_objs`` by code and ``dtypes`` (names
+        by code)."""
         with self._lock:
             if any(p in self._missing for p in paths):
                 return None
             if all(p in self._index for p in paths):
-                return np.fromiter((self._index[p] for p in paths), np.intp, len(paths))
+                return self._found(paths)
         with self._loading:  # one loader at a time: concurrent tiles share their scenes
             return self._load(paths)
 
-    def _load(self, paths: Sequence[str]) -> np.ndarray | None:
+    def _found(self, paths: Sequence[str]) -> tuple[np.ndarray, dict]:
+        rows = np.fromiter((self._index[p] for p in paths), np.intp, len(paths))
+        snap = {"pixels": {d: c.view() for d, c in self._pixels.items()},
+                "crs_objs": list(self._crs_objs), "dtypes": list(self._dtypes),
+                **{name: c.view() for name, c in self._cols.items()}}
+        return rows, snap
+
+    def _load(self, paths: Sequence[str]) -> tuple[np.ndarray, dict] | None:
         with self._lock:
             todo = [p for p in dict.fromkeys(paths)
                     if p not in self._index and p not in self._missing]
@@ -93,49 +136,51 @@ class Atlas:
                 loaded.append((p, previewcache.load(p)))
             except DataUnavailable:
                 loaded.append((p, None))
+        need = sum(ds.array.nbytes for _, ds in loaded if ds is not None)
+        if need > self.max_bytes:
+            return None  # this group alone does not fit: read scene by scene
         with self._lock:
+            if self._bytes + need > self.max_bytes:
+                self._reset()  # full: start over (snapshots handed out stay valid)
+                have = {p for p, _ in loaded}
+                loaded += [(p, None) for p in dict.fromkeys(paths) if p not in have]
+            rows: list[tuple] = []
             for p, ds in loaded:
                 if p in self._index or p in self._missing:
                     continue
+                if ds is None:
+                    try:  # a level dropped by the reset above: read it again
+                        ds = previewcache.load(p)
+                    except DataUnavailable:
+                        ds = None
                 if ds is None or ds.valid is not None:  # no level, or a mask of its own
                     self._missing.add(p)
                     continue
-                if self._bytes + ds.array.nbytes > self.max_bytes:
-                    return None  # full: read scene by scene
-                key = crs_key(ds.crs)
-                if key not in self._crs:
-                    self._crs[key] = len(self._crs_objs)
-                    self._crs_objs.append(ds.crs)
-                dtype = str(ds.array.dtype)
-                offset = self._sizes.get(dtype, 0)
-                self._chunks.setdefault(dtype, []).append(ds.array.ravel())
-                self._sizes[dtype] = offset + ds.array.size
-                inv, t = ~ds.transform, ds.transform
-                self._rows.append((offset, ds.width, ds.height, inv.a, inv.b, inv.c, inv.d,
-                                   inv.e, inv.f, math.hypot(t.a, t.d), self._crs[key],
-                                   ds.nodata, dtype))
-                self._index[p] = len(self._rows) - 1
-                self._bytes += ds.array.nbytes
-                self._snapshot = None
+                rows.append(self._add(p, ds))
+            if rows:  # one append per column
+                for i, (name, dt) in enumerate(_COLUMNS):
+                    self._cols[name].extend(np.array([r[i] for r in rows], dt))
             if any(p in self._missing for p in paths):
                 return None
-            return np.fromiter((self._index[p] for p in paths), np.intp, len(paths))
+            return self._found(paths)
 
-    def snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list, list[str]]:
-        """(flat pixels per dtype, column arrays, CRS objects, dtype per row) as of now."""
-        with self._lock:
-            if self._snapshot is None:
-                flats = {d: np.concatenate(c) for d, c in self._chunks.items()}
-                cols = {name: np.array([r[i] for r in self._rows], dtype=dt) for i, (name, dt)
-                        in enumerate((("offset", np.intp), ("w", np.intp), ("h", np.intp),
-                                      ("ia", float), ("ib", float), ("ic", float),
-                                      ("id", float), ("ie", float), ("if", float),
-                                      ("res", float), ("crs", np.intp)))}
-                nodata = [r[11] for r in self._rows]
-                cols["has_nd"] = np.array([v is not None for v in nodata], bool)
-                cols["nd"] = np.array([0.0 if v is None else v for v in nodata], float)
-                self._snapshot = (flats, cols, list(self._crs_objs), [r[12] for r in self._rows])
-            return self._snapshot
+    def _add(self, path: str, ds: ArrayDataset) -> tuple:
+        """Store the level's pixels; its column values (the caller appends them)."""
+        key = crs_key(ds.crs)
+        if key not in self._crs:
+            self._crs[key] = len(self._crs_objs)
+            self._crs_objs.append(ds.crs)
+        dtype = str(ds.array.dtype)
+        if dtype not in self._dtypes:
+            self._dtypes[dtype] = len(self._dtypes)
+            self._pixels[dtype] = _Column(ds.array.dtype, 2**16)
+        offset = self._pixels[dtype].extend(ds.array.ravel())
+        inv, t = ~ds.transform, ds.transform
+        self._index[path] = len(self._index)
+        self._bytes += ds.array.nbytes
+        return (offset, ds.width, ds.height, inv.a, inv.b, inv.c, inv.d, inv.e, inv.f,
+                math.hypot(t.a, t.d), self._crs[key], ds.nodata is not None,
+                0.0 if ds.nodata is None else ds.nodata, self._dtypes[dtype])
 
 
 def paste_tiny(scenes: Sequence[Any], names: Sequence[str], grid: Grid, coords: SourceCoords,
@@ -158,17 +203,17 @@ def paste_tiny(scenes: Sequence[Any], names: Sequence[str], grid: Grid, coords: 
     if int((windows[order, 1] - windows[order, 0]).max()) > _MAX_SIDE or int(
             (windows[order, 3] - windows[order, 2]).max()) > _MAX_SIDE:
         return NOT_HANDLED  # zoomed in: a tiny level cannot be coarse enough here
-    rows_of = []
-    for b in range(len(names)):
-        rows = atlas.rows([tiny_name(scenes[i].previews[b]) for i in order])
-        if rows is None:
-            return NOT_HANDLED
-        rows_of.append(rows)
-    flats, cols, crs_objs, dtypes = atlas.snapshot()
-    kinds = {dtypes[i] for r in rows_of for i in r}
+    per_band = [[tiny_name(scenes[i].previews[b]) for i in order] for b in range(len(names))]
+    found = atlas.lookup([p for paths in per_band for p in paths])
+    if found is None:
+        return NOT_HANDLED
+    all_rows, cols = found
+    rows_of = np.split(all_rows, len(names))
+    kinds = np.unique(cols["dtype"][all_rows])
     if len(kinds) != 1:
         return NOT_HANDLED  # levels of different dtypes: the per-scene path's casting rules
-    flat = flats[kinds.pop()]
+    flat = cols["pixels"][cols["dtypes"][int(kinds[0])]]
+    crs_objs = cols["crs_objs"]
     # every level must be coarse enough (the per-scene path's choice, per CRS and res)
     for b in range(len(names)):
         r = rows_of[b]

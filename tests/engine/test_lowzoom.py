@@ -243,3 +243,46 @@ def test_a_source_is_queried_once_when_its_first_tiles_arrive_together(uint, mon
     for t in threads:
         t.join()
     assert len(built) == 1 and len(got) == 6 and all(g is got[0] for g in got)
+
+
+def test_a_full_atlas_starts_over_and_threads_keep_their_pixels(uint, monkeypatch):
+    """An atlas with room for about one tile's levels: tiles rendered by 6 threads at once
+    keep resetting it, and every tile still equals the scene-by-scene read (a lookup's
+    rows are valid in the snapshot handed out with them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cat, items = uint
+    chain = Collection("s2", catalog=cat).process().bands("B04", "B08", "B03").scale(0, 4000)
+    slow = TileRenderer(cat)
+    slow.atlas = None
+    tiles = _tiles(items, 9) + _tiles(items, 8)
+    want = {(t.z, t.x, t.y): slow.tile(chain, t.z, t.x, t.y) for t in tiles}
+    level = 30 * 30 * 2  # bytes of one 30 px uint16 tiny level
+    fast = TileRenderer(cat)
+    fast.atlas = Atlas(max_bytes=level * 3 * 40)  # 40 scenes' 3 bands: less than 2 tiles
+    resets = []
+    real = Atlas._reset
+
+    def counted(self):
+        resets.append(1)
+        real(self)
+
+    monkeypatch.setattr(Atlas, "_reset", counted)
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda t: ((t.z, t.x, t.y), fast.tile(chain, t.z, t.x, t.y)),
+                            tiles * 3))
+    for key, img in got:
+        _same(img, want[key])
+    assert len(resets) > 1  # it did start over (the first _reset is the constructor's)
+
+
+def test_a_group_bigger_than_the_atlas_is_read_scene_by_scene(uint, monkeypatch):
+    cat, items = uint
+    chain = Collection("s2", catalog=cat).process().bands("B04", "B08", "B03").scale(0, 4000)
+    r = TileRenderer(cat)
+    r.atlas = Atlas(max_bytes=30 * 30 * 2 * 5)  # 5 levels
+    slow = TileRenderer(cat)
+    slow.atlas = None
+    t = _tiles(items, 9)[0]
+    _same(r.tile(chain, t.z, t.x, t.y), slow.tile(chain, t.z, t.x, t.y))
+    assert r.atlas.nbytes == 0
