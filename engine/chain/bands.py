@@ -123,7 +123,9 @@ def band_transform(item: pystac.Item, key: str) -> tuple[float, float] | None:
 
 
 def item_band_names(item: pystac.Item) -> list[str]:
-    """Every name a band of ``item`` can be called by (asset keys, eo:bands names)."""
+    """Every name a band of ``item`` can be called by: asset keys, eo:bands names, then
+    their aliases in the item's sensor family (``B04`` of a Sentinel-2 item is ``red``
+    too, as :func:`resolve_asset` reads it, even when its catalog gives no common name)."""
     names: list[str] = []
     for key, asset in item.assets.items():
         roles = asset.roles or []
@@ -134,6 +136,8 @@ def item_band_names(item: pystac.Item) -> list[str]:
         names.append(key)
         for b in _asset_bands(asset):
             names.extend(_labels(b))
+    if names:
+        names += aliases(names, [item_family(item)])
     return list(dict.fromkeys(names))
 
 

@@ -173,3 +173,37 @@ def test_the_fallback_display_is_drawn_once(mixed_backend):
     assert sorted(v[0] for v in calls["vmin"])[1] == 0.0  # grey 0..1, and stretched:
     assert -26 < state.vmin[0] < -3 and calls["chain"][0].id == state.chain_id
     assert calls["chain"][0].id == state.chain_id and not state.stretch_pending
+
+
+def test_s2_scenes_without_common_names_keep_true_colour(tmp_path):
+    """A Sentinel-2 catalog whose assets name B02/B03/B04 only (no common_name, as a
+    bench mosaic or an agency's own STAC may): selecting a scene keeps true colour - the
+    engine reads 'red' as B04 there - instead of falling back to B04 in grey stretched
+    0..1 (all white) with a notice saying the scene has no band 'red' (found by hand,
+    session 8)."""
+    folder = tmp_path / "cogs"
+    folder.mkdir()
+    arrays = {k: (_grid(200 + 300 * i, 2.0)).astype(np.uint16)
+              for i, k in enumerate(("B02", "B03", "B04"))}
+    assets = [BandAsset(key=k, href=_cog(folder / f"{k}.tif", a), eo_band={"name": k})
+              for k, a in arrays.items()]
+    item = make_item("S2B_NOCOMMON_20200801", datetime(2020, 8, 1, 10, tzinfo=UTC), assets,
+                     properties={"platform": "sentinel-2b", "constellation": "sentinel-2"},
+                     collection="s2-nocommon")
+    db = tmp_path / "catalog.sqlite"
+    with SQLiteCatalog(db) as cat:
+        cat.add_collection(build_collection("s2-nocommon", [item]))
+        cat.add_items([item], collection="s2-nocommon")
+    catalog = SQLiteCatalog(db)
+    backend = Backend(catalog=catalog, chain_store=ChainStore(db),
+                      renderer=TileRenderer(catalog))
+    state = _searched(backend, "s2-nocommon")
+    assert state.preset == "true-colour"
+    state.selected = [item.id]
+    assert state.preset == "true-colour" and not state.single_band
+    assert list(state.chain.read_bands()) == ["red", "green", "blue"]
+    assert state.vmax == [4000.0] * 3  # reflectance 0..0.4, not a grey 0..1
+    assert state.notice is None or "no band" not in state.notice.text
+    img = backend.renderer.tile(state.chain, 13, 4399, 2686)  # and it draws
+    assert img is not None and int((~img.array.mask).sum()) > 0
+    catalog.close()
