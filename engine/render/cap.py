@@ -3,7 +3,8 @@ notice a capped tile carries, for the tiles themselves and for a view of many ti
 
 A tile mosaics at most ``max_preview_items`` scenes when every scene over it has a
 local preview (zoomed out: cheap local reads), else ``max_items``; the others are left
-out and the tile says so. A time stack over the cap is refused instead (its dates cannot
+out and the tile says so. Zoomed out further, where every scene is read from its tiny
+level in one pass (``TileRenderer.cap``, :mod:`engine.render.lowzoom`), all are shown. A time stack over the cap is refused instead (its dates cannot
 be silently dropped), so it has no notice.
 """
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import morecantile
+
+from engine.render.grid import Grid
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 
@@ -46,7 +49,7 @@ def tile_cap(found: Sequence[Any], *, max_items: int, max_preview_items: int) ->
 
 def view_cap(renderer: Any, chain: Any, tiles: Iterable[tuple[int, int, int]]) -> Cap | None:
     """The most cut of the ``(z, x, y)`` tiles of a view for ``chain`` on ``renderer`` (a
-    ``TileRenderer``: its scenes and caps), computed from the scenes' bounding boxes as
+    ``TileRenderer``: its scenes and ``cap``), computed from the scenes' bounding boxes as
     the tiles do, without reading a pixel; None when no tile is cut (or for a time
     stack, which is refused rather than cut)."""
     if chain.source.times:
@@ -54,9 +57,8 @@ def view_cap(renderer: Any, chain: Any, tiles: Iterable[tuple[int, int, int]]) -
     sset = renderer.scenes(chain)
     worst: Cap | None = None
     for z, x, y in tiles:
-        cap = tile_cap(sset.intersecting(TMS.bounds(morecantile.Tile(x, y, z))),
-                       max_items=renderer.max_items,
-                       max_preview_items=renderer.max_preview_items)
+        cap = renderer.cap(chain, sset.intersecting(TMS.bounds(morecantile.Tile(x, y, z))),
+                           Grid.tile(z, x, y))
         if cap.cut and (worst is None or cap.total > worst.total):
             worst = cap
     return worst

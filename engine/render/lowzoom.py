@@ -30,6 +30,7 @@ from engine.render.fastwarp import SourceCoords, crs_key
 from engine.render.grid import Grid
 from engine.render.paste import footprint_windows
 from engine.render.previewcache import ArrayDataset
+from engine.render.previews import TINY_SIZE
 
 #: Returned when a group of scenes is not for this path (the caller reads scene by scene).
 NOT_HANDLED: Final = object()
@@ -181,6 +182,27 @@ class Atlas:
         return (offset, ds.width, ds.height, inv.a, inv.b, inv.c, inv.d, inv.e, inv.f,
                 math.hypot(t.a, t.d), self._crs[key], ds.nodata is not None,
                 0.0 if ds.nodata is None else ds.nodata, self._dtypes[dtype])
+
+
+#: Most scenes one tile mosaics in one pass (beyond the per-tile cap of scene-by-scene reads).
+MAX_ONE_PASS_SCENES = 5000
+
+
+def one_pass_fits(chain: Any, scenes: Sequence[Any], grid: Grid) -> bool:
+    """Whether a tile over ``scenes`` is for :func:`paste_tiny`, from their bboxes only (no
+    read): a first-valid mosaic without cloud masks, every scene with previews, at most
+    :data:`MAX_ONE_PASS_SCENES`, each covering few enough tile pixels that its tiny level is
+    what the per-scene read would choose. The cap of scene-by-scene reads does not apply
+    to such a tile (``paste_tiny`` may still decline - e.g. tiny levels missing - and the
+    tile is then capped as usual)."""
+    src = chain.source
+    if src.times or src.mosaic in ("median", "max") or chain.cloud_masks() or not (
+            MIN_SCENES <= len(scenes) <= MAX_ONE_PASS_SCENES):
+        return False
+    if not all(s.has_previews for s in scenes):
+        return False
+    w = footprint_windows(grid, [s.bbox for s in scenes])
+    return int(max((w[:, 1] - w[:, 0]).max(), (w[:, 3] - w[:, 2]).max())) <= TINY_SIZE + 2
 
 
 def paste_tiny(scenes: Sequence[Any], names: Sequence[str], grid: Grid, coords: SourceCoords,

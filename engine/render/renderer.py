@@ -29,11 +29,12 @@ from engine.chain.budget import check_read_cost
 from engine.chain.model import Chain
 from engine.chain.raster import Raster, TimeStack
 from engine.errors import DataUnavailable, InvalidInput
-from engine.render.cap import tile_cap
+from engine.render.cap import Cap, tile_cap
 from engine.render.encode import encode as _encode
+from engine.render.fastwarp import SourceCoords
 from engine.render.grid import TMS, WGS84, Grid, to_wgs84
 from engine.render.handles import HandleCache
-from engine.render.lowzoom import Atlas
+from engine.render.lowzoom import NOT_HANDLED, Atlas, one_pass_fits, paste_tiny
 from engine.render.pipeline import (
     PointReader,
     mosaic,
@@ -159,6 +160,16 @@ class TileRenderer:
         for a time stack with more (its dates cannot be silently dropped)."""
         return limit_scenes(chain, scenes, self.max_items if limit is None else limit)
 
+    def cap(self, chain: Chain, found: Sequence[Scene], grid: Grid) -> Cap:
+        """How many of the ``found`` scenes over a tile's ``grid`` it shows: all when the
+        one-pass low-zoom mosaic takes them (:func:`lowzoom.one_pass_fits`), else the cap
+        of scene-by-scene reads (:func:`tile_cap`)."""
+        if len(found) > self.max_preview_items and self.atlas is not None and \
+                self.resampling == self.reproject == "nearest" and \
+                one_pass_fits(chain, found, grid):
+            return Cap(len(found), len(found))
+        return tile_cap(found, max_items=self.max_items, max_preview_items=self.max_preview_items)
+
     def select(self, chain: Chain, bbox: Sequence[float]) -> list[Scene]:
         """The scenes of the chain's source over ``bbox`` (WGS84), capped at ``max_items``."""
         return self.limit(chain, self.scenes(chain).intersecting(bbox))
@@ -178,7 +189,14 @@ class TileRenderer:
         """The 8-bit image of one Web-Mercator tile, or None when no scene has data there."""
         grid = Grid.tile(z, x, y, tilesize=tilesize)
         found = self.scenes(chain).intersecting(self.tms.bounds(x, y, z))
-        cap = tile_cap(found, max_items=self.max_items, max_preview_items=self.max_preview_items)
+        cap = self.cap(chain, found, grid)
+        if not cap.cut and len(found) > self.max_preview_items and self.atlas is not None:
+            check_read_cost(chain, dates=1, pixels=tilesize * tilesize)
+            raster = paste_tiny(found, read_names(chain), grid, SourceCoords(grid), self.atlas)
+            if raster is not NOT_HANDLED:  # every scene in one pass: no cap (lowzoom.py)
+                return to_image(chain, raster, grid)
+            cap = tile_cap(found, max_items=self.max_items,
+                           max_preview_items=self.max_preview_items)
         scenes = self.limit(chain, found, limit=cap.shown if cap.cut else len(found))
         if not scenes:
             return None

@@ -286,3 +286,32 @@ def test_a_group_bigger_than_the_atlas_is_read_scene_by_scene(uint, monkeypatch)
     t = _tiles(items, 9)[0]
     _same(r.tile(chain, t.z, t.x, t.y), slow.tile(chain, t.z, t.x, t.y))
     assert r.atlas.nbytes == 0
+
+
+def test_tiles_in_one_pass_show_every_scene_and_say_nothing(uint):
+    """The per-tile cap (here 10 scenes) is for scene-by-scene reads: a tile mosaicked in
+    one pass shows all its scenes, without a notice, and the dashboard's view check agrees
+    (no pixel read); a median mosaic (read scene by scene) is still capped, and says so."""
+    from engine.render.cap import view_cap
+
+    cat, items = uint
+    chain = Collection("s2", catalog=cat).process().bands("B04", "B08", "B03").scale(0, 4000)
+    capped = TileRenderer(cat, max_preview_items=10)
+    full = TileRenderer(cat, max_preview_items=1000)
+    full.atlas = None  # every scene, one by one: the reference
+    tiles = [(t.z, t.x, t.y) for t in _tiles(items, 8)]
+    over = [t for t in tiles if len(capped.scenes(chain).intersecting(TMS.bounds(*t[1:], t[0])
+                                                                       )) > 10]
+    assert over  # the cap would cut these
+    for z, x, y in over:
+        img = capped.tile(chain, z, x, y)
+        assert "scenes" not in (img.metadata or {})
+        _same(img, full.tile(chain, z, x, y))
+    assert view_cap(capped, chain, tiles) is None
+    median = Collection("s2", catalog=cat).process(mosaic="median").bands(
+        "B04", "B08", "B03").scale(0, 4000)
+    z, x, y = over[0]
+    img = capped.tile(median, z, x, y)
+    assert img.metadata["scenes"]["shown"] == 10
+    cap = view_cap(capped, median, tiles)
+    assert cap is not None and cap.shown == 10
