@@ -65,6 +65,10 @@ from engine.render.scenes import (
 )
 from engine.storage import configure_gdal
 
+#: Part of every tile cache key: bump it when a release changes the pixels, headers or
+#: notices of existing tiles, so disk caches kept across an upgrade are not served.
+RENDER_VERSION = "2"
+
 
 class TileRenderer:
     """Render chains against a catalog; thread-safe, one per process.
@@ -150,7 +154,8 @@ class TileRenderer:
         """A short hash of the scenes the chain reads (ids, dates, files) and of the read
         options: it changes when an ingest changes what a tile shows, so caches of
         rendered tiles key on it (valid as long as the scene cache: ``scene_ttl``)."""
-        options = f"{self.max_items}|{self.max_preview_items}|{self.resampling}|{self.reproject}|{self.png_level}"
+        options = (f"{RENDER_VERSION}|{self.max_items}|{self.max_preview_items}|"
+                   f"{self.resampling}|{self.reproject}|{self.png_level}")
         return hashlib.sha256(f"{self.scenes(chain).fingerprint}|{options}".encode()
                               ).hexdigest()[:16]
 
