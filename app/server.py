@@ -50,6 +50,63 @@ def serialize_websocket_writes() -> None:
     WSHandler._eox_serialized = True
 
 
+def socket_request(scope: dict[str, Any], payload: dict[str, Any]) -> Any:
+    """The page request a session made at websocket open is built from: the page's URL
+    (scheme from ``ws``/``wss``, host from the socket's headers, path without ``/ws``, query
+    from the token's arguments), as a tornado request like the one bokeh-fastapi makes for
+    the page's GET (Panel's Location reads protocol, host and uri from it)."""
+    from urllib.parse import urlencode
+
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest
+
+    headers = HTTPHeaders()
+    for name, value in scope.get("headers") or []:
+        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+    scheme = "https" if scope.get("scheme") in ("wss", "https") else "http"
+    path = str(scope.get("path") or "/")
+    path = path[:-len("ws")] if path.endswith("/ws") else path
+    pairs = [(k, v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+             for k, values in (payload.get("arguments") or {}).items()
+             for v in (values if isinstance(values, list) else [values])]
+    query = urlencode(pairs)
+    host = headers.get("Host", "localhost")
+    request = HTTPServerRequest(method="GET", uri=f"{path}?{query}" if query else path,
+                                headers=headers, host=host)
+    request.protocol = scheme
+    return request
+
+
+def create_sessions_at_socket_open() -> None:
+    """Build a page's session with a real request when its websocket arrives after the
+    session made by the page's GET was discarded (once per process).
+
+    Bokeh drops a session nobody connected to after ``unused_session_lifetime`` (a slow
+    client, a loaded server, a tab restored later); the socket then makes a new one, and
+    bokeh-fastapi passes the ASGI scope dict as its request: Panel's ``Location.from_request``
+    read ``request.protocol`` from it and raised, and the page stayed blank with nothing on
+    screen (found in CI under load). This builds that session first, from the page's URL.
+    """
+    from bokeh.util.token import get_session_id, get_token_payload
+    from bokeh_fastapi.handler import WSHandler
+
+    if getattr(WSHandler, "_eox_socket_sessions", False):
+        return
+    open_ = WSHandler._async_open
+
+    async def _async_open(self: Any, socket: Any, token: str) -> None:
+        context = self.application_context
+        session_id = get_session_id(token)
+        if session_id not in context._sessions and session_id not in context._pending_sessions:
+            log.warning("session %s: its page's session had expired; made again at websocket "
+                     "open", session_id.split(".")[0][:8])
+            request = socket_request(socket.scope, get_token_payload(token))
+            await context.create_session_if_needed(session_id, request, token)
+        await open_(self, socket, token)
+
+    WSHandler._async_open = _async_open
+    WSHandler._eox_socket_sessions = True
+
+
 def ignore_patches_after_close() -> None:
     """Answer a model change that arrives after its page's session was closed (a reload or
     "back" while the old page still reports its size) with OK instead of an AssertionError
@@ -145,6 +202,7 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
 
     load_extensions()
     serialize_websocket_writes()
+    create_sessions_at_socket_open()
     ignore_patches_after_close()
     deliver_changes_after_pull()
     build_pages_off_loop()
@@ -173,6 +231,8 @@ def build_asgi(settings: Settings, *, view: Any = None) -> Any:
         websocket_origin=sorted(set(origins)),
         secret_key=session_secret(settings.session_secret),
         sign_sessions=True,
+        unused_session_lifetime_milliseconds=int(settings.session_unused_s * 1000),
+        check_unused_sessions_milliseconds=int(min(17.0, settings.session_unused_s / 2) * 1000),
     )
     return protect_dashboard(service, settings)  # outermost: no page or socket before login
 

@@ -155,6 +155,10 @@ class Settings(EngineSettings):
         None, description="Key signing dashboard session ids and tokens (replicas behind one "
         "balancer share it); None = a random key per process.",
     )
+    session_unused_s: float = Field(
+        60.0, ge=1.0, description="How long a dashboard page's session waits for the page's "
+        "websocket before it is dropped (a later socket makes it again from the page's URL).",
+    )
     frame_ancestors: list[str] = Field(
         default_factory=lambda: ["'self'"], description="Pages that may frame the full "
         "dashboard (CSP frame-ancestors sources: 'self', 'none', https://site.example).",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
@@ -150,14 +149,18 @@ def test_normalize() -> None:
     assert normalize("St. Louis") == "st louis"
 
 
-def test_fast_after_first_load() -> None:
+def test_data_loads_once() -> None:
+    """Lookups after the first reuse the loaded index (what makes them fast; a timed check
+    here failed under CI's load - timing lives in bench/)."""
+    from engine.gazetteer import _index
+
     place("Munich")  # loads the data once
-    t0 = time.perf_counter()
+    loads = _index.cache_info().misses
     for _ in range(200):
         place("Toulouse")
         place("München, DE")
     search_places("Ber")
-    assert time.perf_counter() - t0 < 1.0
+    assert _index.cache_info().misses == loads == 1
 
 
 @pytest.mark.parametrize("text", ["Ge", "Ber", "Georgia", "Springf", "Eur", "muen"])

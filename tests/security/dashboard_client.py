@@ -58,3 +58,32 @@ def open_websocket(base: str, token: str, headers: dict[str, str] | None = None,
 
 def get_page(base: str, path: str = "/", **kwargs) -> httpx.Response:
     return httpx.get(base.rstrip("/") + path, timeout=60, **kwargs)
+
+
+async def _pull(url: str, token: str) -> dict:
+    """Open the websocket, ask for the session's document as BokehJS does (PULL-DOC-REQ),
+    return the reply's content."""
+    async with websockets.connect(url, subprotocols=["bokeh", token], open_timeout=60,
+                                  max_size=None) as ws:
+        ack = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+        assert ack["msgtype"] == "ACK", ack
+        await asyncio.wait_for(ws.recv(), timeout=10)  # its metadata
+        await asyncio.wait_for(ws.recv(), timeout=10)  # and content
+        await ws.send(json.dumps({"msgid": "pull-1", "msgtype": "PULL-DOC-REQ"}))
+        await ws.send("{}")
+        await ws.send("{}")
+        while True:  # skip anything else the session sends first
+            header = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+            await ws.recv()
+            content = await ws.recv()
+            for _ in range(header.get("num_buffers", 0)):
+                await ws.recv()
+            if header["msgtype"] == "PULL-DOC-REPLY":
+                return json.loads(content)
+
+
+def pull_document(base: str, token: str) -> dict:
+    """The document of the session ``token`` opens (``{"doc": ...}``)."""
+    url = base.replace("http://", "ws://").rstrip("/") + "/ws"
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _pull(url, token)).result()

@@ -4,8 +4,17 @@ id, unsigned, or signed with another key) is refused, while the page's own token
 
 from __future__ import annotations
 
-from bokeh.util.token import check_session_id_signature, generate_jwt_token
-from dashboard_client import get_page, open_websocket, page_token, token_payload
+import json
+
+import pytest
+from bokeh.util.token import (
+    check_session_id_signature,
+    generate_jwt_token,
+    generate_session_id,
+    get_token_payload,
+)
+from dashboard_client import get_page, open_websocket, page_token, pull_document, token_payload
+from tiles import serve_app
 
 
 def test_url_chosen_session_id_is_refused(server):
@@ -35,3 +44,35 @@ def test_forged_tokens_cannot_open_a_websocket(server):
         assert open_websocket(server, forged) == "refused 403", forged[:40]
     # the page's own token still opens its session
     assert open_websocket(server, real) == "open"
+
+
+SECRET = "s" * 48
+
+
+@pytest.fixture(scope="module")
+def keyed(demo_catalog, tmp_path_factory):
+    """A served dashboard whose session key the test knows, and its log."""
+    folder = tmp_path_factory.mktemp("serve-keyed")
+    with serve_app(demo_catalog, demo_catalog.parent / "data", folder,
+                   env={"EOX_SESSION_SECRET": SECRET}) as base:
+        yield base, folder / "serve.log"
+
+
+def test_socket_after_the_pages_session_expired_gets_the_pages_view(keyed):
+    """A page whose websocket comes after its session was dropped (slow client, loaded
+    server: Bokeh keeps an unused session only so long) gets a session built from the page's
+    URL. It stayed blank: the session was built with the ASGI scope as its request and
+    Panel's Location raised AttributeError (seen in CI under load)."""
+    base, log = keyed
+    real = page_token(get_page(base, "/?collection=landsat-sr").text)
+    payload = get_token_payload(real)
+    assert payload["arguments"]  # the page's query travels in its token
+    # the server never made a session for this id: as after the page's one was dropped
+    sid = generate_session_id(secret_key=SECRET.encode(), signed=True)
+    extra = {k: v for k, v in payload.items() if k != "session_expiry"}
+    late = generate_jwt_token(sid, secret_key=SECRET.encode(), signed=True, extra_payload=extra)
+    doc = json.dumps(pull_document(base, late))
+    assert "collection=landsat-sr" in doc  # the session was built from the page's URL
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "AttributeError" not in text, text[-3000:]
+    assert "made again at websocket open" in text
