@@ -72,6 +72,14 @@ def with_bands(img: Raster, array: np.ma.MaskedArray, band_names: list[str],
                      assets=img.assets, metadata={**(img.metadata or {}), **meta})
 
 
+def take_bands(array: np.ma.MaskedArray, index: list[int], *, axis: int) -> np.ma.MaskedArray:
+    """The bands ``index`` of ``array`` along ``axis`` (a copy, full mask): pixels and mask
+    taken apart - ``np.ma.take`` re-set the mask element-wise, 3 ms of a 256 px tile."""
+    data = np.asarray(array.data).take(index, axis=axis)
+    mask = np.ma.getmaskarray(array).take(index, axis=axis)
+    return np.ma.MaskedArray(data, mask=mask, fill_value=array.fill_value)
+
+
 def stack_bands(arrays: list[np.ma.MaskedArray], *, axis: int) -> np.ma.MaskedArray:
     """Stack per-band arrays along the band axis, keeping a full boolean mask."""
     out = np.ma.stack(arrays, axis=axis)

@@ -16,7 +16,15 @@ from pydantic import Field, field_validator, model_validator
 from engine.chain.budget import check_expression_parts
 from engine.chain.executor import get_executor
 from engine.chain.expression import parse_expression, split_expressions
-from engine.chain.raster import Raster, TimeStack, band_arrays, band_axis, stack_bands, with_bands
+from engine.chain.raster import (
+    Raster,
+    TimeStack,
+    band_arrays,
+    band_axis,
+    stack_bands,
+    take_bands,
+    with_bands,
+)
 from engine.chain.stepbase import (  # noqa: F401  (re-exported: steps are imported from here)
     CLOUD_BANDS,
     FMASK_CLOUD_CLASSES,
@@ -52,7 +60,7 @@ class Bands(Step):
             if i is None:
                 raise ChainError(f"bands: unknown band {b!r}", choices=names)
             idx.append(i)
-        arr = img.array.take(idx, axis=band_axis(img))
+        arr = take_bands(img.array, idx, axis=band_axis(img))
         return with_bands(img, arr, list(self.bands))
 
 
@@ -71,7 +79,7 @@ class Band(Step):
             raise ChainError(f"band: index {self.index} out of range for {img.count} band(s)",
                              choices=[str(i) for i in range(img.count)])
         axis = band_axis(img)
-        arr = img.array.take([self.index], axis=axis)
+        arr = take_bands(img.array, [self.index], axis=axis)
         return with_bands(img, arr, [img.band_names[self.index]])
 
 

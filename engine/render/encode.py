@@ -1,14 +1,17 @@
-"""Encode an 8-bit ImageData to PNG/WebP/JPEG with Pillow (faster than GDAL's PNG driver),
-transparent where masked (PNG/WebP).
+"""Encode an 8-bit ImageData to PNG (here), WebP or JPEG (Pillow), transparent where masked
+(PNG/WebP).
 
-PNG is deflated with zlib's run-length strategy (``Z_RLE``): after PNG's row filters,
-imagery is mostly short runs, and on Sentinel-2 true-colour tiles RLE at level 1 took
-10-15 % less time than the default strategy at level 1 and gave 6-16 % smaller files,
-within 1-5 % of level 6's size at a fifth of its time."""
+PNG is written here: every row "up"-filtered by one numpy subtraction, then deflated by
+zlib with the run-length strategy (``Z_RLE``; zlib releases the GIL). Pillow tries all five
+PNG filters on every row and took 1.7-2.5x the time for tiles 6-8 % smaller (real Sentinel-2
+TCI and scaled B04/B03/B02 tiles, bench/RESULTS.md); the PNG encode was the largest part of
+a warm single-scene tile. RLE at level 1 took 10-15 % less time than zlib's default strategy
+and gave 6-16 % smaller files, within 1-5 % of level 6's size at a fifth of its time."""
 
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 
 import numpy as np
@@ -60,17 +63,42 @@ def encode(img: ImageData, fmt: str, *, png_level: int = 1, quality: int = 85) -
             color = np.where((alpha == 0)[..., None] if not gray else alpha == 0, 0, color)
         pil = Image.fromarray(color, "L" if gray else "RGB")
         return _save(pil, "JPEG", quality=quality)
-    if alpha is None:
-        pil = Image.fromarray(color, "L" if gray else "RGB")
-    elif gray:
-        pil = Image.fromarray(np.dstack([color, alpha]), "LA")
-    else:
-        pil = Image.fromarray(np.dstack([color, alpha]), "RGBA")
+    pixels = color if alpha is None else np.dstack([color, alpha])
     if fmt == "png":
-        if png_level <= 0:  # stored: no deflate at all
-            return _save(pil, "PNG", compress_level=0)
-        return _save(pil, "PNG", compress_level=png_level, compress_type=zlib.Z_RLE)
+        return png(pixels, level=png_level)
+    pil = Image.fromarray(pixels, ("L" if gray else "RGB") if alpha is None else
+                          ("LA" if gray else "RGBA"))
     return _save(pil, "WEBP", quality=quality, method=0)
+
+
+#: PNG colour type by channel count: grey, grey + alpha, RGB, RGBA.
+_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png(pixels: np.ndarray, *, level: int = 1) -> bytes:
+    """An 8-bit PNG of (y, x) or (y, x, c) uint8 ``pixels`` (c: 1-4 = L, LA, RGB, RGBA):
+    rows "up"-filtered, deflated at ``level`` (0: stored) with zlib's RLE strategy."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
+        raise ChainError(f"cannot write a PNG of {pixels.ndim}-d {pixels.dtype} pixels")
+    h, w = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if channels not in _COLOR_TYPES:
+        raise ChainError(f"cannot write a PNG of {channels} channels")
+    flat = np.ascontiguousarray(pixels).reshape(h, w * channels)
+    rows = np.empty((h, w * channels + 1), np.uint8)
+    rows[:, 0] = 2  # "up": each byte minus the one above (the first row: minus zero)
+    rows[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # wraps modulo 256, as PNG wants
+    deflate = zlib.compressobj(max(0, min(9, level)), zlib.DEFLATED, 15, 9,
+                               zlib.Z_RLE if level > 0 else zlib.Z_DEFAULT_STRATEGY)
+    data = deflate.compress(rows.data) + deflate.flush()
+    header = struct.pack(">IIBBBBB", w, h, 8, _COLOR_TYPES[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", data)
+            + _chunk(b"IEND", b""))
 
 
 def _save(pil: Image.Image, fmt: str, **options: object) -> bytes:
