@@ -79,7 +79,8 @@ class ForkServer:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-s", "-B", "-c",
-                 _BOOT.format(path=str(Path(_PROJECT_ROOT) / "engine")), str(theirs.fileno())],
+                 _BOOT.format(path=str(Path(_PROJECT_ROOT) / "engine")), str(theirs.fileno()),
+                 str(os.getpid())],  # the zygote exits when this process does
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=_env(), cwd="/", pass_fds=[theirs.fileno()], start_new_session=True)
             theirs.close()
