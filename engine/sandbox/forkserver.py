@@ -228,6 +228,10 @@ class Call:
         """The zygote has its copy: drop ours of the child's end of the socket."""
         self.theirs.close()
 
+    def hung_up(self) -> bool:
+        """True when the child's end is closed (it exited) or it sent something unasked."""
+        return bool(self._poller.poll(0))
+
     def send(self, message: dict[str, Any]) -> None:
         try:
             self.ours.sendall(frame(message))

@@ -117,3 +117,19 @@ def test_the_pool_restarts_a_killed_zygote():
         assert wait_gone([first], 10) == []
         out = pool.run("def f(a):\n    return a + 1\n", "f", np.zeros((2, 4, 4)))
         assert (out == 1).all() and pool.worker_pids() != [first]
+
+
+def test_a_dead_idle_process_is_not_reused():
+    """An idle bound process that died (killed with its zygote, or by anyone) is replaced
+    by a fresh one; before, the next call of its function failed ('stopped its sandbox
+    process: the process was killed')."""
+    double = "def f(a):\n    return a * 2\n"
+    img = np.ones((2, 4, 4))
+    with SandboxPool(size=1, timeout_s=10, calls_per_process=64, idle_s=60) as pool:
+        assert pool.wait_ready(timeout_s=120)
+        assert (pool.run(double, "f", img) == 2).all()
+        (idle,) = [p.pid for v in pool._idle.values() for p in v]
+        os.kill(idle, signal.SIGKILL)
+        assert wait_gone([idle], 10) == []
+        assert (pool.run(double, "f", img) == 2).all()
+        assert [p.pid for v in pool._idle.values() for p in v] not in ([], [idle])
