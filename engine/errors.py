@@ -74,6 +74,11 @@ class StorageTimeout(StorageUnavailable):
     """Remote storage holding a band file did not answer within the request timeout."""
 
 
+class BatchStalled(EOXError):
+    """A distributed batch run made no progress for its stall timeout; says what the
+    workers were doing (paused for memory, executing a block, sandbox unavailable...)."""
+
+
 class SandboxError(EOXError):
     """A user function was refused or failed in the sandbox.
 

@@ -76,6 +76,7 @@ STATUS_CODES: dict[type[Exception], int] = {
     eox.StorageUnavailable: status.HTTP_502_BAD_GATEWAY,
     eox.StorageTimeout: status.HTTP_504_GATEWAY_TIMEOUT,
     eox.CatalogError: status.HTTP_503_SERVICE_UNAVAILABLE,
+    eox.BatchStalled: status.HTTP_503_SERVICE_UNAVAILABLE,  # the Dask cluster, not the request
     NotImplementedError: status.HTTP_501_NOT_IMPLEMENTED,  # e.g. writing a read-only catalog
     BodyTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
     Unauthorized: status.HTTP_401_UNAUTHORIZED,

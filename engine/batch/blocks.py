@@ -9,6 +9,7 @@ and no executor is installed, starts one sandbox pool lazily.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from typing import Any
 
@@ -77,6 +78,14 @@ def ensure_executor(plan: BatchPlan) -> None:
 def sandbox_pool() -> Any:
     """The sandbox pool this process started for batch blocks, or None."""
     return _sandbox_pool
+
+
+def worker_state() -> dict[str, Any]:
+    """This worker process's pid, its host's load and its sandbox state (for the report
+    of a stalled run)."""
+    pool = _sandbox_pool
+    return {"pid": os.getpid(), "load": os.getloadavg()[0],
+            "sandbox": None if pool is None else pool.status()}
 
 
 def apply(plan: BatchPlan, grid: Grid) -> Raster | None:

@@ -43,13 +43,14 @@ from engine.batch.plan import (
     parse_bbox,
     parse_crs,
 )
+from engine.batch.stall import describe_workers, stall_timeout
 from engine.catalog.base import Catalog
 from engine.chain.budget import check_read_cost
 from engine.chain.executor import get_executor
 from engine.chain.model import Chain
 from engine.chain.raster import TimeStack
 from engine.chain.steps import Execute
-from engine.errors import DataUnavailable, InvalidInput, SandboxError
+from engine.errors import BatchStalled, DataUnavailable, InvalidInput, SandboxError
 from engine.render.grid import WGS84, Grid
 from engine.render.pipeline import to_image
 from engine.render.renderer import TileRenderer
@@ -66,7 +67,8 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
          crs: Any = None, resolution: float | None = None, chunks: int | Sequence[int] = 1024,
          overlap: int = 0, analytic: bool = False, catalog: Catalog | None = None,
          max_pixels: int = MAX_PIXELS, max_items: int = 200,
-         sandbox: dict[str, Any] | None = None, client: Any = None) -> BatchPlan:
+         sandbox: dict[str, Any] | None = None, client: Any = None,
+         stall_s: float | None = None) -> BatchPlan:
     """Resolve the scenes and the output grid, check limits, probe the output's bands.
 
     Raises InvalidInput (bad bbox/crs/resolution, area over ``max_pixels``), ChainError,
@@ -117,10 +119,24 @@ def plan(chain: Chain, *, bbox: str | Sequence[float], bbox_crs: Any = "EPSG:432
                   grid=grid, chunks=chunks, overlap=overlap, analytic=analytic,
                   max_items=max_items, sandbox=dict(sandbox or {}))
     if client is not None:
-        output = client.submit(probe, p, pure=False).result()
+        output = _probe_on(client, p, stall_timeout(stall_s))
     else:
         output = probe(p)
     return replace(p, output=output)
+
+
+def _probe_on(client: Any, p: BatchPlan, stall_s: float) -> Output:
+    """:func:`probe` on a worker, or BatchStalled when it did not finish in ``stall_s``."""
+    fut = client.submit(probe, p, pure=False)
+    try:
+        return fut.result(timeout=stall_s)
+    except TimeoutError:
+        fut.cancel()
+        raise BatchStalled(
+            f"the batch run made no progress: probing the output (a {PROBE} x {PROBE} pixel "
+            f"window) did not finish in {stall_s:g} s (stall_s / $EOX_BATCH_STALL_S sets "
+            f"the limit). Workers:\n{describe_workers(client, {fut.key: 'the probe'})}"
+        ) from None
 
 
 def _check_executor(chain: Chain, client: Any) -> None:
@@ -235,7 +251,8 @@ def compute(chain: Chain, *, bbox: str | Sequence[float], crs: Any = None,
             chunks: int | Sequence[int] = 1024, bbox_crs: Any = "EPSG:4326",
             overlap: int = 0, analytic: bool = False, catalog: Catalog | None = None,
             max_pixels: int = MAX_PIXELS, max_items: int = 200,
-            sandbox: dict[str, Any] | None = None) -> xr.DataArray:
+            sandbox: dict[str, Any] | None = None,
+            stall_s: float | None = None) -> xr.DataArray:
     """The chain evaluated over ``bbox`` on a grid in ``crs`` at ``resolution``, lazily.
 
     Args:
@@ -255,13 +272,16 @@ def compute(chain: Chain, *, bbox: str | Sequence[float], crs: Any = None,
         max_items: most scenes read per block (and in a time stack).
         sandbox: SandboxPool options for the pool each Dask worker starts lazily for
             ``execute`` steps (in-process runs use the installed executor).
+        stall_s: with a ``client``, how long probing the output may take before
+            BatchStalled (default ``$EOX_BATCH_STALL_S`` or 180 s).
 
     Returns:
         DataArray (band, y, x) or (time, band, y, x), attrs crs/transform/nodata.
     """
     p = plan(chain, bbox=bbox, bbox_crs=bbox_crs, crs=crs, resolution=resolution,
              chunks=chunks, overlap=overlap, analytic=analytic, catalog=catalog,
-             max_pixels=max_pixels, max_items=max_items, sandbox=sandbox, client=client)
+             max_pixels=max_pixels, max_items=max_items, sandbox=sandbox, client=client,
+             stall_s=stall_s)
     arr = as_dask(p)
     if client is not None:
         arr = client.persist(arr)

@@ -27,8 +27,9 @@ from rasterio.windows import Window
 from engine.batch import blocks
 from engine.batch.compute import as_dask, plan, to_dataarray
 from engine.batch.plan import BatchPlan
+from engine.batch.stall import describe_workers, stall_timeout
 from engine.chain.model import Chain
-from engine.errors import InvalidInput
+from engine.errors import BatchStalled, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +38,23 @@ Progress = bool | Callable[[int, int], None]
 
 
 def iter_blocks(p: BatchPlan, *, client: Any = None, threads: int | None = None,
-                progress: Progress = False) -> Iterator[tuple[int, int, np.ndarray]]:
+                progress: Progress = False,
+                stall_s: float | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(i, j, block)`` as blocks complete, keeping a bounded number in flight.
 
     With a distributed ``client`` blocks are Dask tasks (lost ones are recomputed when a
     worker dies); without one they run on ``threads`` local threads. ``progress`` is True
     (a tqdm bar) or ``progress(done, total)``, called as blocks arrive; an error it raises
-    stops the run (nothing is written).
+    stops the run (nothing is written). A distributed run in which no block finishes for
+    ``stall_s`` seconds (default ``$EOX_BATCH_STALL_S`` or 180) raises BatchStalled
+    saying what the workers were doing, instead of waiting forever.
     """
     nrows, ncols = p.nblocks
     todo = [(i, j) for i in range(nrows) for j in range(ncols)]
     bar = _bar(len(todo), progress)
     try:
         if client is not None:
-            yield from _iter_distributed(p, todo, client, bar)
+            yield from _iter_distributed(p, todo, client, bar, stall_timeout(stall_s))
         else:
             yield from _iter_threads(p, todo, threads or os.cpu_count() or 1, bar)
     finally:
@@ -109,37 +113,51 @@ def _iter_threads(p: BatchPlan, todo: list[tuple[int, int]], threads: int,
                 fut.cancel()
 
 
-def _iter_distributed(p: BatchPlan, todo: list[tuple[int, int]], client: Any,
-                      bar: Any) -> Iterator[tuple[int, int, np.ndarray]]:
-    from distributed import as_completed
+def _iter_distributed(p: BatchPlan, todo: list[tuple[int, int]], client: Any, bar: Any,
+                      stall_s: float) -> Iterator[tuple[int, int, np.ndarray]]:
+    from distributed import wait
 
     delayed = as_dask(p).to_delayed()
     lead = (0,) * (delayed.ndim - 2)
     threads = max(1, sum(client.nthreads().values()))
     limit = 2 * threads + 2
     queue = iter(todo)
-    where: dict[str, tuple[int, int]] = {}
+    where: dict[Any, tuple[int, int]] = {}
+    pending: set[Any] = set()
+    done_blocks = 0
 
-    def submit(ij: tuple[int, int]) -> Any:
+    def submit(ij: tuple[int, int]) -> None:
         fut = client.compute(delayed[(*lead, *ij)])
         where[fut.key] = ij
-        return fut
+        pending.add(fut)
 
-    first = [submit(ij) for _, ij in zip(range(limit), queue, strict=False)]
-    stream = as_completed(first)
+    for _, ij in zip(range(limit), queue, strict=False):
+        submit(ij)
     try:
-        for fut in stream:
-            i, j = where.pop(fut.key)
-            block = fut.result()  # re-raises the block's error (with its location)
-            fut.release()
-            nxt = next(queue, None)
-            if nxt is not None:
-                stream.add(submit(nxt))
-            if bar is not None:
-                bar.update(1)
-            yield i, j, block
+        while pending:
+            try:
+                done, _ = wait(list(pending), timeout=stall_s, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                labels = {f.key: "block ({}, {})".format(*where[f.key]) for f in pending}
+                raise BatchStalled(
+                    f"the batch run made no progress: no block finished in {stall_s:g} s "
+                    f"({done_blocks} of {len(todo)} done, {len(pending)} in flight; "
+                    f"stall_s / $EOX_BATCH_STALL_S sets the limit). Workers:\n"
+                    f"{describe_workers(client, labels)}") from None
+            for fut in sorted(done, key=lambda f: where[f.key]):
+                pending.discard(fut)
+                i, j = where.pop(fut.key)
+                block = fut.result()  # re-raises the block's error (with its location)
+                fut.release()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    submit(nxt)
+                done_blocks += 1
+                if bar is not None:
+                    bar.update(1)
+                yield i, j, block
     finally:
-        for fut in list(stream.futures):
+        for fut in pending:
             fut.cancel()
 
 
@@ -163,7 +181,8 @@ def _remove(path: Path) -> None:
 
 def write_cog(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None,
               threads: int | None = None, progress: Progress = False, compress: str = "DEFLATE",
-              blocksize: int = 512, overwrite: bool = False) -> Path:
+              blocksize: int = 512, overwrite: bool = False,
+              stall_s: float | None = None) -> Path:
     """Compute ``p`` and write it as a Cloud-Optimized GeoTIFF with overviews at ``path``."""
     out = p.output
     assert out is not None
@@ -194,7 +213,7 @@ def write_cog(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None,
                                    else [ColorInterp.gray, ColorInterp.alpha])
             dst.update_tags(chain=p.chain.to_json(), chain_id=p.chain.id)
             for i, j, block in iter_blocks(p, client=client, threads=threads,
-                                           progress=progress):
+                                           progress=progress, stall_s=stall_s):
                 (r0, r1), (c0, c1) = p.block_rows[i], p.block_cols[j]
                 dst.write(block, window=Window(c0, r0, c1 - c0, r1 - r0))
         options = {"COMPRESS": compress, "BLOCKSIZE": blocksize, "OVERVIEWS": "AUTO",
@@ -216,7 +235,7 @@ def write_cog(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None,
 
 def write_zarr(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None,
                threads: int | None = None, progress: Progress = False,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, stall_s: float | None = None) -> Path:
     """Compute ``p`` and write it as a Zarr store at ``path`` (variable ``result``, a
     CF ``spatial_ref`` grid mapping, chunks = blocks)."""
     import xarray as xr
@@ -244,7 +263,8 @@ def write_zarr(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None
         ds.to_zarr(tmp, mode="w-", compute=False, encoding=encoding, consolidated=False)
         store = zarr.open_array(tmp / "result", mode="r+")
         lead = (slice(None),) * (len(out.shape_prefix))
-        for i, j, block in iter_blocks(p, client=client, threads=threads, progress=progress):
+        for i, j, block in iter_blocks(p, client=client, threads=threads, progress=progress,
+                                       stall_s=stall_s):
             (r0, r1), (c0, c1) = p.block_rows[i], p.block_cols[j]
             store[(*lead, slice(r0, r1), slice(c0, c1))] = block
         with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet
@@ -261,27 +281,27 @@ def write_zarr(p: BatchPlan, path: str | os.PathLike[str], *, client: Any = None
 
 def to_cog(chain: Chain, path: str | os.PathLike[str], *, client: Any = None,
            threads: int | None = None, progress: Progress = False, compress: str = "DEFLATE",
-           overwrite: bool = False, **options: Any) -> Path:
+           overwrite: bool = False, stall_s: float | None = None, **options: Any) -> Path:
     """Compute ``chain`` (``options`` as for :func:`engine.batch.compute`) into a COG.
 
     Nothing is written until every block succeeded; a failing block raises its error
     (class kept, message naming the block and its bbox) and leaves no file.
     """
     _check_target(Path(path), overwrite)
-    p = plan(chain, client=client, **options)
+    p = plan(chain, client=client, stall_s=stall_s, **options)
     return write_cog(p, path, client=client, threads=threads, progress=progress,
-                     compress=compress, overwrite=overwrite)
+                     compress=compress, overwrite=overwrite, stall_s=stall_s)
 
 
 def to_zarr(chain: Chain, path: str | os.PathLike[str], *, client: Any = None,
             threads: int | None = None, progress: Progress = False, overwrite: bool = False,
-            **options: Any) -> Path:
+            stall_s: float | None = None, **options: Any) -> Path:
     """Compute ``chain`` (``options`` as for :func:`engine.batch.compute`) into a Zarr
     store; keeps the time axis of time stacks. Atomic like :func:`to_cog`."""
     _check_target(Path(path), overwrite)
-    p = plan(chain, client=client, **options)
+    p = plan(chain, client=client, stall_s=stall_s, **options)
     return write_zarr(p, path, client=client, threads=threads, progress=progress,
-                      overwrite=overwrite)
+                      overwrite=overwrite, stall_s=stall_s)
 
 
 def run(chain: Chain, out: str | os.PathLike[str], **options: Any) -> Path:

@@ -79,7 +79,8 @@ class ForkServer:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-s", "-B", "-c",
-                 _BOOT.format(path=str(Path(_PROJECT_ROOT) / "engine")), str(theirs.fileno())],
+                 _BOOT.format(path=str(Path(_PROJECT_ROOT) / "engine")), str(theirs.fileno()),
+                 str(os.getpid())],  # the zygote exits when this process does
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=_env(), cwd="/", pass_fds=[theirs.fileno()], start_new_session=True)
             theirs.close()
@@ -226,6 +227,10 @@ class Call:
     def handed_over(self) -> None:
         """The zygote has its copy: drop ours of the child's end of the socket."""
         self.theirs.close()
+
+    def hung_up(self) -> bool:
+        """True when the child's end is closed (it exited) or it sent something unasked."""
+        return bool(self._poller.poll(0))
 
     def send(self, message: dict[str, Any]) -> None:
         try:

@@ -26,6 +26,7 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PROT_EXEC = 4
 NOBODY = 65534
@@ -144,6 +145,11 @@ def drop_privileges() -> bool:
         log.info("sandbox: dropping to uid %d failed: %s", NOBODY, exc)
         return False
     return os.geteuid() != 0
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Have the kernel send ``sig`` to this process when its parent exits (Linux)."""
+    return _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
 
 
 def set_rlimits(*, memory_mb: int, cpu_s: float | None, max_fd: int, calls: int = 1) -> bool:

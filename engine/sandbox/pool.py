@@ -60,6 +60,7 @@ class _Process:
     key: str
     call: Call
     pid: int
+    server: ForkServer | None = None  # its zygote (a process dies with its zygote)
     born: float = field(default_factory=time.monotonic)
     used: int = 0
 
@@ -212,7 +213,7 @@ class SandboxPool:
                   function: str, scope: str) -> np.ndarray:
         deadline = time.monotonic() + self.timeout_s
         key = binding(message, scope)
-        proc = self._take_idle(key, array)
+        proc = self._take_idle(key, array, server)
         healthy = False
         try:
             try:
@@ -259,15 +260,17 @@ class SandboxPool:
             call.close()
             raise
         call.handed_over()
-        return _Process(key, call, pid)
+        return _Process(key, call, pid, server)
 
     def _lifetime_s(self) -> float:
         if self.calls_per_process == 1:
             return self.timeout_s + 2
         return self.idle_s + self.timeout_s * 2 + 5
 
-    def _take_idle(self, key: str, array: np.ndarray) -> _Process | None:
-        """An idle process bound to ``key`` with the input copied in, or None."""
+    def _take_idle(self, key: str, array: np.ndarray,
+                   server: ForkServer) -> _Process | None:
+        """An idle process bound to ``key`` with the input copied in, or None. Processes
+        of another (dead) zygote, or that closed their socket, are dropped: they died."""
         if self.calls_per_process == 1:
             return None
         now = time.monotonic()
@@ -281,8 +284,14 @@ class SandboxPool:
                     self._idle[k] = keep
                 else:
                     del self._idle[k]
-            if self._idle.get(key):
+            while self._idle.get(key) and found is None:
                 found = self._idle[key].pop()
+                if found.server is not server or not server.alive \
+                        or found.call.hung_up():
+                    expired.append(found)
+                    found = None
+            if key in self._idle and not self._idle[key]:
+                del self._idle[key]
         for p in expired:
             p.call.close()  # the child reads end-of-file and exits
         if found is not None:
@@ -334,6 +343,17 @@ class SandboxPool:
                     timeout_s=self.timeout_s, cpu_s=self.cpu_s, memory_mb=self.memory_mb,
                     allowed_imports=list(self.allowed_imports))
         return caps
+
+    def status(self) -> dict[str, Any]:
+        """What the pool is doing now (never waits for a zygote start): its zygote's pid
+        when one runs, whether one is starting, why the last start failed, busy calls."""
+        with self._lock:
+            server, busy, closed = self._server, len(self._busy), self._closed
+        alive = server is not None and server.alive
+        return {"zygote": server.pid if alive else None, "closed": closed,
+                "starting": not alive and self._start_lock.locked(),
+                "start_error": self._start_error, "refused": self._refused, "busy": busy,
+                "size": self.size}
 
     def busy_pids(self) -> list[int]:
         """The pids of the processes running a call right now."""

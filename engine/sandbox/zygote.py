@@ -39,6 +39,30 @@ from engine.sandbox.worker import Reader, Runner, load_code, write_message
 CONTROL_MAX = 1 << 16
 #: Descriptor numbers a child's call socket, input and output segment are moved to.
 CHAN_FD, IN_FD, OUT_FD = 3, 4, 5
+#: How often the zygote re-checks its parent when no pidfd can watch it, and re-sends
+#: SIGKILL to a child past its deadline that has not been reaped yet.
+RECHECK_S = 1.0
+
+
+def watch_parent(parent: int) -> int | None:
+    """A pidfd that becomes readable when ``parent`` exits (None: poll ``getppid``).
+
+    PR_SET_PDEATHSIG cannot be used for the zygote: it fires when the *thread* that
+    started it exits, and pools start their zygote from short-lived threads.
+    """
+    try:
+        fd: int | None = os.pidfd_open(parent)
+    except (AttributeError, OSError):
+        fd = None
+    if os.getppid() != parent:  # gone before we opened it: the pid may be another's now
+        if fd is not None:
+            os.close(fd)
+        raise ParentGone
+    return fd
+
+
+class ParentGone(Exception):
+    """The process that started the zygote exited."""
 
 
 def _vm_size_mb() -> int:
@@ -68,6 +92,7 @@ class Zygote:
                               "output segments); raise memory_mb or lower max_array_mb")
         self.filter = limits.SeccompFilter()
         self.children: dict[int, float] = {}
+        self.pid = os.getpid()
         caps: dict[str, Any] = {"isolated": False}
         if self.isolate:
             caps = limits.isolate_zygote()
@@ -138,6 +163,12 @@ class Zygote:
     def _child(self, fds: list[int], msg: dict[str, Any]) -> NoReturn:
         status = 3  # whatever happens, the child never returns into the zygote's code
         try:
+            # Die with the zygote (single-threaded, so "the parent thread" is the zygote
+            # itself): a call process never outlives it, even if it is SIGKILLed.
+            limits.set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != self.pid:
+                status = 5
+                raise SystemExit(status)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             for fd, target in zip(fds, (CHAN_FD, IN_FD, OUT_FD), strict=True):
@@ -176,47 +207,73 @@ class Zygote:
             os._exit(status)
 
     # -- the loop -------------------------------------------------------------------------
-    def serve(self, ctrl: socket.socket) -> None:
-        """Handle fork/kill requests until the parent closes the control socket."""
+    def serve(self, ctrl: socket.socket, parent: int | None = None,
+              parent_fd: int | None = None) -> None:
+        """Handle fork/kill requests until the parent closes the control socket or exits
+        (``parent_fd``: a pidfd of ``parent``; without one ``getppid`` is polled)."""
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         poller = select.poll()
         poller.register(ctrl.fileno(), select.POLLIN)
         poller.register(wake_r, select.POLLIN)
-        while True:
-            soonest = min(self.children.values(), default=None)
-            timeout = None if soonest is None else max(0, (soonest - time.monotonic()) * 1000)
-            for fd, _ in poller.poll(timeout):
-                if fd == wake_r:
-                    while True:
-                        try:
-                            if not os.read(wake_r, 512):
-                                break
-                        except BlockingIOError:
+        if parent_fd is not None:
+            poller.register(parent_fd, select.POLLIN)
+        try:
+            while self._serve_once(ctrl, poller, wake_r, parent, parent_fd):
+                pass
+        finally:
+            self._kill_all()
+
+    def _serve_once(self, ctrl: socket.socket, poller: Any, wake_r: int, parent: int | None,
+                    parent_fd: int | None) -> bool:
+        """One round of the loop; False when the zygote must stop."""
+        soonest = min(self.children.values(), default=None)
+        timeout = None if soonest is None else max(0.0, (soonest - time.monotonic()) * 1000)
+        if parent is not None and parent_fd is None:  # no pidfd: look at the parent anyway
+            timeout = RECHECK_S * 1000 if timeout is None else min(timeout, RECHECK_S * 1000)
+        for fd, _ in poller.poll(timeout):
+            if fd == wake_r:
+                while True:
+                    try:
+                        if not os.read(wake_r, 512):
                             break
-                elif not self._request(ctrl):
-                    self._kill_all()
-                    return
-            self._reap(ctrl)
-            now = time.monotonic()
-            for pid, deadline in list(self.children.items()):
-                if now > deadline:
-                    self._kill(pid)
+                    except BlockingIOError:
+                        break
+            elif fd == parent_fd:
+                return False  # the parent exited without closing its socket (yet)
+            elif not self._request(ctrl):
+                return False
+        if parent is not None and os.getppid() != parent:
+            return False
+        if not self._reap(ctrl):
+            return False
+        now = time.monotonic()
+        for pid, deadline in list(self.children.items()):
+            if now > deadline:
+                self._kill(pid)
+                # not reaped yet (dying): send again later instead of polling with a
+                # zero timeout, which would spin the zygote until the child is gone
+                self.children[pid] = now + RECHECK_S
+        return True
 
     def _request(self, ctrl: socket.socket) -> bool:
-        data, fds, _, _ = socket.recv_fds(ctrl, CONTROL_MAX, 3)
+        try:
+            data, fds, _, _ = socket.recv_fds(ctrl, CONTROL_MAX, 3)
+        except OSError:
+            return False
         if not data:
+            for fd in fds:
+                os.close(fd)
             return False
         msg = json.loads(data)
         if msg.get("op") == "fork" and len(fds) == 3:
             pid = self.fork(fds, msg)
-            ctrl.send(json.dumps({"id": msg.get("id"), "pid": pid}).encode())
-        else:
-            for fd in fds:
-                os.close(fd)
-            if msg.get("op") == "kill":
-                self._kill(int(msg.get("pid", 0)))
+            return _send(ctrl, {"id": msg.get("id"), "pid": pid})
+        for fd in fds:
+            os.close(fd)
+        if msg.get("op") == "kill":
+            self._kill(int(msg.get("pid", 0)))
         return True
 
     def _kill(self, pid: int) -> None:
@@ -227,16 +284,19 @@ class Zygote:
             except ProcessLookupError:
                 pass
 
-    def _reap(self, ctrl: socket.socket) -> None:
+    def _reap(self, ctrl: socket.socket) -> bool:
+        """Reap exited children and report them; False when the parent is unreachable."""
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return True
             if pid == 0:
-                return
+                return True
             self.children.pop(pid, None)
-            ctrl.send(json.dumps({"exit": pid, "status": status}).encode())
+            if not _send(ctrl, {"exit": pid, "status": status}):
+                return False
+        return True
 
     def _kill_all(self) -> None:
         for pid in list(self.children):
@@ -248,9 +308,23 @@ class Zygote:
                 pass
 
 
+def _send(ctrl: socket.socket, message: dict[str, Any]) -> bool:
+    """Send one control message; False when the parent is gone (its socket closed)."""
+    try:
+        ctrl.send(json.dumps(message).encode())
+    except OSError:
+        return False
+    return True
+
+
 def main() -> int:
     """Start-up handshake, isolation, then the fork loop until the parent goes away."""
     ctrl = socket.socket(fileno=int(sys.argv[1]))
+    parent = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    try:
+        parent_fd = watch_parent(parent) if parent is not None else None
+    except ParentGone:
+        return 1
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
         os.dup2(null, fd)
@@ -262,9 +336,10 @@ def main() -> int:
         ctrl.send(json.dumps({"ready": False, "message": f"{type(exc).__name__}: {exc}"[:2000]})
                   .encode())
         return 1
-    ctrl.send(json.dumps({"ready": True, "pid": os.getpid(),
-                          "capabilities": zygote.capabilities}).encode())
-    zygote.serve(ctrl)
+    if not _send(ctrl, {"ready": True, "pid": os.getpid(),
+                        "capabilities": zygote.capabilities}):
+        return 1
+    zygote.serve(ctrl, parent, parent_fd)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -16,16 +17,17 @@ import pyproj
 import pytest
 import rasterio
 import xarray as xr
-from distributed import futures_of
+from distributed import futures_of, wait
 from PIL import Image
 from rasterio.transform import from_origin
 from render_fixtures import make_catalog, make_item, pattern
 
 from app.cli import main
 from engine.batch import blocks, compute, connect, open_for_screen, to_cog, to_zarr
+from engine.batch.stall import describe_workers
 from engine.chain import Chain, set_executor
 from engine.collection import Collection
-from engine.errors import DataUnavailable, InvalidInput, SandboxError
+from engine.errors import BatchStalled, DataUnavailable, InvalidInput, SandboxError
 from engine.render import TileRenderer
 
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -278,7 +280,8 @@ def test_user_function_runs_in_the_sandbox_on_the_workers(world, cluster, tmp_pa
     bbox = (x0, y0 - 3000, x0 + 3000, y0)
     assert blocks.sandbox_pool() is None
     path = to_cog(chain, tmp_path / "ndvi2.tif", bbox=bbox, bbox_crs="EPSG:32632", chunks=128,
-                  catalog=world["cat"], client=cluster, sandbox={"size": 1, "timeout_s": 20})
+                  catalog=world["cat"], client=cluster, sandbox={"size": 1, "timeout_s": 20},
+                  stall_s=120)  # a stuck run fails saying what the workers do
     with rasterio.open(path) as ds:
         got = ds.read(1)
     red = band(world, "A", "B04")[:300, :300].astype(np.float32)
@@ -313,7 +316,12 @@ def test_killed_worker_run_completes_with_identical_output(world, cluster):
     futures = futures_of(arr.data)
     os.kill(pid, signal.SIGKILL)
     assert sum(f.done() for f in futures) < len(futures)  # killed mid-run
-    got = arr.values  # lost blocks are recomputed on the other / restarted worker
+    try:  # lost blocks are recomputed on the other / restarted worker
+        wait(futures, timeout=150)
+    except TimeoutError:
+        pytest.fail("the run stalled after the kill:\n" + describe_workers(
+            cluster, {f.key: str(f.key) for f in futures if not f.done()}))
+    got = arr.values
     np.testing.assert_array_equal(got, expected)
     assert pid not in cluster.run(os.getpid).values()
     assert (got[3] > 0).mean() > 0.5
@@ -344,6 +352,83 @@ def test_cli_run_end_to_end(world, cluster, tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "big.tif"), "--quiet"])
     assert code == 2 and "more than the limit" in capsys.readouterr().err
     assert not (tmp_path / "big.tif").exists()
+
+
+# -- a run that makes no progress fails, saying what the workers do ---------------------------
+_release = threading.Event()
+
+
+def _stuck_block(p, i, j):
+    """A block that never finishes (until the test releases it)."""
+    _release.wait(60)
+    raise RuntimeError("released")
+
+
+@pytest.fixture
+def local_client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as lc, Client(lc) as client:
+        yield client
+
+
+def test_a_run_whose_blocks_never_finish_fails_naming_them(world, local_client, tmp_path,
+                                                             monkeypatch):
+    """Before: ``for fut in as_completed(...)`` waited forever (CI: killed at 300 s)."""
+    monkeypatch.setattr(blocks, "render_block", _stuck_block)
+    chain = Collection("s2", catalog=world["cat"]).ids("A").process().bands("B04")
+    x0, y0 = world["origin"]
+    _release.clear()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BatchStalled) as err:
+            to_cog(chain, tmp_path / "x.tif", bbox=(x0, y0 - 1280, x0 + 1280, y0),
+                   bbox_crs="EPSG:32632", chunks=64, catalog=world["cat"],
+                   client=local_client, stall_s=2)
+    finally:
+        _release.set()
+    text = str(err.value)
+    assert "no block finished in 2 s (0 of 4 done, 4 in flight" in text
+    assert "running; memory" in text and "executing block (" in text and "_stuck_block" in text
+    assert "no sandbox started" in text
+    assert time.monotonic() - started < 30 and list(tmp_path.iterdir()) == []
+
+
+def test_a_run_on_paused_workers_fails_saying_so(world, tmp_path, monkeypatch):
+    """A worker over its memory pause threshold starts no task: before, the run (its probe)
+    waited silently forever."""
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setenv("EOX_BATCH_STALL_S", "2")
+    chain = Collection("s2", catalog=world["cat"]).ids("A").process().bands("B04")
+    # this process already uses far more than 80 % of 64 MiB: the worker pauses at once
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      memory_limit="64MiB") as lc, Client(lc) as client:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and [w["status"] for w in client.scheduler_info(
+                n_workers=-1)["workers"].values()] != ["paused"]:
+            time.sleep(0.05)
+        with pytest.raises(BatchStalled, match=r"(?s)probing the output .* did not finish in "
+                           r"2 s.*: paused; memory \d+ MiB of its 64 MiB limit; paused for "
+                           r"memory"):
+            to_cog(chain, tmp_path / "x.tif", bbox=world["items"]["A"].bbox,
+                   catalog=world["cat"], client=client)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stall_timeout_must_be_positive(monkeypatch):
+    from engine.batch.stall import STALL_S, stall_timeout
+
+    assert stall_timeout() == STALL_S and stall_timeout(5) == 5.0
+    monkeypatch.setenv("EOX_BATCH_STALL_S", "7.5")
+    assert stall_timeout() == 7.5
+    for bad in ("soon", "0", "-1"):
+        monkeypatch.setenv("EOX_BATCH_STALL_S", bad)
+        with pytest.raises(InvalidInput, match="EOX_BATCH_STALL_S"):
+            stall_timeout()
+    with pytest.raises(InvalidInput, match="stall_s"):
+        stall_timeout(0)
 
 
 # -- large rasters on screen --------------------------------------------------------------------
