@@ -9,15 +9,6 @@ from __future__ import annotations
 import pytest
 
 
-def pytest_collection_modifyitems(config, items):
-    """The browser tests (marker ``ui``) are one pytest-xdist group: one worker runs them one
-    after another, in their order, as without workers, while the other workers take the rest
-    (two browser tests at once, on 2 cores also running another suite, timed out waiting)."""
-    for item in items:
-        if item.get_closest_marker("ui"):
-            item.add_marker(pytest.mark.xdist_group("browser"))
-
-
 @pytest.fixture(autouse=True)
 def _restore_chain_executor():
     """Building a service installs the sandbox executor process-wide; put back what was there."""
