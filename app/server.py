@@ -87,7 +87,7 @@ def create_sessions_at_socket_open() -> None:
     screen (found in CI under load). This builds that session first, from the page's URL.
     """
     from bokeh.util.token import get_session_id, get_token_payload
-    from bokeh_fastapi.handler import WSHandler
+    from bokeh_fastapi.handler import DocHandler, WSHandler
 
     if getattr(WSHandler, "_eox_socket_sessions", False):
         return
@@ -100,7 +100,14 @@ def create_sessions_at_socket_open() -> None:
             log.warning("session %s: its page's session had expired; made again at websocket "
                      "open", session_id.split(".")[0][:8])
             request = socket_request(socket.scope, get_token_payload(token))
-            await context.create_session_if_needed(session_id, request, token)
+            session = await context.create_session_if_needed(session_id, request, token)
+            # what rendering the page does to its session: Panel sets the document's
+            # dist_url and points component stylesheets at this server (else they name
+            # Panel's CDN: blocked offline and by the CSP, an unstyled page)
+            DocHandler.render_session(
+                session, resources=self.application.resources(), title=session.document.title,
+                template=session.document.template,
+                template_variables=session.document.template_variables)
         await open_(self, socket, token)
 
     WSHandler._async_open = _async_open

@@ -73,6 +73,53 @@ def test_socket_after_the_pages_session_expired_gets_the_pages_view(keyed):
     late = generate_jwt_token(sid, secret_key=SECRET.encode(), signed=True, extra_payload=extra)
     doc = json.dumps(pull_document(base, late))
     assert "collection=landsat-sr" in doc  # the session was built from the page's URL
+    # and its components' stylesheets come from this server, as on a rendered page (they
+    # named Panel's CDN: blocked offline and by the CSP, an unstyled page seen by hand)
+    assert "cdn.holoviz.org" not in doc and "static/extensions/panel/" in doc
     text = log.read_text(errors="replace")
     assert "Traceback" not in text and "AttributeError" not in text, text[-3000:]
     assert "made again at websocket open" in text
+
+
+def test_chromium_page_whose_session_expired_is_styled_and_works(keyed, browser):
+    """What the user sees on that path: the page opens on the URL's collection with its
+    components styled (the results table a table, not its cells stacked) and tiles drawn.
+    The page's websocket presents a token of a session the server never made, as the
+    socket of a page whose session was dropped does (deterministic: no waiting for Bokeh's
+    unused-session check): an init script swaps the token BokehJS passes as subprotocol."""
+    from tiles import LOADED_JS
+
+    base, log = keyed
+    start = log.stat().st_size
+    real = page_token(get_page(base, "/?collection=landsat-sr").text)
+    sid = generate_session_id(secret_key=SECRET.encode(), signed=True)
+    extra = {k: v for k, v in get_token_payload(real).items() if k != "session_expiry"}
+    forged = generate_jwt_token(sid, secret_key=SECRET.encode(), signed=True,
+                                extra_payload=extra)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    ctx.add_init_script("""(() => { const Native = window.WebSocket;
+      window.WebSocket = function (url, protocols) {
+        if (Array.isArray(protocols) && protocols[0] === "bokeh") protocols = ["bokeh", %s];
+        return new Native(url, protocols); };
+      window.WebSocket.prototype = Native.prototype;
+      Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3}); })();"""
+                        % json.dumps(forged))
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    blocked: list[str] = []
+    page.on("requestfailed", lambda r: blocked.append(r.url))
+    try:
+        page.goto(base + "/?collection=landsat-sr", timeout=120_000)
+        page.wait_for_function(LOADED_JS, timeout=120_000)
+        page.get_by_text("scene(s) of landsat-sr").first.wait_for(timeout=60_000)
+        date = page.locator(".tabulator-col", has_text="Date").first.bounding_box()
+        cloud = page.locator(".tabulator-col", has_text="Cloud %").first.bounding_box()
+    finally:
+        ctx.close()
+    assert date and cloud and abs(date["y"] - cloud["y"]) < 2, (date, cloud)  # one header row
+    assert not errors, errors
+    assert not [u for u in blocked if "cdn.holoviz.org" in u], blocked
+    text = log.read_text(errors="replace")[start:]
+    assert text.count("made again at websocket open") == 1, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
