@@ -81,6 +81,16 @@ def test_socket_after_the_pages_session_expired_gets_the_pages_view(keyed):
     assert "made again at websocket open" in text
 
 
+#: Runs before the page's scripts: the token BokehJS passes as the websocket's subprotocol
+#: becomes FORGED.
+SWAP_TOKEN_JS = """(() => { const Native = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    if (Array.isArray(protocols) && protocols[0] === "bokeh") protocols = ["bokeh", FORGED];
+    return new Native(url, protocols); };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3}); })();"""
+
+
 def test_chromium_page_whose_session_expired_is_styled_and_works(keyed, browser):
     """What the user sees on that path: the page opens on the URL's collection with its
     components styled (the results table a table, not its cells stacked) and tiles drawn.
@@ -97,13 +107,7 @@ def test_chromium_page_whose_session_expired_is_styled_and_works(keyed, browser)
     forged = generate_jwt_token(sid, secret_key=SECRET.encode(), signed=True,
                                 extra_payload=extra)
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-    ctx.add_init_script("""(() => { const Native = window.WebSocket;
-      window.WebSocket = function (url, protocols) {
-        if (Array.isArray(protocols) && protocols[0] === "bokeh") protocols = ["bokeh", %s];
-        return new Native(url, protocols); };
-      window.WebSocket.prototype = Native.prototype;
-      Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3}); })();"""
-                        % json.dumps(forged))
+    ctx.add_init_script(SWAP_TOKEN_JS.replace("FORGED", json.dumps(forged)))
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
