@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.chain.raster import Raster, band_axis, take_bands, with_bands
+from engine.chain.raster import Raster, band_axis, with_bands
 from engine.chain.steps import STEPS, Step
 
 
@@ -25,7 +25,7 @@ class Threshold(Step):
         return [f"{names[0]}>={self.value:g}"] if names else None
 
     def __call__(self, img: Raster) -> Raster:
-        first = take_bands(img.array, [0], axis=band_axis(img))
+        first = img.array.take([0], axis=band_axis(img))
         hit = np.ma.masked_array((first.filled(-np.inf) >= self.value).astype(np.uint8),
                                  mask=np.ma.getmaskarray(first))
         return with_bands(img, hit, [f"{img.band_names[0]}>={self.value:g}"])
