@@ -42,7 +42,7 @@ def crashes(log_text: str) -> list[str]:
 
 #: (seed, actions): one walk of the issue's 200 actions (about 4 minutes on a quiet 2-core
 #: machine) and two shorter walks of other seeds (4 found the out-of-view display; both ran
-#: in CI before its time got tight), within budget now that the suite runs on two workers.
+#: in CI before; about 2 minutes each).
 #: More: bench/ui_monkey.py walks 200 actions per seed over 20 seeds.
 WALKS = [pytest.param(7, 200, marks=pytest.mark.timeout(1200)),
          pytest.param(4, 50, marks=pytest.mark.timeout(600)),
