@@ -58,6 +58,8 @@ def test_dates_typed_and_picked(server, page, artifacts):
     page.activity.wait()
     page.get_by_role("button", name="Search", exact=True).click()
     page.get_by_text("5 scene(s) of landsat-sr").wait_for(timeout=15_000)  # of 8 in 2008-13
+    # the table draws its rows a moment after the status line (under load: none yet, CI10)
+    page.locator(".tabulator-row").nth(4).wait_for(timeout=30_000)
     dates = [r.split("\t")[0] for r in page.locator(".tabulator-row").all_inner_texts()]
     days = [d.strip().split()[0] for d in page.locator(
         ".tabulator-row .tabulator-cell[tabulator-field=Date]").all_inner_texts()]
