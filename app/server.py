@@ -104,10 +104,14 @@ def create_sessions_at_socket_open() -> None:
             # what rendering the page does to its session: Panel sets the document's
             # dist_url and points component stylesheets at this server (else they name
             # Panel's CDN: blocked offline and by the CSP, an unstyled page)
-            DocHandler.render_session(
-                session, resources=self.application.resources(), title=session.document.title,
-                template=session.document.template,
-                template_variables=session.document.template_variables)
+            try:
+                DocHandler.render_session(
+                    session, resources=self.application.resources(),
+                    title=session.document.title, template=session.document.template,
+                    template_variables=session.document.template_variables)
+            except Exception:  # an unstyled page still works: open the socket anyway
+                log.exception("session %s: could not prepare it as its page would be",
+                              session_id.split(".")[0][:8])
         await open_(self, socket, token)
 
     WSHandler._async_open = _async_open

@@ -46,3 +46,19 @@ def test_concurrent_messages_are_not_interleaved():
     frames = _send_two()
     assert frames in (["a-header", "a-meta", "a-content", "b-header", "b-meta", "b-content"],
                       ["b-header", "b-meta", "b-content", "a-header", "a-meta", "a-content"])
+
+
+def test_a_socket_request_is_the_pages_url():
+    """The request a session made at websocket open is built from: the page's URL, not the
+    socket's (scheme, host, path under a prefix, the query the signed token carries)."""
+    from app.server import socket_request
+
+    req = socket_request({"scheme": "wss", "path": "/eox/ws",
+                          "headers": [(b"host", b"maps.example.org"), (b"cookie", b"a=b")]},
+                         {"arguments": {"collection": [b"landsat-sr"], "x": [b"1", b"2"]}})
+    assert req.protocol == "https" and req.host == "maps.example.org"
+    assert req.uri == "/eox/?collection=landsat-sr&x=1&x=2"
+    assert req.full_url() == "https://maps.example.org/eox/?collection=landsat-sr&x=1&x=2"
+    assert req.arguments == {"collection": [b"landsat-sr"], "x": [b"1", b"2"]}
+    plain = socket_request({"scheme": "ws", "path": "/ws", "headers": []}, {})
+    assert plain.protocol == "http" and plain.uri == "/" and plain.arguments == {}
